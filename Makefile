@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CORES ?= all
+CONFIG ?= config/config.yaml
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test lint report dry-run clean
+
+# Create .venv if missing and install the pinned environment (constraints.txt is the lock file;
+# torch==2.13.0 there makes pip take the CPU build instead of gigabytes of CUDA packages).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[workflow,test]"
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.zip
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -ra
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,35 @@
+# dustpred: predict the Planck thermal-dust foreground from the HI4PI velocity cube.
+# Data flow: raw FITS -> preprocessed HEALPix stack -> HDF5 cutout shards -> models
+# -> predictions -> r(ell) tables -> figures and report. See README.md.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The rule scripts and this file import the `dustpred` library from workflow/dustpred, also
+# when it is not pip-installed (e.g. snakemake run from a conda base environment).
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sky.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

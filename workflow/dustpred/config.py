@@ -1,0 +1,60 @@
+"""Resolve named experiments: the base configuration with per-experiment overrides.
+
+An experiment may override ``velocity_kms``, ``split``, ``seeds`` and any key of the
+``unet`` and ``linear`` sections. Preprocessing and cutouts depend only on the velocity
+range and the split, so experiments that share them share those jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from dustpred.errors import ConfigError
+
+EXPERIMENT_KEYS = ("velocity_kms", "split", "seeds", "unet", "linear")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """Return a copy of ``base`` with ``override`` merged in (nested dicts merged key by key)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_experiment(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The settings of experiment ``name``: base config values with its overrides applied.
+
+    Returns a dict with keys ``velocity_kms``, ``split``, ``seeds``, ``unet``, ``linear``.
+    """
+    experiments = config["experiments"]
+    if name not in experiments:
+        raise ConfigError(
+            f"config key 'experiments': no experiment named {name!r}; "
+            f"expected one of {sorted(experiments)}"
+        )
+    override = experiments[name] or {}
+    unknown = sorted(set(override) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"config key 'experiments.{name}': unknown override(s) {unknown}; "
+            f"expected keys among {list(EXPERIMENT_KEYS)}"
+        )
+    base = {
+        "velocity_kms": config["preprocess"]["velocity_kms"],
+        "split": config["cutouts"]["split"],
+        "seeds": config["seeds"],
+        "unet": config["unet"],
+        "linear": config["linear"],
+    }
+    return deep_merge(base, override)
+
+
+def velocity_label(velocity_kms: list[float]) -> str:
+    """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``."""
+    lo, hi = velocity_kms
+    return f"v{lo:g}_{hi:g}"

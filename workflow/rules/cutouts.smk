@@ -1,0 +1,1 @@
+# Stage: cutouts (rules to come)

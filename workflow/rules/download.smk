@@ -1,0 +1,1 @@
+# Stage: download (rules to come)

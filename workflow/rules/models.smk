@@ -1,0 +1,1 @@
+# Stage: models (rules to come)

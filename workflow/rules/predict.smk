@@ -1,0 +1,1 @@
+# Stage: predict (rules to come)

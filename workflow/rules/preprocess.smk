@@ -1,0 +1,1 @@
+# Stage: preprocess (rules to come)

@@ -1,0 +1,1 @@
+# Stage: sky (rules to come)
