@@ -1,0 +1,56 @@
+"""Logging for rule scripts: one logger writing to the rule's log file and to stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO) -> logging.Logger:
+    """Send the ``dustpred`` logger (and the root logger) to ``log_path`` and stderr.
+
+    Parameters
+    ----------
+    log_path
+        File to write (created with its parent directory; appended to). ``None`` logs to
+        stderr only.
+    level
+        Logging level for both handlers.
+
+    Returns
+    -------
+    logging.Logger
+        The ``dustpred`` logger; library modules log through ``logging.getLogger(__name__)``,
+        which propagates to it.
+
+    Notes
+    -----
+    Calling it again replaces the handlers it installed before, so a long-lived process
+    (tests, notebooks) does not duplicate lines.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_dustpred", False):
+            root.removeHandler(handler)
+            handler.close()
+    formatter = logging.Formatter(_FORMAT, datefmt=_DATEFMT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        parent = os.path.dirname(os.fspath(log_path))
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="a"))
+    for handler in handlers:
+        handler._dustpred = True  # type: ignore[attr-defined]
+        handler.setFormatter(formatter)
+        handler.setLevel(level)
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    logger = logging.getLogger("dustpred")
+    logger.setLevel(level)
+    return logger
