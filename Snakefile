@@ -18,6 +18,13 @@ configfile: "config/config.yaml"
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
+# Sorted keys: rules compare params by repr, so key order in the YAML must not matter.
+from dustpred.config import canonical
+
+_canonical_config = canonical(config)
+config.clear()
+config.update(_canonical_config)
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sky.smk"

@@ -54,6 +54,19 @@ def resolve_experiment(config: dict[str, Any], name: str) -> dict[str, Any]:
     return deep_merge(base, override)
 
 
+def canonical(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, recursively.
+
+    Snakemake compares a job's params by their ``repr``; sorting keys makes that independent
+    of the key order in the YAML file, so reordering a config file reruns nothing.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def velocity_label(velocity_kms: list[float]) -> str:
     """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``."""
     lo, hi = velocity_kms
