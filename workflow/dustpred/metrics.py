@@ -8,7 +8,12 @@ bins of width ``ell_F = 2 pi / side`` starting at ``ell_F`` (bin j covers
 zero in both maps. r is invariant to a positive rescaling of the prediction.
 
 Functions take numpy arrays of shape (..., H, W) and return numpy arrays; the ``*_torch``
-twins share the mode geometry and are differentiable (used by :mod:`dustpred.losses`).
+twin shares the mode geometry and is differentiable (used by :mod:`dustpred.losses`).
+
+A mode of (numerically) zero amplitude has no phase; its r_k is defined as 0. To get there
+without NaN, each map's mode amplitude is floored at ``sqrt(EPS_POWER)`` times that map's
+largest amplitude (``|T_k| -> sqrt(|T_k|^2 + EPS_POWER max|T|^2)``), identically in numpy and
+torch. The floor is 1e-6 of the largest amplitude, far below any mode of a real map.
 """
 
 from __future__ import annotations
@@ -17,33 +22,63 @@ from functools import lru_cache
 
 import numpy as np
 
+from dustpred.errors import InputError
+
 DEFAULT_SIDE_DEG = 64 * 23.4 / 60.0  # 24.96 deg: 64 pixels of 23.4 arcmin
 R50_RANGE = (None, 100.0)  # lower edge is ell_F
 R150_RANGE = (100.0, 200.0)
-# Relative floor on |T_k||P_k| so that modes of ~zero amplitude give r_k ~ 0, not NaN.
-_EPS = 1e-12
+# Relative floor on each map's mode power (see module docstring).
+EPS_POWER = 1e-12
+# Absolute floor so that an all-zero map gives r_k = 0 (not 0/0) and finite gradients.
+_TINY = 1e-30
 
 
 def ell_fundamental(side_deg: float = DEFAULT_SIDE_DEG) -> float:
-    """Fundamental multipole ``ell_F = 2 pi / side`` of a square cutout of side ``side_deg``."""
+    """Fundamental multipole ``ell_F = 2 pi / side`` of a square cutout of side ``side_deg``.
+
+    ``side_deg`` is in degrees; 24.96 deg gives ell_F = 360 / 24.96 = 14.42.
+    """
     return 2.0 * np.pi / np.deg2rad(side_deg)
 
 
 def ell_grid(shape: tuple[int, int], side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
-    """Multipole ``ell = ell_F |k|`` of every mode of an FFT of ``shape`` (H, W), in FFT order."""
+    """Multipole ``ell = ell_F |k|`` of every mode of an FFT of ``shape`` (H, W), in FFT order.
+
+    Returns an array of shape (H, W); k are integer wavenumbers (cycles per cutout side).
+    """
     h, w = shape
     ky = np.fft.fftfreq(h) * h
     kx = np.fft.fftfreq(w) * w
     return ell_fundamental(side_deg) * np.hypot(ky[:, None], kx[None, :])
 
 
+def bin_edges(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
+    """Edges ``j ell_F`` (j = 1 .. npix/2 + 1) of the r(ell) bins, shape (npix/2 + 1,)."""
+    return ell_fundamental(side_deg) * np.arange(1, npix // 2 + 2)
+
+
+def _check_shapes(target_shape: tuple[int, ...], prediction_shape: tuple[int, ...]) -> None:
+    if tuple(target_shape) != tuple(prediction_shape):
+        raise InputError(
+            f"r(ell): target has shape {tuple(target_shape)} but prediction has shape "
+            f"{tuple(prediction_shape)}; expected equal shapes (..., H, W)"
+        )
+    if len(target_shape) < 2 or target_shape[-1] != target_shape[-2]:
+        raise InputError(
+            f"r(ell): maps of shape {tuple(target_shape)}; expected square cutouts (..., n, n)"
+        )
+
+
 @lru_cache(maxsize=32)
 def _weights(shape: tuple[int, int], side_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Averaging weights: bins (H*W, nbins), r50/r150 (H*W, 2), and bin centres (nbins,)."""
+    """Averaging weights: bins (H*W, nbins), r50/r150 (H*W, 2), and bin centres (nbins,).
+
+    Read-only (they are cached and shared).
+    """
     ell_f = ell_fundamental(side_deg)
     ell = ell_grid(shape, side_deg).ravel()
     nbins = min(shape) // 2
-    edges = ell_f * np.arange(1, nbins + 2)
+    edges = bin_edges(min(shape), side_deg)
     idx = np.digitize(ell, edges) - 1  # -1 below ell_F, nbins above the last edge
     bins = np.zeros((ell.size, nbins))
     inside = (idx >= 0) & (idx < nbins)
@@ -53,20 +88,39 @@ def _weights(shape: tuple[int, int], side_deg: float) -> tuple[np.ndarray, np.nd
     bands[:, 0] = (ell >= ell_f) & (ell < R50_RANGE[1])
     bands[:, 1] = (ell >= R150_RANGE[0]) & (ell < R150_RANGE[1])
     if not bands.sum(axis=0).all():
-        raise ValueError(f"cutout of shape {shape} and side {side_deg} deg has no modes in r50/r150")
+        raise InputError(
+            f"r(ell): a cutout of shape {shape} and side {side_deg} deg has no Fourier modes in "
+            f"the r50 or r150 range; expected ell_F < 100 and modes up to ell = 200"
+        )
     bands /= bands.sum(axis=0)
     centres = ell_f * (np.arange(1, nbins + 1) + 0.5)
+    for array in (bins, bands, centres):
+        array.setflags(write=False)
     return bins, bands, centres
 
 
+def modes_per_bin(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
+    """Number of FFT modes in each r(ell) bin of an ``npix`` x ``npix`` cutout, shape (npix/2,).
+
+    Modes k and -k of a real map are counted separately (they carry the same r_k), so the
+    number of independent modes is about half of this.
+    """
+    bins, _, _ = _weights((npix, npix), float(side_deg))
+    return np.count_nonzero(bins, axis=0)
+
+
+def _floored_amplitude(power: np.ndarray) -> np.ndarray:
+    """sqrt(|X_k|^2 + EPS_POWER max_k |X_k|^2 + tiny), per map over the last two axes."""
+    floor = EPS_POWER * power.max(axis=(-2, -1), keepdims=True) + _TINY
+    return np.sqrt(power + floor)
+
+
 def mode_correlation(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """Per-mode correlation r_k, shape (..., H, W) in FFT order (float64)."""
+    """Per-mode correlation r_k of two maps of shape (..., H, W); float64, FFT order."""
     t = np.fft.fft2(np.asarray(target, dtype=np.float64))
     p = np.fft.fft2(np.asarray(prediction, dtype=np.float64))
     num = (t * p.conj()).real
-    den = np.abs(t) * np.abs(p)
-    scale = np.maximum(den.max(axis=(-2, -1), keepdims=True), np.finfo(float).tiny)
-    return num / (den + _EPS * scale)
+    return num / (_floored_amplitude(np.abs(t) ** 2) * _floored_amplitude(np.abs(p) ** 2))
 
 
 def r_ell(
@@ -80,8 +134,8 @@ def r_ell(
 
     Parameters
     ----------
-    target, prediction : ndarray, shape (..., H, W)
-        Maps with masked pixels already zero.
+    target, prediction : ndarray, shape (..., n, n)
+        Maps with masked pixels already zero (any units; r is dimensionless).
     side_deg : float
         Side of the cutout in degrees (default 24.96).
     form : {"mode", "power"}
@@ -90,23 +144,25 @@ def r_ell(
 
     Returns
     -------
-    ell_centres : ndarray, shape (nbins,)
-    r : ndarray, shape (..., nbins)
+    ell_centres : ndarray, shape (n/2,)
+        ``(j + 1/2) ell_F`` for bins j = 1 .. n/2.
+    r : ndarray, shape (..., n/2)
     """
     target = np.asarray(target)
-    shape = target.shape[-2:]
-    bins, _, centres = _weights(tuple(shape), float(side_deg))
+    prediction = np.asarray(prediction)
+    _check_shapes(target.shape, prediction.shape)
+    bins, _, centres = _weights(tuple(target.shape[-2:]), float(side_deg))
     lead = target.shape[:-2]
     if form == "mode":
         rk = mode_correlation(target, prediction).reshape(*lead, -1)
-        return centres, rk @ bins
+        return centres.copy(), rk @ bins
     if form == "power":
         t = np.fft.fft2(np.asarray(target, dtype=np.float64)).reshape(*lead, -1)
         p = np.fft.fft2(np.asarray(prediction, dtype=np.float64)).reshape(*lead, -1)
         ctp = (t * p.conj()).real @ bins
         ctt = (np.abs(t) ** 2) @ bins
         cpp = (np.abs(p) ** 2) @ bins
-        return centres, ctp / np.sqrt(np.maximum(ctt * cpp, np.finfo(float).tiny))
+        return centres.copy(), ctp / np.sqrt(np.maximum(ctt * cpp, np.finfo(float).tiny))
     raise ValueError(f"form must be 'mode' or 'power', got {form!r}")
 
 
@@ -115,9 +171,12 @@ def r50_r150(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean per-mode r over ``ell_F <= ell < 100`` (r50) and ``100 <= ell < 200`` (r150).
 
-    Inputs of shape (..., H, W) with masked pixels zero; returns two arrays of shape (...).
+    Inputs of shape (..., n, n) with masked pixels zero; returns two float64 arrays of
+    shape (...).
     """
     target = np.asarray(target)
+    prediction = np.asarray(prediction)
+    _check_shapes(target.shape, prediction.shape)
     _, bands, _ = _weights(tuple(target.shape[-2:]), float(side_deg))
     rk = mode_correlation(target, prediction).reshape(*target.shape[:-2], -1)
     r = rk @ bands
@@ -125,22 +184,26 @@ def r50_r150(
 
 
 def r50_r150_torch(target, prediction, *, side_deg: float = DEFAULT_SIDE_DEG):
-    """Differentiable torch twin of :func:`r50_r150` for tensors of shape (B, H, W).
+    """Differentiable torch twin of :func:`r50_r150` for tensors of shape (B, n, n).
 
-    Returns a tensor of shape (B, 2): r50 and r150 per cutout. Safe where a mode's
-    amplitude is ~0 (the denominator has a relative floor and a smooth square root).
+    Returns a tensor of shape (B, 2): r50 and r150 per cutout, in float32 (float64 if
+    either input is float64). Same amplitude floor as the numpy version, so gradients are
+    finite where a mode's amplitude is ~0; the floor is not differentiated through.
     """
     import torch
 
+    _check_shapes(tuple(target.shape), tuple(prediction.shape))
     _, bands, _ = _weights(tuple(target.shape[-2:]), float(side_deg))
-    w = torch.as_tensor(bands, dtype=torch.float32, device=target.device)
-    t = torch.fft.fft2(target.float())
-    p = torch.fft.fft2(prediction.float())
-    num = (t * p.conj()).real
-    # |t||p| = sqrt(|t|^2 |p|^2 + tiny): finite gradient at zero amplitude.
+    dtype = torch.promote_types(torch.promote_types(target.dtype, prediction.dtype), torch.float32)
+    w = torch.tensor(bands, dtype=dtype, device=target.device)
+    t = torch.fft.fft2(target.to(dtype))
+    p = torch.fft.fft2(prediction.to(dtype))
+    num = t.real * p.real + t.imag * p.imag
     pow_t = t.real**2 + t.imag**2
     pow_p = p.real**2 + p.imag**2
-    scale = (pow_t.amax(dim=(-2, -1), keepdim=True) * pow_p.amax(dim=(-2, -1), keepdim=True)).detach()
-    den = torch.sqrt(pow_t * pow_p + 1e-12 * scale + 1e-30)
-    rk = (num / den).flatten(-2)
-    return rk @ w
+    floor_t = (EPS_POWER * pow_t.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
+    floor_p = (EPS_POWER * pow_p.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
+    # Two amplitudes, each floored, rather than sqrt(pow_t * pow_p): the product of four
+    # powers of the FFT amplitude overflows float32 for maps of order 1e3 (K km/s).
+    rk = num / (torch.sqrt(pow_t + floor_t) * torch.sqrt(pow_p + floor_p))
+    return rk.flatten(-2) @ w
