@@ -1,0 +1,197 @@
+"""dustpred.evaluation: tables of r50/r150 per cutout, mean r(ell), wins and the summary."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from dustpred.errors import InputError
+from dustpred.evaluation import (
+    PER_CUTOUT_COLUMNS,
+    R_ELL_COLUMNS,
+    SUMMARY_COLUMNS,
+    WINS_COLUMNS,
+    Predictions,
+    evaluate,
+    seed_spread,
+    summarize,
+    wins_table,
+)
+from dustpred.metrics import r50_r150, r_ell
+from fake_predictions import write_fake_predictions
+
+
+def run_evaluate(tmp_path, **fake):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    arrays = {}
+    for i, subset in enumerate(("train", "test")):
+        paths[subset] = tmp_path / f"{subset}.h5"
+        arrays[subset] = write_fake_predictions(paths[subset], seed=i, **fake)
+    out = {
+        name: (tmp_path / f"tables/{name}.csv", tmp_path / f"tables/{name}.parquet")
+        for name in ("per_cutout", "r_ell", "wins")
+    }
+    tables = evaluate(paths, out["per_cutout"], out["r_ell"], out["wins"])
+    return tables, out, arrays
+
+
+def test_tables_have_the_documented_columns_in_csv_and_parquet(tmp_path):
+    tables, out, _ = run_evaluate(tmp_path)
+    for name, columns in (
+        ("per_cutout", PER_CUTOUT_COLUMNS),
+        ("r_ell", R_ELL_COLUMNS),
+        ("wins", WINS_COLUMNS),
+    ):
+        csv, parquet = out[name]
+        assert list(pd.read_csv(csv).columns) == columns
+        pd.testing.assert_frame_equal(pd.read_parquet(parquet), tables[name])
+
+
+def test_per_cutout_values_are_the_metric_on_the_masked_maps(tmp_path):
+    tables, _, arrays = run_evaluate(tmp_path)
+    test = arrays["test"]
+    r50, r150 = r50_r150(test["target"], test["unet"], side_deg=24.96)
+    pc = tables["per_cutout"]
+    sel = pc[(pc.subset == "test") & (pc.model == "unet")].sort_values("cutout")
+    np.testing.assert_allclose(sel["r50"], r50, rtol=1e-12)
+    np.testing.assert_allclose(sel["r150"], r150, rtol=1e-12)
+    np.testing.assert_allclose(sel["masked_fraction"], test["mask"].mean(axis=(1, 2)))
+    np.testing.assert_allclose(sel["lon"], test["lon"])
+    assert set(pc["model"]) == {"integrated", "linear", "unet", "oracle"}
+    assert len(pc) == 2 * 4 * 20
+
+
+def test_masked_pixels_are_zeroed_even_if_the_file_has_values_there(tmp_path):
+    path = tmp_path / "p.h5"
+    data = write_fake_predictions(path, n=4)
+    with h5py.File(path, "r+") as f:
+        target = f["target"][...]
+        target[data["mask"] == 1] = 99.0
+        f["target"][...] = target
+    r = Predictions(path).read()
+    assert np.all(r["target"][r["mask"]] == 0)
+    np.testing.assert_array_equal(r["target"], data["target"])
+
+
+def test_r_ell_table_is_the_mean_and_error_on_the_mean(tmp_path):
+    tables, _, arrays = run_evaluate(tmp_path)
+    train = arrays["train"]
+    ell, r = r_ell(train["target"], train["linear"], side_deg=24.96)
+    tab = tables["r_ell"]
+    sel = tab[(tab.subset == "train") & (tab.model == "linear")]
+    np.testing.assert_allclose(sel["ell"], ell)
+    np.testing.assert_allclose(sel["r_mean"], r.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sel["r_sem"], r.std(axis=0, ddof=1) / np.sqrt(20), rtol=1e-12)
+    np.testing.assert_allclose(sel["ell_hi"] - sel["ell_lo"], 360 / 24.96)
+    assert (sel["n"] == 20).all()
+
+
+def test_rescaled_models_give_identical_tables(tmp_path):
+    """r is invariant to a positive rescaling of each prediction (integrated intensity has
+    other units than dust)."""
+    a, _, _ = run_evaluate(tmp_path / "a")
+    b, _, _ = run_evaluate(tmp_path / "b", scale={"integrated": 1e3, "unet": 0.01})
+    pd.testing.assert_frame_equal(a["per_cutout"], b["per_cutout"], atol=1e-5)
+
+
+def test_wins_count_cutouts_with_strictly_larger_r_than_integrated():
+    pc = pd.DataFrame(
+        {
+            "subset": "test",
+            "cutout": [0, 1, 2, 0, 1, 2],
+            "model": ["integrated"] * 3 + ["unet"] * 3,
+            "r50": [0.5, 0.6, 0.7, 0.6, 0.6, 0.8],
+            "r150": [0.1, 0.2, 0.3, 0.0, 0.0, 0.0],
+        }
+    )
+    w = wins_table(pc).set_index("metric")
+    assert w.loc["r50", "wins"] == 2 and w.loc["r50", "n"] == 3  # a tie is not a win
+    assert w.loc["r50", "fraction"] == pytest.approx(2 / 3)
+    assert w.loc["r150", "wins"] == 0
+
+
+def test_known_ranking_shows_in_wins_and_means(tmp_path):
+    tables, _, _ = run_evaluate(tmp_path, n=40)
+    w = tables["wins"].set_index(["subset", "model", "metric"])
+    assert w.loc[("test", "unet", "r150"), "fraction"] > 0.8
+    assert w.loc[("test", "oracle", "r50"), "fraction"] > 0.8
+    means = tables["per_cutout"].groupby("model")["r150"].mean()
+    assert means["oracle"] > means["unet"] > means["integrated"]
+
+
+def test_oracle_is_optional(tmp_path):
+    tables, _, _ = run_evaluate(tmp_path, oracle=False)
+    assert "oracle" not in set(tables["per_cutout"]["model"])
+    assert set(tables["wins"]["model"]) == {"linear", "unet"}
+
+
+def test_missing_model_raises_input_error_naming_the_file(tmp_path):
+    path = tmp_path / "bad.h5"
+    write_fake_predictions(path, n=3)
+    with h5py.File(path, "r+") as f:
+        del f["unet"]
+    with pytest.raises(InputError, match=r"bad\.h5.*unet"):
+        Predictions(path)
+
+
+def test_shape_mismatch_raises_input_error(tmp_path):
+    path = tmp_path / "bad.h5"
+    write_fake_predictions(path, n=3)
+    with h5py.File(path, "r+") as f:
+        del f["linear"]
+        f["linear"] = np.zeros((3, 16, 16), dtype=np.float32)
+    with pytest.raises(InputError, match="'linear' has shape"):
+        Predictions(path)
+
+
+def test_non_finite_prediction_raises_input_error(tmp_path):
+    path = tmp_path / "bad.h5"
+    data = write_fake_predictions(path, n=3)
+    with h5py.File(path, "r+") as f:
+        unet = f["unet"][...]
+        unet[1][data["mask"][1] == 0] = np.nan
+        f["unet"][...] = unet
+    with pytest.raises(InputError, match="non-finite"):
+        Predictions(path).correlations()
+
+
+def test_reading_in_chunks_gives_the_same_correlations(tmp_path):
+    path = tmp_path / "p.h5"
+    write_fake_predictions(path, n=11)
+    pred = Predictions(path)
+    whole = pred.correlations(chunk=100)
+    pieces = pred.correlations(chunk=4)
+    for model in pred.models:
+        for key in ("r50", "r150", "r_ell"):
+            np.testing.assert_allclose(pieces.by_model[model][key], whole.by_model[model][key])
+
+
+def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
+    per_cutout = {}
+    for exp, seed in (("baseline", 0), ("baseline", 1), ("lam0", 0)):
+        d = tmp_path / exp / f"seed{seed}"
+        d.mkdir(parents=True)
+        paths = {}
+        for subset in ("train", "test"):
+            paths[subset] = d / f"{subset}.h5"
+            write_fake_predictions(paths[subset], n=10, seed=seed + 10 * (subset == "test"))
+        outs = [(d / f"{n}.csv", None) for n in ("per_cutout", "r_ell", "wins")]
+        evaluate(paths, *outs)
+        per_cutout[(exp, seed)] = d / "per_cutout.csv"
+    table = summarize(per_cutout, tmp_path / "summary.csv", tmp_path / "summary.txt")
+    assert list(pd.read_csv(tmp_path / "summary.csv").columns) == SUMMARY_COLUMNS
+    assert len(table) == 3 * 4
+    assert table[["experiment", "seed", "model"]].duplicated().sum() == 0
+    text = (tmp_path / "summary.txt").read_text()
+    row = table[(table.experiment == "lam0") & (table.model == "unet")].iloc[0]
+    assert f"{row['wins_r50']}/10 (r50), {row['wins_r150']}/10 (r150)" in text
+    assert "U-Net beats integrated intensity" in text and "oracle" in text
+    assert "mean +- sd over seeds" in text  # baseline has two seeds
+    spread = seed_spread(table).set_index(["experiment", "model"])
+    assert spread.loc[("baseline", "unet"), "n_seeds"] == 2
+    assert np.isnan(spread.loc[("lam0", "unet"), "r50_test_sd"])
+
+
+def test_summary_lists_missing_table_by_name(tmp_path):
+    with pytest.raises(InputError, match="nope.csv"):
+        summarize({("x", 0): tmp_path / "nope.csv"}, tmp_path / "s.csv", tmp_path / "s.txt")
