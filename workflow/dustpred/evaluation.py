@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,15 @@ class Predictions:
                 out[key] = value
         return out
 
+    def masked_fraction(self, chunk: int = CHUNK) -> np.ndarray:
+        """Fraction of masked pixels of each cutout, shape (n,)."""
+        out = []
+        with h5py.File(self.path, "r") as f:
+            for start in range(0, self.n, chunk):
+                mask = np.asarray(f["mask"][start : start + chunk]).astype(bool)
+                out.append(mask.reshape(len(mask), -1).mean(axis=1))
+        return np.concatenate(out)
+
     def correlations(self, chunk: int = CHUNK) -> Correlations:
         """r50, r150 and r(ell) of every model on every cutout, read ``chunk`` cutouts at a time."""
         result: dict[str, dict[str, list]] = {
@@ -267,17 +277,26 @@ def write_table(table: pd.DataFrame, csv_path: str | os.PathLike, parquet_path=N
         _atomic(parquet_path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
-def _atomic(path: str | os.PathLike, write) -> None:
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
+
+    The writer creates the temporary file itself, so it gets the usual permissions (umask);
+    a killed job leaves only a hidden ``.name.*.tmp`` file, never a valid-looking output.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic(path: str | os.PathLike, write) -> None:
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def evaluate(

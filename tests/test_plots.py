@@ -1,0 +1,164 @@
+"""dustpred.plots: the paper's figures from the evaluation tables."""
+
+import matplotlib.colors as mcolors
+import numpy as np
+import pandas as pd
+import pytest
+from dustpred import plots
+from dustpred.errors import InputError
+from dustpred.evaluation import MODELS, ORACLE, evaluate
+from fake_predictions import write_fake_predictions
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    paths = {}
+    for i, subset in enumerate(("train", "test")):
+        paths[subset] = d / f"{subset}.h5"
+        write_fake_predictions(paths[subset], n=12, seed=i)
+    out = {name: (d / f"{name}.csv", None) for name in ("per_cutout", "r_ell", "wins")}
+    result = evaluate(paths, out["per_cutout"], out["r_ell"], out["wins"])
+    result["paths"] = {**{k: v[0] for k, v in out.items()}, **paths}
+    return result
+
+
+@pytest.fixture
+def training_csv(tmp_path):
+    e = np.arange(1, 6)
+    path = tmp_path / "training.csv"
+    pd.DataFrame(
+        {
+            "epoch": e,
+            "lr": 1e-3,
+            "train_loss": 5 / e,
+            "val_loss": 6 / e,
+            "train_r50": 1 - 0.3 / e,
+            "train_r150": 1 - 0.4 / e,
+            "val_r50": 0.9 - 0.3 / e,
+            "val_r150": 0.8 - 0.3 / e,
+            "samples_per_s": 50.0,
+            "seconds": 2.0,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def assert_png_and_pdf(png, pdf):
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+    assert not list(png.parent.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_every_model_has_one_colour_linestyle_and_marker():
+    for model in (*MODELS, ORACLE):
+        assert mcolors.is_color_like(plots.PALETTE[model])
+        assert model in plots.LINESTYLES and model in plots.MARKERS
+    colours = [mcolors.to_hex(plots.PALETTE[m]) for m in (*MODELS, ORACLE)]
+    assert len(set(colours)) == len(colours)
+    assert plots.LINESTYLES[ORACLE] == "--"  # the oracle is dashed, as the brief asks
+
+
+def test_fig5_uses_the_palette_and_labels_ell(tables):
+    fig = plots.r_ell_figure(tables["r_ell"], split="north_south")
+    left, right = fig.axes
+    assert left.get_title().startswith("train: north") and right.get_title().startswith("test")
+    assert "ell" in left.get_xlabel() and "r(" in left.get_ylabel()
+    by_label = {line.get_label(): line for line in left.get_lines()}
+    for model in (*MODELS, ORACLE):
+        line = by_label[plots.MODEL_LABELS[model]]
+        assert mcolors.to_hex(line.get_color()) == mcolors.to_hex(plots.PALETTE[model])
+        assert line.get_linestyle() == plots.LINESTYLES[model]
+    # one error band per model and panel
+    assert len(left.collections) == 4 and len(right.collections) == 4
+    plots.plt.close(fig)
+
+
+def test_fig5_without_oracle_has_three_curves(tables):
+    r_ell = tables["r_ell"][tables["r_ell"]["model"] != ORACLE]
+    fig = plots.r_ell_figure(r_ell)
+    labels = {line.get_label() for line in fig.axes[0].get_lines()}
+    assert plots.MODEL_LABELS[ORACLE] not in labels
+    assert plots.MODEL_LABELS["unet"] in labels
+    plots.plt.close(fig)
+
+
+def test_fig4_legend_gives_the_win_counts_and_the_identity_line(tables):
+    fig = plots.per_cutout_figure(tables["per_cutout"], tables["wins"])
+    wins = tables["wins"].set_index(["subset", "model", "metric"])["wins"]
+    for ax, metric in zip(fig.axes, ("r50", "r150"), strict=True):
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert f"U-Net: better in {wins[('test', 'unet', metric)]}/12" in texts
+        assert f"linear combination: better in {wins[('test', 'linear', metric)]}/12" in texts
+        assert any("y = x" in t for t in texts)
+        assert "integrated" in ax.get_xlabel()
+        (identity,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        x, y = identity.get_data()
+        np.testing.assert_array_equal(x, y)
+        colours = {mcolors.to_hex(c.get_edgecolor()[0]) for c in ax.collections}
+        assert colours == {plots.PALETTE["linear"], plots.PALETTE["unet"]}
+    plots.plt.close(fig)
+
+
+def test_fig3_normalises_each_map_by_its_maximum_and_greys_the_mask():
+    rng = np.random.default_rng(0)
+    n = 16
+    mask = np.zeros((n, n), bool)
+    mask[:3, :3] = True
+    maps = {
+        k: rng.uniform(1, 2, (n, n)) * s
+        for k, s in zip(
+            ("target", "integrated", "linear", "unet"), (1.0, 500.0, 2.0, 0.1), strict=True
+        )
+    }
+    fig = plots.example_figure(maps, mask, side_deg=6.24)
+    images = [ax.get_images()[0] for ax in fig.axes[:4]]
+    for image, key in zip(images, ("target", "integrated", "linear", "unet"), strict=True):
+        data = image.get_array()
+        assert np.array_equal(np.ma.getmaskarray(data), mask)
+        assert data.max() == pytest.approx(1.0)
+        np.testing.assert_allclose(data.compressed(), (maps[key] / maps[key][~mask].max())[~mask])
+        assert mcolors.to_hex(image.get_cmap().get_bad()) == plots.MASK_COLOUR
+        assert image.get_extent() == pytest.approx([-3.12, 3.12, -3.12, 3.12])
+    assert fig.axes[2].get_xlabel() == "x [deg]" and fig.axes[0].get_ylabel() == "y [deg]"
+    plots.plt.close(fig)
+
+
+def test_example_is_the_configured_or_the_least_masked_cutout():
+    frac = np.array([0.3, 0.1, 0.5, 0.1])
+    assert plots.choose_example(frac, None) == 1
+    assert plots.choose_example(frac, 2) == 2
+    with pytest.raises(InputError, match="plots.example_cutout"):
+        plots.choose_example(frac, 4)
+
+
+def test_plot_functions_write_png_and_pdf(tables, training_csv, tmp_path):
+    p = tables["paths"]
+    out = {name: (tmp_path / f"{name}.png", tmp_path / f"{name}.pdf") for name in "abcd"}
+    shown = plots.plot_example(p["test"], out["a"], index=None, cmap="viridis", dpi=60)
+    assert 0 <= shown < 12
+    plots.plot_per_cutout(p["per_cutout"], p["wins"], out["b"], dpi=60)
+    plots.plot_r_ell(p["r_ell"], out["c"], split="east_west", dpi=60)
+    plots.plot_training(training_csv, out["d"], dpi=60)
+    for png, pdf in out.values():
+        assert_png_and_pdf(png, pdf)
+
+
+def test_training_figure_has_loss_and_r_by_epoch(training_csv):
+    fig = plots.training_figure(pd.read_csv(training_csv))
+    ax_loss, ax_r = fig.axes
+    assert ax_loss.get_xlabel() == "epoch" and "loss" in ax_loss.get_ylabel()
+    assert ax_loss.get_yscale() == "log"
+    labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
+    assert labels == ["r50", "r150", "train", "validation"]
+    plots.plt.close(fig)
+
+
+def test_training_log_without_required_columns_raises(tmp_path):
+    path = tmp_path / "training.csv"
+    pd.DataFrame({"epoch": [1], "train_loss": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(InputError, match="val_loss"):
+        plots.plot_training(path, [tmp_path / "x.png"])
+    assert not (tmp_path / "x.png").exists()
