@@ -70,7 +70,7 @@ HI_UNITS = {"k": 1.0, "kelvin": 1.0, "k (tb)": 1.0, "mk": 1e-3}
 _TFORM = re.compile(r"^\s*(\d*)\s*([LBIJKED])")
 _TFORM_DTYPES = {"L": "u1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 # Rows per block when streaming tables: bounds memory to a few hundred MB for any file.
-_BLOCK_BYTES = 256 * 2**20
+_BLOCK_BYTES = 64 * 2**20
 
 
 # --------------------------------------------------------------------------------------
@@ -514,7 +514,7 @@ def read_hi_channels(
     -------
     numpy.ndarray
         ``(12 Nside**2, k)`` float32 brightness temperatures in K, RING order.
-        The cube is streamed in blocks of rows; memory beyond ``out`` stays ~256 MB.
+        The cube is streamed in blocks of rows; memory beyond ``out`` stays ~100 MB.
     """
     parts = _cube_parts(path, column, coordsys_if_missing)
     first = parts[0]
@@ -535,21 +535,31 @@ def read_hi_channels(
         factor = _unit_factor(
             part.table.path, part.column, part.table.header.get(f"TUNIT{n}"), HI_UNITS
         )
-        rows = part.table.memmap()
-        block = max(1, _BLOCK_BYTES // part.table.row_dtype.itemsize)
-        for start in range(0, part.table.nrows, block):
-            stop = min(start + block, part.table.nrows)
-            values = np.asarray(rows[part.column][start:stop][:, idx], dtype=np.float32)
-            _check_values(
-                part.table.path, f"rows {start}..{stop - 1} of column {part.column!r}", values
-            )
-            if factor != 1.0:
-                values *= np.float32(factor)
-            pix = np.arange(part.info.firstpix + start, part.info.firstpix + stop)
-            if part.info.nested:
-                pix = hp.nest2ring(part.info.nside, pix)
-            out[pix] = values
-        del rows
+        # Plain reads rather than a memory map: mapped pages of a 47 GB file would count
+        # as resident memory of the job and hide its real footprint.
+        rowbytes = part.table.row_dtype.itemsize
+        block = max(1, _BLOCK_BYTES // rowbytes)
+        with open(part.table.path, "rb") as fh:
+            for start in range(0, part.table.nrows, block):
+                stop = min(start + block, part.table.nrows)
+                fh.seek(part.table.offset + start * rowbytes)
+                rows = np.fromfile(fh, dtype=part.table.row_dtype, count=stop - start)
+                if rows.size != stop - start:
+                    raise InputError(
+                        f"{part.table.path}: read {rows.size} rows at row {start}; expected "
+                        f"{stop - start} (file truncated while reading?)"
+                    )
+                values = np.asarray(rows[part.column][:, idx], dtype=np.float32)
+                del rows
+                _check_values(
+                    part.table.path, f"rows {start}..{stop - 1} of column {part.column!r}", values
+                )
+                if factor != 1.0:
+                    values *= np.float32(factor)
+                pix = np.arange(part.info.firstpix + start, part.info.firstpix + stop)
+                if part.info.nested:
+                    pix = hp.nest2ring(part.info.nside, pix)
+                out[pix] = values
     return out
 
 

@@ -51,6 +51,8 @@ def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO)
         root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+    # healpy logs every alm2map/smoothing call at INFO ("Sigma is 0.000000 arcmin").
+    logging.getLogger("healpy").setLevel(max(level, logging.WARNING))
     logger = logging.getLogger("dustpred")
     logger.setLevel(level)
     return logger

@@ -1,0 +1,266 @@
+"""Raw FITS inputs -> the pixel-major HEALPix stack that cutouts are cut from.
+
+Steps (paper, section 2):
+
+1. select the HI channels whose centre lies in ``velocity_kms`` (inclusive; default
+   -64.5..17 km/s -> 64 HI4PI channels);
+2. bring each channel and the dust map to the working Nside and apply the Butterworth
+   low-pass in one harmonic step (:func:`dustpred.harmonic.lowpass_to_nside`);
+3. take the mask field (``LR72``) by name, bring it to the working Nside
+   (:func:`dustpred.harmonic.mask_to_nside`) and store it with 1 = MASKED.
+
+Outputs (all RING, working Nside):
+
+- ``stack.npy``: ``(npix, nchan + 1)`` float32 in ``np.save`` format (open with
+  ``np.load(path, mmap_mode='r')``): columns are the HI channels in increasing velocity
+  (K) and the dust last (µK_RJ). Pixel-major, so a cutout reads whole rows.
+- ``mask.npy``: ``(npix,)`` uint8, 1 = masked.
+- ``meta.json``: Nside, channel velocities, units, column names, filter settings, masked
+  fraction and source files.
+
+Memory: the selected channels are read once at the input Nside, ``(npix_in, nchan)``
+float32, then filtered one channel at a time into a memory-mapped output, so the peak is
+about the input selection plus the output (~2x the output when Nside in = out).
+Every output is written to a temporary file in its directory and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import healpy as hp
+import numpy as np
+
+from dustpred import harmonic, io
+from dustpred.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _tmp_path(path: str | os.PathLike, suffix: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file next to ``path``, then rename it into place."""
+    tmp = _tmp_path(path, ".npy")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    tmp = _tmp_path(path, ".json")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def filtered_map(
+    path: str | os.PathLike,
+    column: str,
+    *,
+    nside: int,
+    ell_cutoff: float,
+    butterworth_order: int,
+    map2alm_iters: int = 3,
+    units: dict[str, float] | None = io.DUST_UNITS,
+    coordsys_if_missing: str | None = None,
+) -> np.ndarray:
+    """Read a HEALPix map column and low-pass/resample it like the stack's dust.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(12 nside**2,)`` float32 RING map in the canonical unit (µK_RJ for dust).
+    """
+    values = io.read_healpix_map(path, column, units=units, coordsys_if_missing=coordsys_if_missing)
+    out = harmonic.lowpass_to_nside(
+        values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+    )
+    return out.astype(np.float32)
+
+
+def write_filtered_map(path_out: str | os.PathLike, *args, **kwargs) -> None:
+    """:func:`filtered_map` saved as ``(npix,)`` float32 ``.npy`` (atomically)."""
+    save_npy_atomic(path_out, filtered_map(*args, **kwargs))
+
+
+def preprocess(
+    hi_path: str | os.PathLike,
+    dust_path: str | os.PathLike,
+    mask_path: str | os.PathLike,
+    stack_path: str | os.PathLike,
+    mask_out_path: str | os.PathLike,
+    meta_path: str | os.PathLike,
+    *,
+    velocity_kms: tuple[float, float],
+    nside: int,
+    ell_cutoff: float,
+    butterworth_order: int,
+    mask_field: str = "LR72",
+    dust_column: str = "I_ML_FULL",
+    hi_column: str = io.HI_COLUMN,
+    mask_threshold: float = 0.5,
+    map2alm_iters: int = 3,
+    coordsys_if_missing: str | None = None,
+) -> dict[str, Any]:
+    """Build ``stack.npy``, ``mask.npy`` and ``meta.json`` (see module docstring).
+
+    Parameters
+    ----------
+    hi_path, dust_path, mask_path
+        Raw inputs: HI cube (file or directory), dust map table, mask table.
+    stack_path, mask_out_path, meta_path
+        Outputs.
+    velocity_kms
+        ``(vmin, vmax)`` km/s; channels with centres inside (inclusive) are kept.
+    nside
+        Working Nside.
+    ell_cutoff, butterworth_order
+        Butterworth low-pass settings.
+    mask_field
+        Mask column (1 = keep in the file).
+    mask_threshold
+        Kept fraction of a working pixel's area needed to keep it.
+
+    Returns
+    -------
+    dict
+        The metadata written to ``meta_path``.
+    """
+    t0 = time.monotonic()
+    vmin, vmax = (float(v) for v in velocity_kms)
+    axis = io.hi_velocity_axis(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
+    channels = io.channels_in_range(axis, vmin, vmax, source=os.fspath(hi_path))
+    velocities = axis[channels]
+    nchan = channels.size
+    hi_nside = io.hi_nside(hi_path, coordsys_if_missing=coordsys_if_missing)
+    log.info(
+        "HI cube %s: Nside %d, %d channels; selecting %d channels %.3f..%.3f km/s",
+        hi_path,
+        hi_nside,
+        axis.size,
+        nchan,
+        velocities[0],
+        velocities[-1],
+    )
+    # Read everything needed before writing anything, so bad inputs fail fast.
+    dust = io.read_healpix_map(
+        dust_path, dust_column, units=io.DUST_UNITS, coordsys_if_missing=coordsys_if_missing
+    )
+    keep = io.read_healpix_map(mask_path, mask_field, coordsys_if_missing=coordsys_if_missing)
+    if keep.min() < 0.0 or keep.max() > 1.0:
+        raise InputError(
+            f"{mask_path}: field {mask_field!r} has values in [{keep.min()}, {keep.max()}]; "
+            "expected a keep-mask with values in [0, 1] (1 = keep)"
+        )
+    dust_nside = hp.npix2nside(dust.size)
+    mask_nside = hp.npix2nside(keep.size)
+    masked = harmonic.mask_to_nside(keep, nside, threshold=mask_threshold)
+    del keep
+    log.info(
+        "mask %s[%s]: Nside %d -> %d, masked fraction %.4f",
+        mask_path,
+        mask_field,
+        mask_nside,
+        nside,
+        masked.mean(),
+    )
+
+    hi = io.read_hi_channels(
+        hi_path, channels, column=hi_column, coordsys_if_missing=coordsys_if_missing
+    )
+    log.info(
+        "read %d HI channels (%.1f MB) in %.1f s", nchan, hi.nbytes / 2**20, time.monotonic() - t0
+    )
+
+    npix = 12 * nside**2
+    tmp = _tmp_path(stack_path, ".npy")
+    try:
+        stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(npix, nchan + 1))
+        for j in range(nchan):
+            stack[:, j] = harmonic.lowpass_to_nside(
+                hi[:, j], nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+            )
+            if j % 8 == 0 or j == nchan - 1:
+                log.info(
+                    "channel %d/%d (%.3f km/s) filtered, %.1f s",
+                    j + 1,
+                    nchan,
+                    velocities[j],
+                    time.monotonic() - t0,
+                )
+        del hi
+        stack[:, nchan] = harmonic.lowpass_to_nside(
+            dust, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+        )
+        log.info("dust filtered (Nside %d -> %d), %.1f s", dust_nside, nside, time.monotonic() - t0)
+        stack.flush()
+        del stack
+        os.replace(tmp, stack_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    save_npy_atomic(mask_out_path, masked)
+
+    columns = [f"hi_{v:+.3f}kms" for v in velocities] + ["dust"]
+    meta = {
+        "layout": "pixel-major (npix, nchan + 1) float32, np.save format",
+        "nside": int(nside),
+        "npix": int(npix),
+        "order": "RING",
+        "coordsys": "G",
+        "nchan": int(nchan),
+        "velocities_kms": [float(v) for v in velocities],
+        "velocity_range_kms": [vmin, vmax],
+        "channel_indices": [int(c) for c in channels],
+        "columns": columns,
+        "units": {"hi": "K", "dust": "uK_RJ"},
+        "ell_cutoff": float(ell_cutoff),
+        "butterworth_order": int(butterworth_order),
+        "map2alm_iters": int(map2alm_iters),
+        "lmax": {
+            "hi": harmonic.harmonic_lmax(hi_nside, nside),
+            "dust": harmonic.harmonic_lmax(dust_nside, nside),
+        },
+        "mask": {
+            "field": mask_field,
+            "convention": "1 = masked",
+            "threshold": float(mask_threshold),
+            "masked_fraction": float(masked.mean()),
+        },
+        "nside_in": {"hi": int(hi_nside), "dust": int(dust_nside), "mask": int(mask_nside)},
+        "sources": {
+            "hi": os.fspath(hi_path),
+            "dust": os.fspath(dust_path),
+            "mask": os.fspath(mask_path),
+        },
+    }
+    write_json_atomic(meta_path, meta)
+    log.info(
+        "wrote %s, %s, %s in %.1f s", stack_path, mask_out_path, meta_path, time.monotonic() - t0
+    )
+    return meta
