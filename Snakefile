@@ -26,6 +26,9 @@ config.clear()
 config.update(_canonical_config)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/sky.smk"
 include: "workflow/rules/download.smk"

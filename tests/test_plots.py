@@ -162,3 +162,9 @@ def test_training_log_without_required_columns_raises(tmp_path):
     with pytest.raises(InputError, match="val_loss"):
         plots.plot_training(path, [tmp_path / "x.png"])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_unknown_colormap_raises_input_error_naming_the_key():
+    maps = {k: np.ones((8, 8)) for k in ("target", "integrated", "linear", "unet")}
+    with pytest.raises(InputError, match="plots.cmap"):
+        plots.example_figure(maps, np.zeros((8, 8), bool), side_deg=3.12, cmap="no-such-map")

@@ -93,7 +93,13 @@ def example_figure(
         normalised[key] = maps[key] / peak if peak > 0 else np.zeros_like(maps[key])
     finite = np.concatenate([v[~mask] for v in normalised.values()])
     vmin = float(np.percentile(finite, 1)) if finite.size else 0.0
-    cm = plt.get_cmap(cmap).with_extremes(bad=MASK_COLOUR)
+    try:
+        cm = plt.get_cmap(cmap).with_extremes(bad=MASK_COLOUR)
+    except ValueError:
+        raise InputError(
+            f"config key 'plots.cmap': {cmap!r} is not a matplotlib colormap; expected a name "
+            f"such as 'inferno' or 'viridis'"
+        ) from None
     half = side_deg / 2
     fig, axes = plt.subplots(2, 2, figsize=(8.4, 7.6), sharex=True, sharey=True)
     image = None

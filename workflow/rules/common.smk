@@ -56,3 +56,66 @@ def all_targets():
     for name in experiment_names():
         targets.append(f"{cutout_dir(name)}/index.json")
     return targets
+
+
+# --- evaluation, figures and summary (stage evaluate; helper D) ---
+
+EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
+SEED_PATTERN = r"\d+"
+
+
+def evaluation_targets():
+    """Tables and figures of every experiment and seed, and the summary."""
+    targets = []
+    for name in experiment_names():
+        for seed in seeds_of(name):
+            for path in (
+                "results/tables/{experiment}/seed{seed}/{table}.csv",
+                "results/tables/{experiment}/seed{seed}/{table}.parquet",
+            ):
+                targets.extend(
+                    expand(
+                        path,
+                        experiment=name,
+                        seed=seed,
+                        table=["per_cutout", "r_ell", "wins"],
+                    )
+                )
+            targets.extend(
+                expand(
+                    "results/figures/{experiment}/seed{seed}/{figure}.{ext}",
+                    experiment=name,
+                    seed=seed,
+                    figure=[
+                        "fig3_example",
+                        "fig4_per_cutout",
+                        "fig5_r_ell",
+                        "training_curves",
+                    ],
+                    ext=["png", "pdf"],
+                )
+            )
+    targets.extend(
+        [
+            "results/tables/summary.csv",
+            "results/tables/summary.parquet",
+            "results/summary.txt",
+        ]
+    )
+    return targets
+
+
+def summary_runs():
+    """(experiment, seed) of every run, in the order of summary_inputs()."""
+    return [[name, seed] for name in experiment_names() for seed in seeds_of(name)]
+
+
+def summary_inputs(wildcards):
+    return [
+        f"results/tables/{name}/seed{seed}/per_cutout.csv"
+        for name, seed in summary_runs()
+    ]
+
+
+def split_of_wildcards(wildcards):
+    return split_of(wildcards.experiment)

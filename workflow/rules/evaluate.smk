@@ -1,1 +1,177 @@
-# Stage: evaluate (rules to come)
+# Stage: evaluate -> tables, figures and the summary across experiments and seeds.
+# Per experiment and seed: r50/r150 per cutout, mean r(ell), wins over integrated intensity
+# (results/tables/...), Fig. 3-5 and training curves (results/figures/...). Each plot rule
+# takes only the plot settings it uses, so a plot edit reruns plots, not the evaluation.
+
+
+rule evaluate:
+    input:
+        train="results/predictions/{experiment}/seed{seed}/train.h5",
+        test="results/predictions/{experiment}/seed{seed}/test.h5",
+    output:
+        per_cutout=report(
+            "results/tables/{experiment}/seed{seed}/per_cutout.csv",
+            caption="../report/per_cutout.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: tables",
+            labels={"table": "r50, r150 per cutout"},
+        ),
+        per_cutout_parquet="results/tables/{experiment}/seed{seed}/per_cutout.parquet",
+        r_ell=report(
+            "results/tables/{experiment}/seed{seed}/r_ell.csv",
+            caption="../report/r_ell.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: tables",
+            labels={"table": "mean r(ell)"},
+        ),
+        r_ell_parquet="results/tables/{experiment}/seed{seed}/r_ell.parquet",
+        wins=report(
+            "results/tables/{experiment}/seed{seed}/wins.csv",
+            caption="../report/wins.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: tables",
+            labels={"table": "wins over integrated intensity"},
+        ),
+        wins_parquet="results/tables/{experiment}/seed{seed}/wins.parquet",
+    log:
+        "logs/evaluate/{experiment}/seed{seed}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule plot_example:
+    input:
+        test="results/predictions/{experiment}/seed{seed}/test.h5",
+    output:
+        png=report(
+            "results/figures/{experiment}/seed{seed}/fig3_example.png",
+            caption="../report/fig3.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: figures",
+            labels={"figure": "Fig. 3: example cutout"},
+        ),
+        pdf="results/figures/{experiment}/seed{seed}/fig3_example.pdf",
+    log:
+        "logs/plot_example/{experiment}/seed{seed}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        example_cutout=config["plots"]["example_cutout"],
+        cmap=config["plots"]["cmap"],
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_example.py"
+
+
+rule plot_per_cutout:
+    input:
+        per_cutout="results/tables/{experiment}/seed{seed}/per_cutout.csv",
+        wins="results/tables/{experiment}/seed{seed}/wins.csv",
+    output:
+        png=report(
+            "results/figures/{experiment}/seed{seed}/fig4_per_cutout.png",
+            caption="../report/fig4.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: figures",
+            labels={"figure": "Fig. 4: r50, r150 per cutout"},
+        ),
+        pdf="results/figures/{experiment}/seed{seed}/fig4_per_cutout.pdf",
+    log:
+        "logs/plot_per_cutout/{experiment}/seed{seed}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_per_cutout.py"
+
+
+rule plot_r_ell:
+    input:
+        r_ell="results/tables/{experiment}/seed{seed}/r_ell.csv",
+    output:
+        png=report(
+            "results/figures/{experiment}/seed{seed}/fig5_r_ell.png",
+            caption="../report/fig5.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: figures",
+            labels={"figure": "Fig. 5: mean r(ell)"},
+        ),
+        pdf="results/figures/{experiment}/seed{seed}/fig5_r_ell.pdf",
+    log:
+        "logs/plot_r_ell/{experiment}/seed{seed}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        split=split_of_wildcards,
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_r_ell.py"
+
+
+rule plot_training:
+    input:
+        training="results/models/{experiment}/seed{seed}/training.csv",
+    output:
+        png=report(
+            "results/figures/{experiment}/seed{seed}/training_curves.png",
+            caption="../report/training.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: figures",
+            labels={"figure": "training curves"},
+        ),
+        pdf="results/figures/{experiment}/seed{seed}/training_curves.pdf",
+    log:
+        "logs/plot_training/{experiment}/seed{seed}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_training.py"
+
+
+rule summary:
+    input:
+        summary_inputs,
+    output:
+        csv=report(
+            "results/tables/summary.csv",
+            caption="../report/summary_table.rst",
+            category="summary",
+            labels={"table": "all experiments and seeds"},
+        ),
+        parquet="results/tables/summary.parquet",
+        txt=report(
+            "results/summary.txt",
+            caption="../report/summary_text.rst",
+            category="summary",
+            labels={"table": "text summary"},
+        ),
+    log:
+        "logs/summary.log",
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        runs=summary_runs(),
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,14 @@
+"""Rule plot_example: Fig. 3, one test cutout (target, integrated, linear, U-Net)."""
+
+from dustpred.logutil import setup_logging
+from dustpred.plots import plot_example
+
+setup_logging(snakemake.log[0])  # noqa: F821
+params = snakemake.params  # noqa: F821
+plot_example(
+    snakemake.input.test,  # noqa: F821
+    [snakemake.output.png, snakemake.output.pdf],  # noqa: F821
+    index=params.example_cutout,
+    cmap=params.cmap,
+    dpi=params.dpi,
+)

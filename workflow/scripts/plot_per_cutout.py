@@ -1,0 +1,12 @@
+"""Rule plot_per_cutout: Fig. 4, per-cutout r50 and r150 against integrated intensity."""
+
+from dustpred.logutil import setup_logging
+from dustpred.plots import plot_per_cutout
+
+setup_logging(snakemake.log[0])  # noqa: F821
+plot_per_cutout(
+    snakemake.input.per_cutout,  # noqa: F821
+    snakemake.input.wins,  # noqa: F821
+    [snakemake.output.png, snakemake.output.pdf],  # noqa: F821
+    dpi=snakemake.params.dpi,  # noqa: F821
+)

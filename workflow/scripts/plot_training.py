@@ -1,0 +1,11 @@
+"""Rule plot_training: U-Net loss and r50/r150 by epoch."""
+
+from dustpred.logutil import setup_logging
+from dustpred.plots import plot_training
+
+setup_logging(snakemake.log[0])  # noqa: F821
+plot_training(
+    snakemake.input.training,  # noqa: F821
+    [snakemake.output.png, snakemake.output.pdf],  # noqa: F821
+    dpi=snakemake.params.dpi,  # noqa: F821
+)
