@@ -678,6 +678,17 @@ def _row_dtype(columns) -> np.dtype:
     return np.dtype(fields)
 
 
+def default_file_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a plain ``open()`` would (0666 minus the umask).
+
+    ``tempfile.mkstemp`` creates files readable by their owner only; outputs renamed from
+    such temporary files would otherwise keep that mode.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_table_stream(
     path: str | os.PathLike,
     columns: list[tuple[str, str, int, str | None]],
@@ -734,6 +745,7 @@ def write_table_stream(
                 raise ValueError(f"{path}: wrote {written} rows, expected {nrows}")
             pad = (-written * dtype.itemsize) % 2880
             fh.write(b"\0" * pad)
+        default_file_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -47,6 +47,7 @@ def _tmp_path(path: str | os.PathLike, suffix: str) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
     os.close(fd)
+    io.default_file_mode(tmp)
     return tmp
 
 

@@ -119,3 +119,84 @@ def summary_inputs(wildcards):
 
 def split_of_wildcards(wildcards):
     return split_of(wildcards.experiment)
+
+
+# --- raw inputs: download and preprocess (stages download, preprocess; helper A) ---
+import re
+
+
+def download_spec_of(kind):
+    """Config `download.<kind>` (url, sha256, filename); an error naming the key if absent."""
+    spec = config["download"].get(kind)
+    if not spec:
+        raise ValueError(
+            f"config key 'download.{kind}' is missing; data.source is 'download' and "
+            f"data.{kind} is not set, so a URL and filename are needed"
+        )
+    return spec
+
+
+def download_path(kind):
+    """Local path of the downloaded input `kind` (hi, dust, mask)."""
+    return f"resources/download/{download_spec_of(kind)['filename']}"
+
+
+def download_spec(wildcards):
+    """URL, sha256 and filename of the input whose filename is `wildcards.filename`."""
+    for kind in RAW_KINDS:
+        spec = config["download"].get(kind)
+        if spec and spec["filename"] == wildcards.filename:
+            return spec
+    raise ValueError(
+        f"resources/download/{wildcards.filename}: no entry of config 'download' "
+        f"has this filename"
+    )
+
+
+def download_filenames():
+    """Regex of the configured download file names (so the rule claims nothing else)."""
+    names = [spec["filename"] for spec in config["download"].values() if spec]
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def velocity_of_prep(wildcards):
+    """Velocity range (km/s) of the experiments whose preprocessing label is {prep}."""
+    for name in experiment_names():
+        velocity = experiment(name)["velocity_kms"]
+        if velocity_label(velocity) == wildcards.prep:
+            return [float(v) for v in velocity]
+    raise ValueError(
+        f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
+        f"has this velocity range (labels: {sorted(prep_labels())})"
+    )
+
+
+def prep_labels():
+    return {prep_of(name) for name in experiment_names()}
+
+
+def preprocess_settings(wildcards):
+    """The preprocess section with the velocity range of {prep}."""
+    settings = {k: v for k, v in config["preprocess"].items() if k != "velocity_kms"}
+    settings["velocity_kms"] = velocity_of_prep(wildcards)
+    return settings
+
+
+def filter_settings(wildcards):
+    """The preprocess keys that shape the filtered dust (the oracle uses the same)."""
+    keys = ("nside", "ell_cutoff", "butterworth_order", "map2alm_iters")
+    return {k: config["preprocess"][k] for k in keys}
+
+
+def oracle_raw(wildcards):
+    path = oracle_input()
+    if not path:
+        raise ValueError(
+            "results/preprocess/*/oracle.npy exists only for the synthetic sky "
+            "(config data.source: synthetic and no data.dust)"
+        )
+    return path
+
+
+def prep_constraint():
+    return "|".join(re.escape(label) for label in sorted(prep_labels()))

@@ -1,1 +1,20 @@
-# Stage: download (rules to come)
+# Stage: download -> the real inputs (data.source: download): HI4PI, Planck Commander dust
+# and the Planck LR mask, streamed to resources/download/, resumable and sha256-checked.
+
+
+rule download:
+    output:
+        "resources/download/{filename}",
+    log:
+        "logs/download/{filename}.log",
+    wildcard_constraints:
+        filename=download_filenames(),
+    retries: 2
+    conda:
+        "../../envs/dustpred.yaml"
+    resources:
+        downloads=1,
+    params:
+        spec=download_spec,
+    script:
+        "../scripts/download.py"

@@ -1,1 +1,49 @@
-# Stage: preprocess (rules to come)
+# Stage: preprocess -> per velocity range {prep}: the pixel-major stack (HI channels then
+# dust), the mask (1 = masked) and meta.json; oracle.npy (the HI-traced dust filtered like
+# the dust) only for the synthetic sky, by its own rule so the real-data DAG never asks
+# for it.
+
+
+rule preprocess:
+    input:
+        hi=raw_input("hi"),
+        dust=raw_input("dust"),
+        mask=raw_input("mask"),
+    output:
+        stack="results/preprocess/{prep}/stack.npy",
+        mask="results/preprocess/{prep}/mask.npy",
+        meta="results/preprocess/{prep}/meta.json",
+    log:
+        "logs/preprocess/{prep}.log",
+    wildcard_constraints:
+        prep=prep_constraint(),
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    params:
+        settings=preprocess_settings,
+        coordsys_if_missing=config["data"]["coordsys_if_missing"],
+    script:
+        "../scripts/preprocess.py"
+
+
+rule preprocess_oracle:
+    input:
+        oracle=oracle_raw,
+    output:
+        "results/preprocess/{prep}/oracle.npy",
+    log:
+        "logs/preprocess_oracle/{prep}.log",
+    wildcard_constraints:
+        prep=prep_constraint(),
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        settings=filter_settings,
+    script:
+        "../scripts/preprocess_oracle.py"

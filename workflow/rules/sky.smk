@@ -1,1 +1,22 @@
-# Stage: sky (rules to come)
+# Stage: sky -> the built-in synthetic sky (data.source: synthetic): HI cube, dust map,
+# LR masks and the HI-traced dust alone (the "oracle"), in the layouts of the real products.
+
+
+rule simulate_sky:
+    output:
+        hi="resources/synthetic/hi.fits",
+        dust="resources/synthetic/dust.fits",
+        mask="resources/synthetic/mask.fits",
+        oracle="resources/synthetic/dust_hi_traced.fits",
+    log:
+        "logs/simulate_sky.log",
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        synthetic=config["synthetic"],
+        seed=config["seed"],
+    script:
+        "../scripts/simulate_sky.py"
