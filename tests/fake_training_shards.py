@@ -1,0 +1,66 @@
+"""Tiny cutout shards following the shard contract, for the model/training/predict tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SIDE_DEG = 24.96
+
+
+def _smooth_field(rng, n, npix, alpha=2.5):
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(npix), np.fft.fftfreq(npix), indexing="ij"))
+    amp = np.where(k > 0, np.maximum(k, 1.0 / npix) ** (-alpha / 2), 0.0)
+    noise = rng.normal(size=(n, npix, npix)) + 1j * rng.normal(size=(n, npix, npix))
+    g = np.fft.ifft2(noise * amp).real
+    return g / g.std(axis=(-2, -1), keepdims=True)
+
+
+def write_fake_shards(
+    directory: Path,
+    *,
+    n_per_shard=(24, 16),
+    channels: int = 6,
+    npix: int = 16,
+    seed: int = 0,
+    oracle: bool = True,
+) -> list[str]:
+    """Write shards shard-0.h5, shard-1.h5, ... to ``directory``; return their paths.
+
+    Channels are log-normal fields; the target is a nonlinear function of them plus noise,
+    so models have something to learn. A corner of every other cutout is masked (zero).
+    """
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    velocities = np.linspace(-60.0, 15.0, channels)
+    paths = []
+    for i, n in enumerate(n_per_shard):
+        cols = np.exp(0.6 * _smooth_field(rng, n * channels, npix)).reshape(n, channels, npix, npix)
+        weights = np.exp(-0.5 * ((velocities + 10) / 20) ** 2)
+        inputs = cols * weights[None, :, None, None]
+        hi_total = inputs.sum(axis=1)
+        truth = hi_total + 0.2 * np.maximum(hi_total - hi_total.mean(), 0) ** 1.5
+        target = truth + 0.1 * _smooth_field(rng, n, npix, alpha=1.0)
+        mask = np.zeros((n, npix, npix), dtype=np.uint8)
+        mask[::2, : npix // 4, : npix // 4] = 1
+        inputs *= 1 - mask[:, None]
+        target *= 1 - mask
+        truth *= 1 - mask
+        path = directory / f"shard-{i}.h5"
+        with h5py.File(path, "w") as f:
+            f["inputs"] = inputs.astype(np.float32)
+            f["target"] = target.astype(np.float32)
+            f["mask"] = mask
+            if oracle:
+                f["oracle"] = truth.astype(np.float32)
+            f["lon"] = rng.uniform(0, 360, n)
+            f["lat"] = rng.uniform(30, 90, n)
+            f["psi"] = rng.uniform(0, 360, n)
+            f["masked_fraction"] = mask.reshape(n, -1).mean(axis=1)
+            f.attrs["velocities_kms"] = velocities
+            f.attrs["reso_arcmin"] = SIDE_DEG * 60.0 / npix
+            f.attrs["npix"] = npix
+        paths.append(str(path))
+    return paths

@@ -1,0 +1,254 @@
+"""Baselines, U-Net and input normalisation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from dustpred.errors import InputError
+from dustpred.metrics import bin_edges, ell_grid
+from dustpred.models.inputs import ShardSet, fit_input_stats, prepare_inputs
+from dustpred.models.integrated import integrated_intensity
+from dustpred.models.linear import (
+    TABLE_COLUMNS,
+    NormalEquations,
+    fit_linear,
+    predict_linear,
+    read_weights,
+    solve_normal_equations,
+    weights_table,
+)
+from dustpred.models.unet import UNet, forward_flops
+from dustpred.training import ResidentData, dihedral_permutations, load_model, save_model
+from fake_training_shards import SIDE_DEG, write_fake_shards
+
+# --- integrated and linear -------------------------------------------------------------------
+
+
+def test_integrated_intensity_is_the_channel_sum():
+    x = np.random.default_rng(0).normal(size=(3, 5, 8, 8)).astype(np.float32)
+    ref = x.astype(np.float64).sum(axis=1)
+    np.testing.assert_allclose(integrated_intensity(x), ref, rtol=1e-6, atol=1e-7)
+
+
+def _fourier_design(x, t, npix, lo, hi):
+    """Direct least-squares design: real and imaginary parts of every full-plane FFT mode with
+    lo <= ell < hi (both k and -k), one row each."""
+    ell = ell_grid((npix, npix), SIDE_DEG)
+    sel = (ell >= lo) & (ell < hi)
+    f = np.fft.fft2(x)[:, :, sel]  # (n, C, m)
+    ft = np.fft.fft2(t)[:, sel]
+    c = x.shape[1]
+    design = np.concatenate(
+        [f.real.transpose(0, 2, 1).reshape(-1, c), f.imag.transpose(0, 2, 1).reshape(-1, c)]
+    )
+    return design, np.concatenate([ft.real.ravel(), ft.imag.ravel()])
+
+
+def _random_problem(seed=1, n=7, c=5, npix=16):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, c, npix, npix))
+    t = np.tensordot(rng.normal(size=c), x, axes=([0], [1])) + rng.normal(size=(n, npix, npix))
+    return x, t
+
+
+def test_linear_weights_equal_a_direct_least_squares_solve():
+    x, t = _random_problem()
+    eq = NormalEquations.empty(x.shape[1], 16, SIDE_DEG)
+    eq.add(x[:3], t[:3])
+    eq.add(x[3:], t[3:])  # accumulating in pieces must not matter
+    table = weights_table(eq, np.arange(x.shape[1]))
+    edges = bin_edges(16, SIDE_DEG)
+    design, rhs = _fourier_design(x, t, 16, edges[0], edges[-1])
+    ref, *_ = np.linalg.lstsq(design, rhs, rcond=None)
+    np.testing.assert_allclose(table["weight"].to_numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_scale_dependent_weights_equal_per_bin_least_squares():
+    x, t = _random_problem(seed=2, n=20, c=3)
+    eq = NormalEquations.empty(3, 16, SIDE_DEG)
+    eq.add(x, t)
+    table = weights_table(eq, np.arange(3), scale_dependent=True)
+    edges = bin_edges(16, SIDE_DEG)
+    assert len(table) == 3 * (len(edges) - 1)
+    for j in (0, 3, len(edges) - 2):
+        design, rhs = _fourier_design(x, t, 16, edges[j], edges[j + 1])
+        ref, *_ = np.linalg.lstsq(design, rhs, rcond=None)
+        got = table[np.isclose(table["ell_lo"], edges[j])].sort_values("channel")["weight"]
+        np.testing.assert_allclose(got.to_numpy(), ref, rtol=1e-9)
+
+
+def test_ridge_solution_equals_the_regularised_closed_form():
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(6, 4))
+    a, b = m.T @ m, rng.normal(size=4)
+    ridge = 0.1
+    expected = np.linalg.solve(a + ridge * np.trace(a) / 4 * np.eye(4), b)
+    np.testing.assert_allclose(solve_normal_equations(a, b, ridge), expected, rtol=1e-10)
+
+
+def test_collinear_channels_give_a_finite_solution():
+    x, t = _random_problem(seed=4, c=2)
+    x = np.concatenate([x, x[:, :1]], axis=1)  # channel 2 duplicates channel 0
+    eq = NormalEquations.empty(3, 16, SIDE_DEG)
+    eq.add(x, t)
+    w = weights_table(eq, np.arange(3))["weight"].to_numpy()
+    assert np.isfinite(w).all()
+    np.testing.assert_allclose(w[0], w[2], rtol=1e-6)  # minimum norm splits the weight
+
+
+def test_fit_linear_writes_the_weights_table(tmp_path):
+    paths = write_fake_shards(tmp_path / "shards", channels=4)
+    table = fit_linear(paths, tmp_path / "linear.csv")
+    back = read_weights(tmp_path / "linear.csv")
+    assert list(back.columns) == TABLE_COLUMNS
+    assert back["channel"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(back["velocity_kms"], ShardSet(paths).velocities_kms)
+    np.testing.assert_allclose(back["weight"], table["weight"], rtol=1e-8)
+
+
+def test_scale_independent_prediction_is_the_weighted_channel_sum():
+    x, _ = _random_problem(c=3)
+    table = pd.DataFrame({"channel": [0, 1, 2], "velocity_kms": [0.0, 1.0, 2.0],
+                          "weight": [0.5, -1.0, 2.0], "ell_lo": 14.4, "ell_hi": 130.0})  # fmt: skip
+    got = predict_linear(x, table, side_deg=SIDE_DEG)
+    np.testing.assert_allclose(got, 0.5 * x[:, 0] - x[:, 1] + 2 * x[:, 2], rtol=1e-5, atol=1e-5)
+
+
+def test_scale_dependent_prediction_with_equal_bins_is_the_weighted_sum_minus_the_mean():
+    x, t = _random_problem(c=3)
+    eq = NormalEquations.empty(3, 16, SIDE_DEG)
+    eq.add(x, t)
+    table = weights_table(eq, np.arange(3), scale_dependent=True)
+    table["weight"] = np.tile([0.5, -1.0, 2.0], len(table) // 3)
+    got = predict_linear(x, table, side_deg=SIDE_DEG)
+    direct = 0.5 * x[:, 0] - x[:, 1] + 2 * x[:, 2]
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-4)
+
+
+# --- U-Net -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["paper", "residual"])
+@pytest.mark.parametrize("size", [16, 32])
+def test_unet_forward_backward(variant, size):
+    torch.manual_seed(0)
+    net = UNet(5, widths=(4, 8, 16), bottleneck=16, dropout=0.3, variant=variant)
+    x = torch.randn(3, 5, size, size)
+    out = net(x)
+    assert out.shape == (3, size, size)
+    out.square().mean().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_unet_rejects_sizes_not_divisible_by_two_to_the_depth():
+    net = UNet(2, widths=(4, 8))
+    with pytest.raises(InputError, match="divisible by 4"):
+        net(torch.randn(1, 2, 18, 18))
+
+
+def test_residual_unet_starts_at_the_integrated_channel():
+    net = UNet(3, widths=(4, 8), variant="residual").eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(net(x), x[:, -1])
+
+
+def test_forward_flops_of_the_paper_network():
+    # 64 input maps of 64x64, widths 64-128-256-512, bottleneck 512: about 6.0 GFLOP, which
+    # times 3 (forward + backward) times 50,000 x 40 samples is the issue's ~35 PFLOP.
+    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512)
+    assert forward_flops(net, 64, 64) == pytest.approx(5.973e9, rel=1e-3)
+
+
+def test_model_file_round_trip(tmp_path):
+    from dustpred.models.inputs import InputStats
+    from dustpred.training import TrainResult
+
+    torch.manual_seed(1)
+    net = UNet(3, widths=(4, 8), variant="residual")
+    with torch.no_grad():
+        net.head.weight.normal_()
+    best = {
+        k: v.clone() + (0.01 if v.is_floating_point() else 0) for k, v in net.state_dict().items()
+    }
+    stats = InputStats("cube", "residual", [0.0, 1.0], 1.0, [0.0, 0.0], [1.0, 1.0], 2.0, 3.0)
+    params = {"dropout": 0.3, "bottleneck": None}
+    result = TrainResult([], 1, 0.5, best)
+    save_model(tmp_path / "unet.pt", net, result, params=params, stats=stats, seed=4, meta={})
+    x = torch.randn(2, 3, 16, 16)
+    last, stats2, meta = load_model(tmp_path / "unet.pt", which="last")
+    assert stats2 == stats and meta["seed"] == 4 and "torch" in meta["versions"]
+    torch.testing.assert_close(last(x), net.eval()(x), rtol=0, atol=0)
+    loaded_best, _, _ = load_model(tmp_path / "unet.pt", which="best")
+    net.load_state_dict(best)
+    torch.testing.assert_close(loaded_best(x), net.eval()(x), rtol=0, atol=0)
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a dustpred U-Net"):
+        load_model(tmp_path / "other.pt")
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,nf", [("cube", 4), ("moments", 3), ("integrated", 1)])
+def test_prepared_inputs_are_standardised_and_zero_where_masked(tmp_path, kind, nf):
+    paths = write_fake_shards(tmp_path / "s", channels=4, n_per_shard=(20,))
+    shards = ShardSet(paths)
+    stats = fit_input_stats(shards, np.arange(shards.n), input_kind=kind, variant="residual")
+    d = shards.read(["inputs", "mask"], np.arange(shards.n))
+    x = prepare_inputs(d["inputs"], d["mask"], stats).numpy()
+    assert x.shape == (20, nf + 1, 16, 16)
+    good = d["mask"] == 0
+    assert np.all(x.transpose(1, 0, 2, 3)[:, ~good] == 0)
+    feats = x[:, :nf].transpose(1, 0, 2, 3)[:, good]
+    np.testing.assert_allclose(feats.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(feats.std(axis=1), 1, rtol=1e-3)
+    np.testing.assert_allclose(x[:, -1][good].mean() * stats.base_scale,
+                               d["inputs"].sum(axis=1)[good].mean(), rtol=1e-4)  # fmt: skip
+
+
+def test_moment_features_recover_velocity_of_single_channel_emission():
+    from dustpred.models.inputs import InputStats
+
+    v = [-10.0, 0.0, 5.0]
+    cube = np.zeros((1, 3, 8, 8), np.float32)
+    cube[0, 2] = 7.0  # all emission at +5 km/s: mean velocity 5, dispersion 0
+    stats = InputStats("moments", "paper", v, 1.0, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    x = prepare_inputs(cube, np.zeros((1, 8, 8), np.uint8), stats).numpy()
+    np.testing.assert_allclose(x[0, 0], np.arcsinh(7.0), rtol=1e-6)
+    np.testing.assert_allclose(x[0, 1], 5.0, rtol=1e-6)
+    np.testing.assert_allclose(x[0, 2], 0.0, atol=1e-3)
+
+
+def test_dihedral_permutations_are_the_rotations_and_flips():
+    img = torch.arange(36.0).view(6, 6)
+    perms = dihedral_permutations(6)
+    got = {tuple(img.flatten()[p].tolist()) for p in perms}
+    expected = {tuple(torch.rot90(a, k).flatten().tolist())
+                for a in (img, img.flip(-1)) for k in range(4)}  # fmt: skip
+    assert got == expected and len(got) == 8
+
+
+def test_augmented_batches_agree_between_channels_first_and_channels_last_storage():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(5, 3, 8, 8, generator=g)
+    target, mask = torch.randn(5, 8, 8, generator=g), torch.rand(5, 8, 8, generator=g) > 0.8
+    base = torch.randn(5, 8, 8, generator=g)
+    nchw = ResidentData(feats, base, target, mask, nhwc=False)
+    nhwc = ResidentData(feats.permute(0, 2, 3, 1).contiguous(), base, target, mask, nhwc=True)
+    idx = torch.tensor([3, 0, 4])
+    perm = dihedral_permutations(8)[torch.tensor([1, 5, 7])]
+    a, b = nchw.batch(idx, perm), nhwc.batch(idx, perm)
+    for u, v in zip(a, b, strict=True):
+        assert torch.equal(u, v)
+    x, t, m = a
+    k = 1  # element 1 is rot90 once: applies to features, base channel, target and mask alike
+    assert torch.equal(x[0, :3], torch.rot90(feats[3], k, dims=(-2, -1)))
+    assert torch.equal(x[0, 3], torch.rot90(base[3], k))
+    assert torch.equal(t[0], torch.rot90(target[3], k)) and torch.equal(
+        m[0], torch.rot90(mask[3], k)
+    )

@@ -1,0 +1,78 @@
+"""Prediction files: every model on every cutout, in the layout the evaluation reads."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from dustpred.errors import InputError
+from dustpred.models.inputs import prepare_inputs
+from dustpred.models.linear import fit_linear, predict_linear, read_weights
+from dustpred.predict import predict_shards
+from dustpred.training import load_model, train_unet
+from fake_training_shards import write_fake_shards
+
+PARAMS = {"variant": "residual", "widths": [4, 8], "epochs": 2, "batch_size": 8,
+          "validation_fraction": 0.25}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    train = write_fake_shards(root / "train", n_per_shard=(24, 8), seed=1)
+    test = write_fake_shards(root / "test", n_per_shard=(10, 6), seed=2)
+    fit_linear(train, root / "linear.csv")
+    train_unet(train, root / "unet.pt", root / "training.csv", params=PARAMS, seed=0,
+               resume_path=root / "resume" / "state.pt")  # fmt: skip
+    predict_shards(test, root / "linear.csv", root / "unet.pt", root / "test.h5")
+    return root, test
+
+
+def _read(paths, name):
+    return np.concatenate([h5py.File(p, "r")[name][...] for p in paths])
+
+
+def test_prediction_file_has_every_map_and_coordinate(trained):
+    root, test = trained
+    with h5py.File(root / "test.h5", "r") as f:
+        for name in ("target", "integrated", "linear", "unet", "oracle"):
+            assert f[name].shape == (16, 16, 16) and f[name].dtype == np.float32, name
+        assert f["mask"].dtype == np.uint8
+        for name in ("lon", "lat", "psi", "masked_fraction"):
+            np.testing.assert_array_equal(f[name][...], _read(test, name))
+        assert f.attrs["npix"] == 16 and f.attrs["reso_arcmin"] == pytest.approx(93.6)
+        assert f.attrs["unet_weights"] == "best"
+
+
+def test_predicted_maps_are_zero_where_masked_and_match_each_model(trained):
+    root, test = trained
+    inputs, mask = _read(test, "inputs"), _read(test, "mask")
+    with h5py.File(root / "test.h5", "r") as f:
+        maps = {k: f[k][...] for k in ("target", "integrated", "linear", "unet")}
+        np.testing.assert_array_equal(f["mask"][...], mask)
+    for name, m in maps.items():
+        assert np.all(m[mask == 1] == 0), name
+    np.testing.assert_allclose(maps["integrated"], inputs.sum(axis=1), rtol=1e-5, atol=1e-5)
+    linear = predict_linear(inputs, read_weights(root / "linear.csv"), side_deg=24.96)
+    np.testing.assert_allclose(maps["linear"], linear, rtol=1e-5, atol=1e-5)
+    net, stats, meta = load_model(root / "unet.pt", which="best")
+    with torch.no_grad():
+        unet = net(prepare_inputs(inputs, mask, stats)).numpy() * stats.target_scale
+    np.testing.assert_allclose(maps["unet"], unet * (mask == 0), rtol=1e-5, atol=1e-5)
+    with h5py.File(root / "test.h5", "r") as f:
+        assert f.attrs["unet_best_epoch"] == meta["best_epoch"]
+
+
+def test_shards_without_oracle_give_no_oracle_map(trained, tmp_path):
+    root, _ = trained
+    plain = write_fake_shards(tmp_path / "plain", n_per_shard=(5,), oracle=False)
+    predict_shards(plain, root / "linear.csv", root / "unet.pt", tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        assert "oracle" not in f and "unet" in f
+
+
+def test_shards_with_another_channel_count_are_rejected(trained, tmp_path):
+    root, _ = trained
+    other = write_fake_shards(tmp_path / "other", n_per_shard=(4,), channels=3)
+    with pytest.raises(InputError, match="channels"):
+        predict_shards(other, root / "linear.csv", root / "unet.pt", tmp_path / "p.h5")
+    assert not (tmp_path / "p.h5").exists()

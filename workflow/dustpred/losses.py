@@ -1,0 +1,79 @@
+"""The paper's loss (eq. 2.3): ``lambda [(1 - r50) + (1 - r150)] + mean |T - P|``.
+
+r50 and r150 follow the r(ell) contract of :mod:`dustpred.metrics` exactly (same modes, same
+bands, same amplitude floor), computed with a real FFT (half the modes; mode k and -k carry
+the same r_k, so the half-plane is weighted to reproduce the full-plane mean). Masked pixels
+of the prediction are zeroed before the FFT, as the target's already are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from dustpred.metrics import _TINY, DEFAULT_SIDE_DEG, EPS_POWER, _weights
+
+
+def rfft_band_weights(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
+    """Weights (npix * (npix // 2 + 1), 2) averaging r_k over the r50 and r150 bands on the
+    half-plane of ``torch.fft.rfft2``; equal to the full-plane averages of the metric."""
+    _, bands, _ = _weights((npix, npix), float(side_deg))
+    full = np.asarray(bands).reshape(npix, npix, 2)
+    ncol = npix // 2 + 1
+    half = full[:, :ncol].copy()
+    # Columns 0 and npix/2 hold both k and -k; every other column stands for its mirror too.
+    last = ncol - 1 if npix % 2 == 0 else ncol
+    half[:, 1:last] *= 2.0
+    return half.reshape(-1, 2)
+
+
+def band_correlations(target: torch.Tensor, prediction: torch.Tensor, weights: torch.Tensor):
+    """r50 and r150 (B, 2) of maps (B, n, n), given :func:`rfft_band_weights` as a tensor.
+
+    Computed in float32 (float64 if ``weights`` is float64); differentiable; finite where a
+    mode's amplitude is ~0 (the amplitude floor of :mod:`dustpred.metrics`).
+    """
+    dtype = weights.dtype
+    t = torch.fft.rfft2(target.to(dtype))
+    p = torch.fft.rfft2(prediction.to(dtype))
+    num = t.real * p.real + t.imag * p.imag
+    pow_t = t.real**2 + t.imag**2
+    pow_p = p.real**2 + p.imag**2
+    floor_t = (EPS_POWER * pow_t.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
+    floor_p = (EPS_POWER * pow_p.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
+    rk = num / (torch.sqrt(pow_t + floor_t) * torch.sqrt(pow_p + floor_p))
+    return rk.flatten(-2) @ weights
+
+
+class PaperLoss(nn.Module):
+    """``lam * mean_batch[(1 - r50) + (1 - r150)] + mean |T - P|`` for maps (B, n, n).
+
+    Parameters
+    ----------
+    npix : int
+        Cutout side in pixels.
+    side_deg : float
+        Cutout side in degrees (sets ell_F, hence which modes are in r50/r150).
+    lam : float
+        Weight of the correlation term (paper: 30).
+
+    Returns (from ``forward(prediction, target, mask)``)
+    -------
+    loss : scalar tensor
+    r : tensor (B, 2), detached: r50 and r150 per cutout (for monitoring).
+    """
+
+    def __init__(self, npix: int, side_deg: float = DEFAULT_SIDE_DEG, lam: float = 30.0) -> None:
+        super().__init__()
+        self.lam = float(lam)
+        w = torch.tensor(rfft_band_weights(npix, side_deg), dtype=torch.float32)
+        self.register_buffer("weights", w, persistent=False)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+        prediction = prediction.float() * (mask == 0)
+        target = target.float()
+        r = band_correlations(target, prediction, self.weights)
+        corr = (2.0 - r.sum(dim=1)).mean()
+        l1 = (target - prediction).abs().mean()
+        return self.lam * corr + l1, r.detach()

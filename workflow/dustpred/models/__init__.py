@@ -1,0 +1,21 @@
+"""The three predictors of the paper: integrated intensity, linear combination, U-Net.
+
+- :mod:`~dustpred.models.integrated`: ``T = sum_i I_i`` (no fit).
+- :mod:`~dustpred.models.linear`: ``T = sum_i w_i I_i``, weights from the normal equations of
+  the paper's appendix A (scale-independent, or one vector per ell bin).
+- :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 and its residual variant.
+- :mod:`~dustpred.models.inputs`: shard reading and the U-Net's input normalisation.
+"""
+
+from dustpred.models.integrated import integrated_intensity
+from dustpred.models.linear import fit_linear, predict_linear, read_weights
+from dustpred.models.unet import UNet, build_unet
+
+__all__ = [
+    "UNet",
+    "build_unet",
+    "fit_linear",
+    "integrated_intensity",
+    "predict_linear",
+    "read_weights",
+]

@@ -1,0 +1,317 @@
+"""Reading cutout shards for the models, and the U-Net's input normalisation.
+
+Shards (contract, written by the cutout stage): HDF5 files with ``inputs`` (N, C, H, W)
+HI channel maps, ``target`` (N, H, W) dust, ``mask`` (N, H, W) uint8 (1 = masked; those
+pixels are already zero), ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,), optionally
+``oracle`` (N, H, W); attrs ``velocities_kms`` (C,), ``reso_arcmin``, ``npix``.
+
+Normalisation (statistics from the training set, stored with the model):
+
+- ``input_kind = "cube"``: every channel ``I_v`` becomes ``asinh(I_v / a)`` with one
+  softening ``a`` (the mean |I| over unmasked pixels and channels), then is standardised per
+  channel. asinh is linear for faint channels (noise) and logarithmic for bright ones, so
+  channels of very different brightness end up on comparable scales.
+- ``input_kind = "moments"``: three maps, ``asinh(M0 / a)``, ``M1 / M0`` and
+  ``sqrt(M2 / M0 - (M1 / M0)^2)`` with ``Mm = sum_v v^m I_v`` (v in km/s): integrated
+  intensity, intensity-weighted mean velocity and velocity dispersion; each standardised.
+- ``input_kind = "integrated"``: one map, ``asinh(M0 / a)``, standardised.
+- ``variant = "residual"`` appends the integrated map ``M0 / s`` (``s`` its mean |M0|) as a
+  last, linearly scaled channel: the network adds it to its output.
+- The target is divided by its mean |T| over unmasked training pixels, so the L1 term of the
+  loss is O(1) whatever the map units.
+
+Masked pixels are zero in every prepared channel (the standardised mean).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import h5py
+import numpy as np
+import torch
+
+from dustpred.errors import InputError
+
+INPUT_KINDS = ("cube", "moments", "integrated")
+REQUIRED = ("inputs", "target", "mask")
+
+
+class ShardSet:
+    """A list of cutout shards read as one indexable collection.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Shard files, in order; cutout ``i`` of the set is the i-th over all files.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        if not self.paths:
+            raise InputError("cutout shards: got an empty list of shard files; expected >= 1")
+        counts = []
+        oracles = []
+        first = None
+        for path in self.paths:
+            try:
+                f = h5py.File(path, "r")
+            except OSError as exc:
+                raise InputError(
+                    f"{path}: cannot open as HDF5 ({exc}); expected a cutout shard"
+                ) from exc
+            with f:
+                for name in REQUIRED:
+                    if name not in f:
+                        raise InputError(
+                            f"{path}: no dataset '{name}'; expected datasets {list(REQUIRED)}"
+                        )
+                shape = f["inputs"].shape
+                if len(shape) != 4:
+                    raise InputError(f"{path}: 'inputs' has shape {shape}; expected (N, C, H, W)")
+                n, c, h, w = shape
+                for name in ("target", "mask"):
+                    if f[name].shape != (n, h, w):
+                        raise InputError(
+                            f"{path}: '{name}' has shape {f[name].shape}; expected {(n, h, w)}"
+                        )
+                meta = {
+                    "channels": c,
+                    "shape": (h, w),
+                    "has_oracle": "oracle" in f,
+                    "velocities_kms": np.asarray(
+                        f.attrs.get("velocities_kms", np.arange(c)), float
+                    ),
+                    "reso_arcmin": float(f.attrs.get("reso_arcmin", np.nan)),
+                }
+                if not np.isfinite(meta["reso_arcmin"]):
+                    raise InputError(f"{path}: no attribute 'reso_arcmin'; expected the pixel size")
+                if first is None:
+                    first = meta
+                elif (meta["channels"], meta["shape"], meta["reso_arcmin"]) != (
+                    first["channels"],
+                    first["shape"],
+                    first["reso_arcmin"],
+                ):
+                    raise InputError(
+                        f"{path}: {meta['channels']} channels of {meta['shape']} pixels at "
+                        f"{meta['reso_arcmin']}'; expected {first['channels']} channels of "
+                        f"{first['shape']} at {first['reso_arcmin']}' like {self.paths[0]}"
+                    )
+                counts.append(n)
+                oracles.append(meta["has_oracle"])
+        assert first is not None
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.n = int(self.offsets[-1])
+        self.channels = int(first["channels"])
+        self.shape = tuple(int(s) for s in first["shape"])
+        self.velocities_kms = first["velocities_kms"]
+        self.reso_arcmin = first["reso_arcmin"]
+        self.has_oracle = bool(all(oracles))
+        if self.n == 0:
+            raise InputError(f"cutout shards {self.paths}: 0 cutouts in all; expected >= 1")
+
+    @property
+    def npix(self) -> int:
+        return self.shape[0]
+
+    @property
+    def side_deg(self) -> float:
+        """Cutout side in degrees (npix * reso)."""
+        return self.shape[0] * self.reso_arcmin / 60.0
+
+    def iter_chunks(self, names: Sequence[str], chunk: int) -> Iterator[tuple[int, dict]]:
+        """Yield ``(start, {name: array})`` over all cutouts in order, ``chunk`` at a time."""
+        for path, offset in zip(self.paths, self.offsets[:-1], strict=True):
+            with h5py.File(path, "r") as f:
+                missing = [k for k in names if k not in f]
+                if missing:
+                    raise InputError(f"{path}: no dataset(s) {missing}; expected {list(names)}")
+                n = f["inputs"].shape[0]
+                for lo in range(0, n, chunk):
+                    hi = min(lo + chunk, n)
+                    yield int(offset + lo), {k: f[k][lo:hi] for k in names}
+
+    def read(self, names: Sequence[str], indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Read the cutouts ``indices`` (any order) of datasets ``names``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        shard = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
+        for s in np.unique(shard):
+            local = sorted_idx[shard == s] - self.offsets[s]
+            with h5py.File(self.paths[s], "r") as f:
+                for k in names:
+                    parts[k].append(f[k][local])
+        out = {}
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        for k in names:
+            out[k] = np.concatenate(parts[k])[inverse]
+        return out
+
+
+@dataclass
+class InputStats:
+    """Normalisation of the U-Net's inputs and target, fitted on the training set.
+
+    Attributes
+    ----------
+    input_kind, variant : str
+        See the module docstring.
+    velocities_kms : list of float
+        Channel centre velocities (C,), km/s.
+    softening : float
+        asinh softening ``a`` (units of the input maps).
+    mean, std : list of float
+        Per-feature standardisation (F,) of the asinh/moment features.
+    base_scale : float
+        Divides the integrated map of the residual variant.
+    target_scale : float
+        Divides the target (mean |T| over unmasked training pixels).
+    """
+
+    input_kind: str
+    variant: str
+    velocities_kms: list[float]
+    softening: float
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    base_scale: float = 1.0
+    target_scale: float = 1.0
+
+    @property
+    def n_features(self) -> int:
+        return {"cube": len(self.velocities_kms), "moments": 3, "integrated": 1}[self.input_kind]
+
+    @property
+    def in_channels(self) -> int:
+        """Number of U-Net input channels (features, plus the integrated map if residual)."""
+        return self.n_features + (self.variant == "residual")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputStats:
+        return cls(**d)
+
+
+def _features(inputs: torch.Tensor, velocities: torch.Tensor, kind: str, softening: float):
+    """Unstandardised features (n, F, H, W) of raw channel maps (n, C, H, W) (float32)."""
+    m0 = inputs.sum(dim=1, keepdim=True)
+    if kind == "cube":
+        return torch.asinh(inputs / softening)
+    if kind == "integrated":
+        return torch.asinh(m0 / softening)
+    v = velocities.view(1, -1, 1, 1)
+    # Mean velocity and dispersion are undefined where there is ~no emission (masked pixels).
+    ok = m0 > 1e-3 * softening
+    safe = torch.where(ok, m0, torch.ones_like(m0))
+    m1 = (inputs * v).sum(dim=1, keepdim=True) / safe
+    m2 = (inputs * v * v).sum(dim=1, keepdim=True) / safe
+    sigma = torch.sqrt(torch.clamp(m2 - m1 * m1, min=0.0))
+    zero = torch.zeros_like(m0)
+    return torch.cat(
+        [torch.asinh(m0 / softening), torch.where(ok, m1, zero), torch.where(ok, sigma, zero)], 1
+    )
+
+
+def fit_input_stats(
+    shards: ShardSet,
+    indices: np.ndarray,
+    *,
+    input_kind: str,
+    variant: str,
+    max_cutouts: int = 1024,
+    seed: int = 0,
+    chunk: int = 128,
+) -> InputStats:
+    """Fit :class:`InputStats` on (a seeded subsample of at most ``max_cutouts`` of) the
+    training cutouts ``indices`` of ``shards``. Sums are accumulated in float64."""
+    if input_kind not in INPUT_KINDS:
+        raise InputError(
+            f"config key 'unet.input_kind': got {input_kind!r}, expected one of {INPUT_KINDS}"
+        )
+    indices = np.asarray(indices)
+    if len(indices) > max_cutouts:
+        rng = np.random.default_rng([seed, 7])
+        indices = np.sort(rng.choice(indices, size=max_cutouts, replace=False))
+    velocities = torch.as_tensor(shards.velocities_kms, dtype=torch.float32)
+    # Pass 1: softening, base and target scales.
+    abs_sum = m0_sum = t_sum = 0.0
+    n_pix = 0
+    for lo in range(0, len(indices), chunk):
+        d = shards.read(["inputs", "target", "mask"], indices[lo : lo + chunk])
+        good = d["mask"] == 0
+        x = d["inputs"].astype(np.float64)
+        abs_sum += float(np.abs(x).sum(axis=1)[good].sum())
+        m0_sum += float(np.abs(x.sum(axis=1))[good].sum())
+        t_sum += float(np.abs(d["target"].astype(np.float64))[good].sum())
+        n_pix += int(good.sum())
+    if n_pix == 0:
+        raise InputError(f"{shards.paths}: every training pixel is masked; expected some unmasked")
+    softening = abs_sum / (n_pix * shards.channels)
+    if input_kind != "cube":
+        softening = m0_sum / n_pix
+    stats = InputStats(
+        input_kind=input_kind,
+        variant=variant,
+        velocities_kms=[float(v) for v in shards.velocities_kms],
+        softening=max(softening, np.finfo(np.float32).tiny),
+        base_scale=max(m0_sum / n_pix, np.finfo(np.float32).tiny),
+        target_scale=max(t_sum / n_pix, np.finfo(np.float32).tiny),
+    )
+    # Pass 2: per-feature mean and standard deviation over unmasked pixels.
+    s1 = s2 = 0.0
+    for lo in range(0, len(indices), chunk):
+        d = shards.read(["inputs", "mask"], indices[lo : lo + chunk])
+        f = _features(
+            torch.from_numpy(d["inputs"].astype(np.float32)),
+            velocities,
+            input_kind,
+            stats.softening,
+        ).double()
+        good = torch.from_numpy(d["mask"] == 0).unsqueeze(1)
+        f = f * good
+        s1 = s1 + f.sum(dim=(0, 2, 3))
+        s2 = s2 + (f * f).sum(dim=(0, 2, 3))
+    mean = s1 / n_pix
+    var = torch.clamp(s2 / n_pix - mean * mean, min=0.0)
+    std = torch.sqrt(var)
+    std = torch.where(std > 1e-12 * (1 + mean.abs()), std, torch.ones_like(std))
+    stats.mean = [float(v) for v in mean]
+    stats.std = [float(v) for v in std]
+    return stats
+
+
+def prepare_inputs(inputs, mask, stats: InputStats) -> torch.Tensor:
+    """Network inputs (n, stats.in_channels, H, W) float32 from raw channel maps.
+
+    Parameters
+    ----------
+    inputs : array or tensor, shape (n, C, H, W)
+        Raw HI channel maps (any float dtype), masked pixels zero.
+    mask : array or tensor, shape (n, H, W)
+        1 (or True) where masked.
+    """
+    x = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs) else inputs).float()
+    good = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask) == 0
+    good = good.to(x.device).unsqueeze(1)
+    if x.shape[1] != len(stats.velocities_kms):
+        raise InputError(
+            f"U-Net inputs: got {x.shape[1]} channels; the model was trained on "
+            f"{len(stats.velocities_kms)}"
+        )
+    velocities = torch.tensor(stats.velocities_kms, dtype=torch.float32, device=x.device)
+    f = _features(x, velocities, stats.input_kind, stats.softening)
+    mean = torch.tensor(stats.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(stats.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    f = (f - mean) / std
+    if stats.variant == "residual":
+        f = torch.cat([f, x.sum(dim=1, keepdim=True) / stats.base_scale], dim=1)
+    return f * good

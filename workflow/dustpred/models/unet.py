@@ -1,0 +1,179 @@
+"""The U-Net of the paper (Fig. 2, section 2.3) and its residual variant.
+
+The network maps a stack of prepared input maps (B, C, H, W) to one predicted map (B, H, W).
+Inputs are prepared by :mod:`dustpred.models.inputs` (asinh + per-channel standardisation);
+the model knows nothing of units.
+
+Architecture (paper): ``depth = len(widths)`` levels of a double convolution
+(3x3, stride 1, same padding; BatchNorm; ReLU; Dropout) each followed by a 2x2 max-pool; a
+double convolution at the bottleneck; on the way up a 2x2 transposed convolution of stride 2,
+concatenation with the skip of the same level and a double convolution; a final 1x1
+convolution to one map. The paper uses widths 64-128-256-512 and a 512-wide bottleneck.
+
+Residual variant: the last input channel is the integrated-intensity map (linearly scaled,
+see :mod:`dustpred.models.inputs`); the output is ``head(features) + scale * integrated`` with
+a learnable ``scale`` (initially 1) and a zero-initialised head, so the network starts from
+the integrated-intensity baseline and learns the correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dustpred.errors import InputError
+
+VARIANTS = ("paper", "residual")
+
+
+class DoubleConv(nn.Sequential):
+    """Two times (3x3 conv, same padding -> BatchNorm -> ReLU -> Dropout)."""
+
+    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+        layers: list[nn.Module] = []
+        for c in (c_in, c_out):
+            # No conv bias: the BatchNorm that follows has its own shift.
+            layers += [
+                nn.Conv2d(c, c_out, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class UNet(nn.Module):
+    """U-Net predicting one map from ``in_channels`` maps.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input maps (for the residual variant: including the integrated map, which
+        must be the last channel).
+    widths : sequence of int
+        Feature widths of the levels, top to bottom (paper: 64, 128, 256, 512).
+    bottleneck : int, optional
+        Width of the bottleneck double convolution (default: ``widths[-1]``, as in the paper).
+    dropout : float
+        Dropout rate after every convolution (paper: 0.3).
+    variant : {"paper", "residual"}
+        ``"residual"`` adds ``scale * x[:, -1]`` to the output (see module docstring).
+
+    Notes
+    -----
+    Input H and W must be divisible by ``2 ** len(widths)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        bottleneck: int | None = None,
+        dropout: float = 0.3,
+        variant: str = "paper",
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise InputError(
+                f"config key 'unet.variant': got {variant!r}, expected one of {VARIANTS}"
+            )
+        if not widths or any(int(w) < 1 for w in widths):
+            raise InputError(f"config key 'unet.widths': got {widths!r}, expected positive ints")
+        if variant == "residual" and in_channels < 2:
+            raise InputError(
+                f"residual U-Net needs >= 2 input channels (maps + integrated), got {in_channels}"
+            )
+        widths = [int(w) for w in widths]
+        bottleneck = int(bottleneck or widths[-1])
+        self.in_channels = int(in_channels)
+        self.widths = widths
+        self.variant = variant
+        self.down = nn.ModuleList()
+        c = self.in_channels
+        for w in widths:
+            self.down.append(DoubleConv(c, w, dropout))
+            c = w
+        self.pool = nn.MaxPool2d(2)
+        self.bottom = DoubleConv(c, bottleneck, dropout)
+        c = bottleneck
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for w in reversed(widths):
+            self.up.append(nn.ConvTranspose2d(c, w, kernel_size=2, stride=2))
+            self.dec.append(DoubleConv(2 * w, w, dropout))
+            c = w
+        self.head = nn.Conv2d(c, 1, kernel_size=1)
+        if variant == "residual":
+            # Start exactly at the integrated-intensity baseline.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.scale = nn.Parameter(torch.ones(()))
+
+    @property
+    def divisor(self) -> int:
+        """Input H and W must be multiples of this."""
+        return 2 ** len(self.widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (B, C, H, W) inputs to (B, H, W) predictions (float32 or the autocast dtype)."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InputError(
+                f"U-Net input: got shape {tuple(x.shape)}, expected (B, {self.in_channels}, H, W)"
+            )
+        h, w = x.shape[-2:]
+        if h % self.divisor or w % self.divisor:
+            raise InputError(
+                f"U-Net input: got {h}x{w} pixels, expected H and W divisible by {self.divisor} "
+                f"(2 ** {len(self.widths)} levels)"
+            )
+        skips = []
+        y = x
+        for block in self.down:
+            y = block(y)
+            skips.append(y)
+            y = self.pool(y)
+        y = self.bottom(y)
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
+            y = dec(torch.cat([up(y), skip], dim=1))
+        out = self.head(y)[:, 0]
+        if self.variant == "residual":
+            out = out + self.scale * x[:, -1].to(out.dtype)
+        return out
+
+
+def build_unet(in_channels: int, params: dict) -> UNet:
+    """Build a :class:`UNet` from the ``unet`` config slice."""
+    return UNet(
+        in_channels,
+        widths=params["widths"],
+        bottleneck=params.get("bottleneck"),
+        dropout=float(params["dropout"]),
+        variant=params["variant"],
+    )
+
+
+def forward_flops(model: UNet, height: int, width: int) -> float:
+    """Floating-point operations of one forward pass of one sample (2 per multiply-add).
+
+    Counts convolutions and transposed convolutions only (BatchNorm, ReLU, pooling and
+    dropout are < 1 % of the total). Training costs about three times this.
+    """
+    flops = 0.0
+    h, w = height, width
+    for block in list(model.down) + [model.bottom]:
+        for m in block:
+            if isinstance(m, nn.Conv2d):
+                flops += 2.0 * h * w * m.in_channels * m.out_channels * 9
+        if block is not model.bottom:
+            h, w = h // 2, w // 2
+    for up, dec in zip(model.up, model.dec, strict=True):
+        flops += 2.0 * h * w * up.in_channels * up.out_channels * 4
+        h, w = 2 * h, 2 * w
+        for m in dec:
+            if isinstance(m, nn.Conv2d):
+                flops += 2.0 * h * w * m.in_channels * m.out_channels * 9
+    flops += 2.0 * h * w * model.head.in_channels
+    return flops

@@ -1,0 +1,111 @@
+"""Apply the three models to cutout shards and write one prediction file per subset.
+
+Output (HDF5, written atomically), read by :mod:`dustpred.evaluation`:
+
+- datasets ``target``, ``mask`` (uint8, 1 = masked), ``integrated``, ``linear``, ``unet``
+  (N, H, W) float32 with masked pixels zero; ``oracle`` (N, H, W) when the shards have it;
+  ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,) in degrees / fraction;
+- attrs ``reso_arcmin``, ``npix``, ``unet_weights`` (``"best"``: the U-Net weights of the
+  epoch with the lowest validation loss), ``unet_best_epoch``, ``seed``.
+
+The U-Net's prediction is mapped back to the target's units (times the training target
+scale), so its pixel values are comparable to the target's; the integrated and linear maps
+are in the units of the HI maps (r is invariant to the scale).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from dustpred.models.inputs import ShardSet, prepare_inputs
+from dustpred.models.integrated import integrated_intensity
+from dustpred.models.linear import predict_linear, read_weights
+from dustpred.training import load_model
+
+log = logging.getLogger(__name__)
+
+MAPS = ("target", "integrated", "linear", "unet")
+PER_CUTOUT = ("lon", "lat", "psi", "masked_fraction")
+
+
+@torch.no_grad()
+def predict_unet(net, stats, inputs: np.ndarray, mask: np.ndarray, *, batch: int = 64,
+                 device="cpu") -> np.ndarray:  # fmt: skip
+    """U-Net prediction (n, H, W) float32 in target units, masked pixels zero."""
+    out = np.empty((len(inputs),) + inputs.shape[-2:], dtype=np.float32)
+    for lo in range(0, len(inputs), batch):
+        x = prepare_inputs(inputs[lo : lo + batch], mask[lo : lo + batch], stats).to(device)
+        pred = net(x).float().cpu().numpy() * stats.target_scale
+        out[lo : lo + batch] = pred * (mask[lo : lo + batch] == 0)
+    return out
+
+
+def predict_shards(
+    shard_paths: Sequence[str | os.PathLike],
+    linear_csv: str | os.PathLike,
+    unet_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    threads: int = 1,
+    device: str = "auto",
+    chunk: int = 256,
+) -> None:
+    """Predict every cutout of ``shard_paths`` with the integrated, linear and U-Net models
+    (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
+    torch.set_num_threads(max(1, int(threads)))
+    dev = torch.device(
+        "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    )
+    shards = ShardSet(shard_paths)
+    weights = read_weights(linear_csv)
+    net, stats, meta = load_model(unet_path, which="best", device=dev)
+    n, (h, w) = shards.n, shards.shape
+    log.info(
+        "predicting %d cutouts with integrated, linear and U-Net (best epoch %d of %s) on %s",
+        n, meta["best_epoch"], unet_path, dev,
+    )  # fmt: skip
+    out_path = os.fspath(out_path)
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    tmp = f"{out_path}.tmp{os.getpid()}"
+    names = ["inputs", "target", "mask", "lon", "lat", "psi", "masked_fraction"]
+    if shards.has_oracle:
+        names.append("oracle")
+    try:
+        with h5py.File(tmp, "w") as f:
+            maps = {k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
+                    for k in MAPS + (("oracle",) if shards.has_oracle else ())}  # fmt: skip
+            mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
+            per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
+            for start, d in shards.iter_chunks(names, chunk):
+                stop = start + len(d["target"])
+                m = np.asarray(d["mask"]).astype(np.uint8)
+                keep = m == 0
+                x = np.asarray(d["inputs"], dtype=np.float32)
+                maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
+                maps["integrated"][start:stop] = integrated_intensity(x) * keep
+                maps["linear"][start:stop] = (
+                    predict_linear(x, weights, side_deg=shards.side_deg) * keep
+                )
+                maps["unet"][start:stop] = predict_unet(net, stats, x, m, device=dev)
+                if shards.has_oracle:
+                    maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
+                mask_ds[start:stop] = m
+                for k in PER_CUTOUT:
+                    per[k][start:stop] = d[k]
+                log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
+            f.attrs["reso_arcmin"] = shards.reso_arcmin
+            f.attrs["npix"] = shards.npix
+            f.attrs["unet_weights"] = "best"
+            f.attrs["unet_best_epoch"] = int(meta["best_epoch"])
+            f.attrs["seed"] = int(meta["seed"])
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    log.info("wrote %s", out_path)
