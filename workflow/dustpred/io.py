@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from dustpred.errors import InputError
 
@@ -112,7 +114,9 @@ def _open_table(path: str | os.PathLike) -> _Table:
         raise InputError(f"{path}: file not found; expected a FITS file")
     size = os.path.getsize(path)
     try:
-        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+        with warnings.catch_warnings(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            # A truncated file is reported below as an InputError, not as a warning.
+            warnings.simplefilter("ignore", AstropyUserWarning)
             primary = hdul[0].header.copy()
             for index in range(1, 64):
                 try:

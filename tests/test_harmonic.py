@@ -1,0 +1,100 @@
+"""dustpred.harmonic: Butterworth response, one-step filter + Nside change, mask regrading."""
+
+import healpy as hp
+import numpy as np
+import pytest
+from dustpred import harmonic
+
+
+def random_alm(lmax, seed, cl=None):
+    rng = np.random.default_rng(seed)
+    ell, m = hp.Alm.getlm(lmax)
+    amp = np.ones(ell.size) if cl is None else np.sqrt(cl[ell])
+    re, im = rng.standard_normal((2, ell.size))
+    return np.where(m == 0, re, (re + 1j * im) / np.sqrt(2)) * amp
+
+
+def test_butterworth_analytic_values():
+    ell = np.array([0.0, 460.0, 920.0])
+    b = harmonic.butterworth(ell, 460, 4)
+    np.testing.assert_allclose(b, [1.0, 1 / np.sqrt(2), 1 / np.sqrt(1 + 2.0**8)], rtol=1e-12)
+
+
+def test_butterworth_higher_order_is_sharper():
+    ell = np.arange(1000)
+    b2, b8 = harmonic.butterworth(ell, 300, 2), harmonic.butterworth(ell, 300, 8)
+    assert np.all(np.diff(b8) <= 0)
+    assert np.all(b8[ell < 300] >= b2[ell < 300]) and np.all(b8[ell > 300] <= b2[ell > 300])
+
+
+def test_filter_response_matches_butterworth():
+    # A band-limited map with known a_lm: the filtered map's a_lm are B(ell) a_lm.
+    nside, lmax, ell_c, order = 64, 64, 30, 3
+    alm = random_alm(lmax, 0)
+    m = hp.alm2map(alm, nside, lmax=lmax)
+    out = harmonic.lowpass_to_nside(m, nside, ell_c, order, lmax=lmax, iters=3)
+    recovered = hp.map2alm(out, lmax=lmax, iter=3)
+    ell, _ = hp.Alm.getlm(lmax)
+    response = harmonic.butterworth(ell, ell_c, order)
+    # tolerance: map2alm quadrature at lmax = Nside, ~1e-7 of the a_lm amplitude (~1)
+    np.testing.assert_allclose(recovered, response * alm, rtol=0, atol=1e-6)
+    # the per-ell power ratio is B(ell)^2
+    ratio = hp.alm2cl(recovered) / hp.alm2cl(alm)
+    np.testing.assert_allclose(
+        ratio, harmonic.butterworth(np.arange(lmax + 1), ell_c, order) ** 2, rtol=1e-5
+    )
+
+
+def test_nside_change_keeps_band_limited_map():
+    # Without a filter, going 32 -> 16 keeps every mode below 3*16 exactly (up to quadrature).
+    lmax = 40
+    alm = random_alm(lmax, 1)
+    m32 = hp.alm2map(alm, 32, lmax=lmax)
+    m16 = harmonic.lowpass_to_nside(m32, 16, None, 1, lmax=lmax, iters=5)
+    np.testing.assert_allclose(m16, hp.alm2map(alm, 16, lmax=lmax), atol=1e-6)
+
+
+def test_default_lmax_is_band_limit_of_coarser_map():
+    assert harmonic.harmonic_lmax(1024, 1024) == 3071
+    assert harmonic.harmonic_lmax(2048, 1024) == 3071
+    assert harmonic.harmonic_lmax(512, 1024) == 1535
+
+
+def test_upgrade_filters_in_one_step():
+    # 16 -> 32 with a cutoff: the result equals synthesising the filtered a_lm at Nside 32.
+    lmax = 47
+    alm = random_alm(lmax, 2)
+    m16 = hp.alm2map(alm, 16, lmax=lmax)
+    out = harmonic.lowpass_to_nside(m16, 32, 20, 4, iters=5)
+    alm_in = hp.map2alm(m16, lmax=lmax, iter=5)
+    expected = hp.alm2map(
+        hp.almxfl(alm_in, harmonic.butterworth(np.arange(lmax + 1), 20, 4)), 32, lmax=lmax
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-10)
+
+
+def test_mask_to_nside_degrade_threshold():
+    # Nside 4 -> 2: each coarse pixel covers 4 fine ones; keep 3 of 4 in pixel 0, 1 of 4 in 1.
+    keep_nest = np.ones(12 * 16)
+    keep_nest[0] = 0.0  # coarse nested pixel 0: 3/4 kept
+    keep_nest[[4, 5, 6]] = 0.0  # coarse nested pixel 1: 1/4 kept
+    keep = hp.reorder(keep_nest, n2r=True)
+    masked = harmonic.mask_to_nside(keep, 2, threshold=0.5)
+    masked_nest = hp.reorder(masked, r2n=True)
+    assert masked.dtype == np.uint8
+    assert masked_nest[0] == 0 and masked_nest[1] == 1 and masked_nest[2:].sum() == 0
+    strict = hp.reorder(harmonic.mask_to_nside(keep, 2, threshold=1.0), r2n=True)
+    assert strict[0] == 1 and strict[1] == 1
+
+
+def test_mask_to_nside_upgrade_repeats():
+    keep = np.zeros(12 * 4)
+    keep[5] = 1.0
+    masked = harmonic.mask_to_nside(keep, 4)
+    assert masked.sum() == 12 * 16 - 4  # the kept pixel becomes 4 kept pixels
+
+
+@pytest.mark.parametrize("bad", [(0, 4), (460, 0)])
+def test_butterworth_rejects_bad_parameters(bad):
+    with pytest.raises(ValueError):
+        harmonic.butterworth(np.arange(3), *bad)

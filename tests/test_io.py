@@ -1,0 +1,348 @@
+"""dustpred.io: HEALPix map and cube readers against healpy, and one test per bad input."""
+
+import healpy as hp
+import numpy as np
+import pytest
+from astropy.io import fits
+from dustpred import io
+from dustpred.errors import InputError
+
+NSIDE = 8
+NPIX = 12 * NSIDE**2
+DV = 1.28821496
+VELOCITIES = np.arange(-10, 6) * DV  # 16 channels, -12.9 .. 6.4 km/s
+
+
+@pytest.fixture
+def cube():
+    """(npix, nchan) RING cube whose value encodes pixel and channel."""
+    pix = np.arange(NPIX, dtype=np.float32)[:, None]
+    chan = np.arange(VELOCITIES.size, dtype=np.float32)[None, :]
+    return pix + chan / 100.0
+
+
+def write_cube(path, cube, nested=False, **kwargs):
+    data = cube[hp.nest2ring(NSIDE, np.arange(NPIX))] if nested else cube
+    io.write_hi_cube(path, NSIDE, VELOCITIES, [data], nested=nested, **kwargs)
+    return path
+
+
+def write_map_table(path, columns, *, cards=None, nested=False, units=None, npix=NPIX):
+    """Write a HEALPix-style table with astropy (headers fully controlled by the test)."""
+    cols = [
+        fits.Column(name=name, format="E", array=values, unit=(units or {}).get(name))
+        for name, values in columns.items()
+    ]
+    hdu = fits.BinTableHDU.from_columns(cols)
+    default = {
+        "PIXTYPE": "HEALPIX",
+        "ORDERING": "NESTED" if nested else "RING",
+        "NSIDE": hp.npix2nside(npix) if cards is None or "NSIDE" not in cards else None,
+        "COORDSYS": "G",
+    }
+    for key, value in {**default, **(cards or {})}.items():
+        if value is None:
+            hdu.header.pop(key, None)
+        else:
+            hdu.header[key] = value
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    return path
+
+
+# --- the cube -------------------------------------------------------------------------
+
+
+def test_velocity_axis_matches_header(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    header = fits.getheader(path, 1)
+    expected = (header["CRVAL1"] + (np.arange(16) + 1 - header["CRPIX1"]) * header["CDELT1"]) / 1e3
+    np.testing.assert_allclose(io.hi_velocity_axis(path), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(io.hi_velocity_axis(path), VELOCITIES, rtol=0, atol=1e-9)
+
+
+def test_velocity_axis_in_kms_units(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with fits.open(path, mode="update") as hdul:
+        h = hdul[1].header
+        h["CUNIT1"], h["CRVAL1"], h["CDELT1"] = "km/s", h["CRVAL1"] / 1e3, h["CDELT1"] / 1e3
+    np.testing.assert_allclose(io.hi_velocity_axis(path), VELOCITIES, atol=1e-9)
+
+
+def test_channel_selection_is_inclusive_and_sorted():
+    v = np.arange(-93, 63) * DV
+    idx = io.channels_in_range(v, -64.5, 17.0)
+    assert idx.size == 64  # the paper's 64 maps
+    assert v[idx].min() >= -64.5 and v[idx].max() <= 17.0
+    assert v[idx[0] - 1] < -64.5 and v[idx[-1] + 1] > 17.0
+    # a decreasing axis gives the same channels, in increasing velocity
+    idx_rev = io.channels_in_range(v[::-1], -64.5, 17.0)
+    np.testing.assert_array_equal(v[::-1][idx_rev], v[idx])
+
+
+def test_read_channels_ring(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    out = io.read_hi_channels(path, [3, 0, 15])
+    assert out.dtype == np.float32 and out.shape == (NPIX, 3)
+    np.testing.assert_array_equal(out, cube[:, [3, 0, 15]])
+
+
+def test_read_channels_nested_is_reordered_to_ring(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube, nested=True)
+    out = io.read_hi_channels(path, [2, 5])
+    np.testing.assert_array_equal(out, cube[:, [2, 5]])
+
+
+def test_read_channels_in_small_blocks(tmp_path, cube, monkeypatch):
+    monkeypatch.setattr(io, "_BLOCK_BYTES", 7 * 64)  # 7 rows per block
+    path = write_cube(tmp_path / "hi.fits", cube, nested=True)
+    np.testing.assert_array_equal(io.read_hi_channels(path, [1, 9]), cube[:, [1, 9]])
+
+
+def test_cube_split_over_files_in_a_directory(tmp_path, cube):
+    directory = tmp_path / "hi"
+    directory.mkdir()
+    for first, last in ((0, 299), (300, 599), (600, NPIX - 1)):
+        io.write_table_stream(
+            directory / f"part{first:04d}.fits",
+            [("TB", "E", VELOCITIES.size, "K")],
+            last - first + 1,
+            [{"TB": cube[first : last + 1]}],
+            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
+            + io.hi_axis_cards(VELOCITIES),
+        )
+    np.testing.assert_array_equal(io.read_hi_channels(directory, [4, 7]), cube[:, [4, 7]])
+    np.testing.assert_allclose(io.hi_velocity_axis(directory), VELOCITIES, atol=1e-9)
+
+
+def test_read_spectra_of_pixels(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube, nested=True)
+    np.testing.assert_array_equal(
+        io.read_hi_spectra(path, [0, 17, NPIX - 1]), cube[[0, 17, NPIX - 1]]
+    )
+
+
+def test_hi_in_mk_is_converted_to_k(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["TUNIT1"] = "mK"
+    np.testing.assert_allclose(io.read_hi_channels(path, [1]), cube[:, [1]] * 1e-3, rtol=1e-6)
+
+
+# --- maps -----------------------------------------------------------------------------
+
+
+def test_map_nested_is_reordered_like_healpy(tmp_path):
+    ring = np.random.default_rng(1).normal(size=NPIX).astype(np.float32)
+    nest = hp.reorder(ring, r2n=True)
+    path = write_map_table(
+        tmp_path / "d.fits", {"I_ML_FULL": nest}, nested=True, units={"I_ML_FULL": "uK_RJ"}
+    )
+    out = io.read_healpix_map(path, "I_ML_FULL", units=io.DUST_UNITS)
+    np.testing.assert_array_equal(out, ring)
+    np.testing.assert_array_equal(out, hp.read_map(path, field=0, nest=False))
+
+
+def test_map_with_1024_pixels_per_row(tmp_path):
+    nside = 16
+    ring = np.arange(12 * nside**2, dtype=np.float32)
+    io.write_table_stream(
+        tmp_path / "m.fits",
+        [("TEMPERATURE", "E", 1024, "uK_RJ")],
+        ring.size // 1024,
+        [{"TEMPERATURE": ring.reshape(-1, 1024)}],
+        io.healpix_header(nside, nested=False),
+    )
+    out = io.read_healpix_map(tmp_path / "m.fits", "temperature", units=io.DUST_UNITS)
+    np.testing.assert_array_equal(out, ring)
+
+
+def test_dust_in_k_rj_is_converted_to_uk(tmp_path):
+    values = np.full(NPIX, 2e-6, dtype=np.float32)
+    path = write_map_table(tmp_path / "d.fits", {"I": values}, units={"I": "K_RJ"})
+    np.testing.assert_allclose(io.read_healpix_map(path, "I", units=io.DUST_UNITS), 2.0, rtol=1e-6)
+
+
+def test_missing_coordsys_accepted_only_when_configured(tmp_path):
+    path = write_map_table(
+        tmp_path / "m.fits", {"LR72": np.ones(NPIX, "f4")}, cards={"COORDSYS": None}
+    )
+    with pytest.raises(InputError, match="no COORDSYS"):
+        io.read_healpix_map(path, "LR72")
+    np.testing.assert_array_equal(io.read_healpix_map(path, "LR72", coordsys_if_missing="G"), 1.0)
+
+
+def test_write_healpix_maps_round_trip_and_same_bytes(tmp_path):
+    ring = np.random.default_rng(2).normal(size=NPIX).astype(np.float32)
+    for name in ("a.fits", "b.fits"):
+        io.write_healpix_maps(tmp_path / name, {"X": hp.reorder(ring, r2n=True)}, nested=True)
+    np.testing.assert_array_equal(io.read_healpix_map(tmp_path / "a.fits", "X"), ring)
+    assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()
+
+
+# --- one test per bad input -----------------------------------------------------------
+
+
+def test_error_missing_file(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        io.read_healpix_map(tmp_path / "nope.fits", "X")
+
+
+def test_error_not_a_fits_file(tmp_path):
+    path = tmp_path / "junk.fits"
+    path.write_bytes(b"this is not FITS" * 200)
+    with pytest.raises(InputError, match="junk.fits.*not a readable FITS file"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_truncated_file(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"hi.fits.*truncated.*found \d+ bytes, expected"):
+        io.read_hi_channels(path, [0])
+
+
+def test_error_missing_column(tmp_path):
+    path = write_map_table(tmp_path / "d.fits", {"I_STOKES": np.zeros(NPIX, "f4")})
+    with pytest.raises(InputError, match=r"no column 'I_ML_FULL'.*found columns \['I_STOKES'\]"):
+        io.read_healpix_map(path, "I_ML_FULL")
+
+
+def test_error_npix_not_12_nside_squared(tmp_path):
+    path = write_map_table(
+        tmp_path / "d.fits", {"X": np.zeros(NPIX - 5, "f4")}, cards={"NSIDE": NSIDE}
+    )
+    with pytest.raises(InputError, match=rf"holds {NPIX - 5} values; expected npix = 12"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_cube_rows_not_npix(tmp_path, cube):
+    path = tmp_path / "hi.fits"
+    io.write_table_stream(
+        path,
+        [("TB", "E", 16, "K")],
+        NPIX - 1,
+        [{"TB": cube[:-1]}],
+        io.healpix_header(NSIDE, nested=False) + io.hi_axis_cards(VELOCITIES),
+    )
+    with pytest.raises(InputError, match=rf"table has {NPIX - 1} rows; expected one per pixel"):
+        io.read_hi_channels(path, [0])
+
+
+def test_error_nside_not_power_of_two(tmp_path):
+    path = write_map_table(tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"NSIDE": 6})
+    with pytest.raises(InputError, match="NSIDE is 6; expected a power of 2"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_unknown_ordering(tmp_path):
+    path = write_map_table(
+        tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"ORDERING": "SPIRAL"}
+    )
+    with pytest.raises(InputError, match="ORDERING is 'SPIRAL'; expected RING or NESTED"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_not_healpix(tmp_path):
+    path = write_map_table(
+        tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"PIXTYPE": None}
+    )
+    with pytest.raises(InputError, match="PIXTYPE.*expected 'HEALPIX'"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_equatorial_refused(tmp_path):
+    path = write_map_table(
+        tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"COORDSYS": "C"}
+    )
+    with pytest.raises(InputError, match="COORDSYS is 'C'; expected galactic"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_nan_values(tmp_path):
+    values = np.zeros(NPIX, "f4")
+    values[[3, 40]] = [np.nan, np.inf]
+    path = write_map_table(tmp_path / "d.fits", {"X": values})
+    with pytest.raises(InputError, match="2 non-finite"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_unseen_values(tmp_path):
+    values = np.zeros(NPIX, "f4")
+    values[7] = hp.UNSEEN
+    path = write_map_table(tmp_path / "d.fits", {"X": values})
+    with pytest.raises(InputError, match="1 UNSEEN"):
+        io.read_healpix_map(path, "X")
+
+
+def test_error_nan_in_cube(tmp_path, cube):
+    cube = cube.copy()
+    cube[5, 3] = np.nan
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with pytest.raises(InputError, match="hi.fits.*1 non-finite"):
+        io.read_hi_channels(path, [3])
+
+
+def test_error_wrong_unit(tmp_path):
+    path = write_map_table(tmp_path / "d.fits", {"I": np.zeros(NPIX, "f4")}, units={"I": "MJy/sr"})
+    with pytest.raises(InputError, match="unit 'MJy/sr'; expected one of"):
+        io.read_healpix_map(path, "I", units=io.DUST_UNITS)
+
+
+def test_error_missing_velocity_keywords(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with fits.open(path, mode="update") as hdul:
+        del hdul[1].header["CDELT1"]
+    with pytest.raises(InputError, match=r"velocity axis keywords \['CDELT1'\] missing"):
+        io.hi_velocity_axis(path)
+
+
+def test_error_non_velocity_spectral_axis(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["CTYPE1"] = "FREQ"
+    with pytest.raises(InputError, match="CTYPE1 is 'FREQ'; expected a velocity axis"):
+        io.hi_velocity_axis(path)
+
+
+def test_error_channel_range_outside_cube():
+    with pytest.raises(InputError, match=r"\[-64.5, 17.0\] km/s requested; expected a range"):
+        io.channels_in_range(VELOCITIES, -64.5, 17.0, source="hi.fits")
+
+
+def test_error_channel_index_outside_cube(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with pytest.raises(InputError, match=r"expected indices in 0..15"):
+        io.read_hi_channels(path, [3, 16])
+
+
+def test_error_split_cube_with_gap(tmp_path, cube):
+    directory = tmp_path / "hi"
+    directory.mkdir()
+    for first, last in ((0, 299), (400, NPIX - 1)):
+        io.write_table_stream(
+            directory / f"p{first}.fits",
+            [("TB", "E", 16, "K")],
+            last - first + 1,
+            [{"TB": cube[first : last + 1]}],
+            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
+            + io.hi_axis_cards(VELOCITIES),
+        )
+    with pytest.raises(InputError, match="starts at pixel 400; expected pixel 300"):
+        io.read_hi_channels(directory, [0])
+
+
+def test_error_split_cube_with_different_velocity_axes(tmp_path, cube):
+    directory = tmp_path / "hi"
+    directory.mkdir()
+    for first, last, shift in ((0, 299, 0.0), (300, NPIX - 1, 0.5)):
+        io.write_table_stream(
+            directory / f"p{first}.fits",
+            [("TB", "E", 16, "K")],
+            last - first + 1,
+            [{"TB": cube[first : last + 1]}],
+            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
+            + io.hi_axis_cards(VELOCITIES + shift),
+        )
+    with pytest.raises(InputError, match="velocity axis differs"):
+        io.hi_velocity_axis(directory)
