@@ -4,7 +4,6 @@ and it stays finite (with finite gradients) where modes have ~zero amplitude."""
 import numpy as np
 import pytest
 import torch
-
 from dustpred.losses import PaperLoss, band_correlations, rfft_band_weights
 from dustpred.metrics import r50_r150
 
@@ -27,8 +26,11 @@ def test_float32_loss_correlations_match_the_metric_to_float32_precision():
     t = rng.lognormal(size=(3, 32, 32)) * 100.0  # K km/s-like amplitudes
     p = t + 30.0 * rng.normal(size=t.shape)
     mask = np.zeros(t.shape, dtype=np.uint8)
-    _, r = PaperLoss(32, SIDE)(torch.tensor(p, dtype=torch.float32),
-                               torch.tensor(t, dtype=torch.float32), torch.tensor(mask))  # fmt: skip
+    _, r = PaperLoss(32, SIDE)(
+        torch.tensor(p, dtype=torch.float32),
+        torch.tensor(t, dtype=torch.float32),
+        torch.tensor(mask),
+    )
     ref = np.stack(r50_r150(t, p, side_deg=SIDE), axis=-1)
     np.testing.assert_allclose(r.numpy(), ref, atol=1e-5)
 

@@ -108,8 +108,15 @@ def test_fit_linear_writes_the_weights_table(tmp_path):
 
 def test_scale_independent_prediction_is_the_weighted_channel_sum():
     x, _ = _random_problem(c=3)
-    table = pd.DataFrame({"channel": [0, 1, 2], "velocity_kms": [0.0, 1.0, 2.0],
-                          "weight": [0.5, -1.0, 2.0], "ell_lo": 14.4, "ell_hi": 130.0})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "channel": [0, 1, 2],
+            "velocity_kms": [0.0, 1.0, 2.0],
+            "weight": [0.5, -1.0, 2.0],
+            "ell_lo": 14.4,
+            "ell_hi": 130.0,
+        }
+    )
     got = predict_linear(x, table, side_deg=SIDE_DEG)
     np.testing.assert_allclose(got, 0.5 * x[:, 0] - x[:, 1] + 2 * x[:, 2], rtol=1e-5, atol=1e-5)
 
@@ -207,8 +214,9 @@ def test_prepared_inputs_are_standardised_and_zero_where_masked(tmp_path, kind, 
     feats = x[:, :nf].transpose(1, 0, 2, 3)[:, good]
     np.testing.assert_allclose(feats.mean(axis=1), 0, atol=1e-4)
     np.testing.assert_allclose(feats.std(axis=1), 1, rtol=1e-3)
-    np.testing.assert_allclose(x[:, -1][good].mean() * stats.base_scale,
-                               d["inputs"].sum(axis=1)[good].mean(), rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        x[:, -1][good].mean() * stats.base_scale, d["inputs"].sum(axis=1)[good].mean(), rtol=1e-4
+    )
 
 
 def test_moment_features_recover_velocity_of_single_channel_emission():
@@ -228,8 +236,9 @@ def test_dihedral_permutations_are_the_rotations_and_flips():
     img = torch.arange(36.0).view(6, 6)
     perms = dihedral_permutations(6)
     got = {tuple(img.flatten()[p].tolist()) for p in perms}
-    expected = {tuple(torch.rot90(a, k).flatten().tolist())
-                for a in (img, img.flip(-1)) for k in range(4)}  # fmt: skip
+    expected = {
+        tuple(torch.rot90(a, k).flatten().tolist()) for a in (img, img.flip(-1)) for k in range(4)
+    }
     assert got == expected and len(got) == 8
 
 

@@ -11,8 +11,13 @@ from dustpred.predict import predict_shards
 from dustpred.training import load_model, train_unet
 from fake_training_shards import write_fake_shards
 
-PARAMS = {"variant": "residual", "widths": [4, 8], "epochs": 2, "batch_size": 8,
-          "validation_fraction": 0.25}  # fmt: skip
+PARAMS = {
+    "variant": "residual",
+    "widths": [4, 8],
+    "epochs": 2,
+    "batch_size": 8,
+    "validation_fraction": 0.25,
+}
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +26,14 @@ def trained(tmp_path_factory):
     train = write_fake_shards(root / "train", n_per_shard=(24, 8), seed=1)
     test = write_fake_shards(root / "test", n_per_shard=(10, 6), seed=2)
     fit_linear(train, root / "linear.csv")
-    train_unet(train, root / "unet.pt", root / "training.csv", params=PARAMS, seed=0,
-               resume_path=root / "resume" / "state.pt")  # fmt: skip
+    train_unet(
+        train,
+        root / "unet.pt",
+        root / "training.csv",
+        params=PARAMS,
+        seed=0,
+        resume_path=root / "resume" / "state.pt",
+    )
     predict_shards(test, root / "linear.csv", root / "unet.pt", root / "test.h5")
     return root, test
 

@@ -38,9 +38,15 @@ def shards(tmp_path_factory):
 
 def _train(shards, out, params, seed=0, hook=None):
     return train_unet(
-        shards, out / "unet.pt", out / "training.csv", params=params, seed=seed,
-        resume_path=out / "resume" / "state.pt", threads=1, _on_epoch_end=hook,
-    )  # fmt: skip
+        shards,
+        out / "unet.pt",
+        out / "training.csv",
+        params=params,
+        seed=seed,
+        resume_path=out / "resume" / "state.pt",
+        threads=1,
+        _on_epoch_end=hook,
+    )
 
 
 def test_training_writes_the_model_and_the_epoch_table(shards, tmp_path):
@@ -84,8 +90,9 @@ def test_resume_after_a_kill_ends_with_the_same_weights_as_an_uninterrupted_run(
             assert torch.equal(value, resumed[key][name]), (key, name)  # bitwise on CPU
     a = pd.read_csv(tmp_path / "full" / "training.csv")
     b = pd.read_csv(tmp_path / "killed" / "training.csv")
-    pd.testing.assert_frame_equal(a.drop(columns=["samples_per_s", "seconds"]),
-                                  b.drop(columns=["samples_per_s", "seconds"]))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        a.drop(columns=["samples_per_s", "seconds"]), b.drop(columns=["samples_per_s", "seconds"])
+    )
 
 
 def test_resume_state_of_another_configuration_is_ignored(shards, tmp_path):
@@ -139,8 +146,15 @@ def test_two_process_gloo_run_follows_the_one_process_loss_curve(shards, tmp_pat
     params = {**TINY, "dropout": 0.0, "epochs": 2, "sync_batchnorm": True}
 
     def spec(out):
-        return TrainSpec(shards, str(out / "unet.pt"), str(out / "training.csv"),
-                         str(out / "resume" / "state.pt"), params, 7, 2)  # fmt: skip
+        return TrainSpec(
+            shards,
+            str(out / "unet.pt"),
+            str(out / "training.csv"),
+            str(out / "resume" / "state.pt"),
+            params,
+            7,
+            2,
+        )
 
     run_training(spec(tmp_path / "one"))
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}

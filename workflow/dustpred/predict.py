@@ -35,8 +35,9 @@ PER_CUTOUT = ("lon", "lat", "psi", "masked_fraction")
 
 
 @torch.no_grad()
-def predict_unet(net, stats, inputs: np.ndarray, mask: np.ndarray, *, batch: int = 64,
-                 device="cpu") -> np.ndarray:  # fmt: skip
+def predict_unet(
+    net, stats, inputs: np.ndarray, mask: np.ndarray, *, batch: int = 64, device="cpu"
+) -> np.ndarray:
     """U-Net prediction (n, H, W) float32 in target units, masked pixels zero."""
     out = np.empty((len(inputs),) + inputs.shape[-2:], dtype=np.float32)
     for lo in range(0, len(inputs), batch):
@@ -68,8 +69,11 @@ def predict_shards(
     n, (h, w) = shards.n, shards.shape
     log.info(
         "predicting %d cutouts with integrated, linear and U-Net (best epoch %d of %s) on %s",
-        n, meta["best_epoch"], unet_path, dev,
-    )  # fmt: skip
+        n,
+        meta["best_epoch"],
+        unet_path,
+        dev,
+    )
     out_path = os.fspath(out_path)
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     tmp = f"{out_path}.tmp{os.getpid()}"
@@ -78,8 +82,10 @@ def predict_shards(
         names.append("oracle")
     try:
         with h5py.File(tmp, "w") as f:
-            maps = {k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
-                    for k in MAPS + (("oracle",) if shards.has_oracle else ())}  # fmt: skip
+            maps = {
+                k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
+                for k in MAPS + (("oracle",) if shards.has_oracle else ())
+            }
             mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
             per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
             for start, d in shards.iter_chunks(names, chunk):

@@ -536,6 +536,8 @@ class Trainer:
     def _step_body(self, idx: torch.Tensor, aug: torch.Tensor | None) -> torch.Tensor:
         perm = self.perms.index_select(0, aug) if aug is not None else None
         x, t, m = self.data.batch(idx, perm)
+        if x.device != self.device:  # training set kept in host memory
+            x, t, m = (v.to(self.device, non_blocking=True) for v in (x, t, m))
         with self.autocast:
             pred = self.train_model(x)
         loss, r = self.loss_fn(pred, t, m)
@@ -584,15 +586,22 @@ class Trainer:
                 n = (s + 1) * self.local_batch
                 log.info(
                     "epoch %d/%d batch %d/%d: loss %.4f r50 %.4f r150 %.4f (%.0f samples/s)",
-                    epoch + 1, total_epochs, s + 1, self.steps, acc[0] / n, acc[1] / n,
-                    acc[2] / n, (s + 1) * self.batch / (time.perf_counter() - t0),
-                )  # fmt: skip
+                    epoch + 1,
+                    total_epochs,
+                    s + 1,
+                    self.steps,
+                    acc[0] / n,
+                    acc[1] / n,
+                    acc[2] / n,
+                    (s + 1) * self.batch / (time.perf_counter() - t0),
+                )
         if self.cuda:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         bad = torch.nonzero(~torch.isfinite(losses)).flatten()
-        bad = self._reduce(torch.tensor([int(bad[0]) if len(bad) else -1], dtype=torch.float64),
-                           op="max")  # fmt: skip
+        bad = self._reduce(
+            torch.tensor([int(bad[0]) if len(bad) else -1], dtype=torch.float64), op="max"
+        )
         if bad[0] >= 0:
             raise TrainingDivergedError(
                 f"non-finite training loss at epoch {epoch + 1}, batch {int(bad[0]) + 1} of "
@@ -662,15 +671,20 @@ class Trainer:
                 pred = self.net(x)
             loss, r = self.loss_fn(pred, t, m)
             b = t.shape[0]
-            sums += torch.tensor([loss.item() * b, r[:, 0].sum().item(), r[:, 1].sum().item(), b],
-                                 dtype=torch.float64)  # fmt: skip
+            sums += torch.tensor(
+                [loss.item() * b, r[:, 0].sum().item(), r[:, 1].sum().item(), b],
+                dtype=torch.float64,
+            )
         self.net.train()
         sums = self._reduce(sums)
         n = sums[3].item()
         if n == 0:
             return {"val_loss": math.nan, "val_r50": math.nan, "val_r150": math.nan}
-        return {"val_loss": sums[0].item() / n, "val_r50": sums[1].item() / n,
-                "val_r150": sums[2].item() / n}  # fmt: skip
+        return {
+            "val_loss": sums[0].item() / n,
+            "val_r50": sums[1].item() / n,
+            "val_r150": sums[2].item() / n,
+        }
 
     # -- state
     def state(self, epoch: int, result: TrainResult) -> dict:
@@ -692,9 +706,11 @@ class Trainer:
                 lr = group["lr"]
                 group["lr"] = torch.tensor(float(lr), device=self.device)
         return TrainResult(
-            list(state["history"]), state["best_epoch"], state["best_val_loss"],
+            list(state["history"]),
+            state["best_epoch"],
+            state["best_val_loss"],
             state["best_state"],
-        )  # fmt: skip
+        )
 
     def fit(
         self,
@@ -720,17 +736,27 @@ class Trainer:
             if score < result.best_val_loss or result.best_state is None:
                 result.best_val_loss = score
                 result.best_epoch = epoch + 1
-                result.best_state = {k: v.detach().cpu().clone()
-                                     for k, v in self.net.state_dict().items()}  # fmt: skip
+                result.best_state = {
+                    k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()
+                }
             if self.dist.is_main:
                 log.info(
                     "epoch %d/%d: lr %.2g train loss %.4f r50 %.4f r150 %.4f | val loss %.4f "
                     "r50 %.4f r150 %.4f | %.0f samples/s, %.1f s (train %.1f s)%s",
-                    epoch + 1, epochs, row["lr"], row["train_loss"], row["train_r50"],
-                    row["train_r150"], val, row["val_r50"], row["val_r150"],
-                    row["samples_per_s"], row["seconds"], train_seconds,
+                    epoch + 1,
+                    epochs,
+                    row["lr"],
+                    row["train_loss"],
+                    row["train_r50"],
+                    row["train_r150"],
+                    val,
+                    row["val_r50"],
+                    row["val_r150"],
+                    row["samples_per_s"],
+                    row["seconds"],
+                    train_seconds,
                     " *best*" if result.best_epoch == epoch + 1 else "",
-                )  # fmt: skip
+                )
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, result)
         return result
@@ -847,9 +873,15 @@ def launch_distributed(spec: TrainSpec, nproc: int, *, env: dict | None = None) 
     )
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, spec.threads // nproc)))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={nproc}", "-m", "dustpred.training", spec_path,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dustpred.training",
+        spec_path,
+    ]
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
     done = subprocess.run(cmd, env=child_env, check=False)
     if done.returncode != 0:
@@ -875,9 +907,19 @@ def run_training(
         log.info(
             "U-Net %s (%s inputs, widths %s), seed %d: %d training + %d validation cutouts of "
             "%dx%d, batch %d, %d epochs, on %s x %d",
-            p["variant"], p["input_kind"], p["widths"], spec.seed, len(train_idx), len(val_idx),
-            shards.npix, shards.npix, p["batch_size"], p["epochs"], device.type, info.world,
-        )  # fmt: skip
+            p["variant"],
+            p["input_kind"],
+            p["widths"],
+            spec.seed,
+            len(train_idx),
+            len(val_idx),
+            shards.npix,
+            shards.npix,
+            p["batch_size"],
+            p["epochs"],
+            device.type,
+            info.world,
+        )
     stats = fit_input_stats(
         shards,
         train_idx,
@@ -891,18 +933,28 @@ def run_training(
     if info.is_main:
         log.info(
             "prepared %d cutouts (%s, %s) in %.1f s",
-            data.n, data.features.dtype, data.features.device, time.perf_counter() - t0,
-        )  # fmt: skip
+            data.n,
+            data.features.dtype,
+            data.features.device,
+            time.perf_counter() - t0,
+        )
     torch.manual_seed(_seed_of(spec.seed, 0, 3))
     model = build_unet(stats.in_channels, p)
     trainer = Trainer(
-        model, data, train_idx, val_idx, p, seed=spec.seed, device=device,
-        side_deg=shards.side_deg, dist_info=info,
-    )  # fmt: skip
+        model,
+        data,
+        train_idx,
+        val_idx,
+        p,
+        seed=spec.seed,
+        device=device,
+        side_deg=shards.side_deg,
+        dist_info=info,
+    )
     fp = fingerprint(spec)
     start, result = 0, TrainResult()
     if os.path.exists(spec.resume_path):
-        state = torch.load(spec.resume_path, map_location=device, weights_only=False)
+        state = torch.load(spec.resume_path, map_location="cpu", weights_only=False)
         if state.get("fingerprint") == fp and state.get("epoch", 0) <= int(p["epochs"]):
             result = trainer.load_state(state)
             start = int(state["epoch"])
@@ -922,8 +974,9 @@ def run_training(
         if _on_epoch_end is not None:
             _on_epoch_end(epoch, res)
 
-    result = trainer.fit(int(p["epochs"]), start_epoch=start, result=result,
-                         on_epoch_end=on_epoch_end)  # fmt: skip
+    result = trainer.fit(
+        int(p["epochs"]), start_epoch=start, result=result, on_epoch_end=on_epoch_end
+    )
     if info.is_main:
         save_model(
             spec.model_path,
@@ -937,15 +990,17 @@ def run_training(
                 "side_deg": shards.side_deg,
                 "world_size": info.world,
                 "train_shards": spec.train_shards,
-            },  # fmt: skip
+            },
         )
         _atomic_csv(pd.DataFrame(result.history, columns=HISTORY_COLUMNS), spec.table_path)
         if os.path.exists(spec.resume_path):
             os.remove(spec.resume_path)
         log.info(
             "wrote %s (best validation epoch %d) and %s",
-            spec.model_path, result.best_epoch, spec.table_path,
-        )  # fmt: skip
+            spec.model_path,
+            result.best_epoch,
+            spec.table_path,
+        )
     if info.active:
         dist.barrier()
     return result
