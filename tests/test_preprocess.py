@@ -1,0 +1,160 @@
+"""dustpred.preprocess on small hand-made inputs: layout, channel selection, filter, mask."""
+
+import json
+
+import healpy as hp
+import numpy as np
+import pytest
+from dustpred import harmonic, io, preprocess
+from dustpred.errors import InputError
+
+NSIDE_HI, NSIDE_DUST, NSIDE_MASK, NSIDE_OUT = 16, 32, 8, 16
+DV = 1.28821496
+VELOCITIES = np.arange(-60, 20) * DV  # -77.3 .. 24.5 km/s: wider than -64.5..17
+SETTINGS = dict(
+    velocity_kms=(-64.5, 17.0),
+    nside=NSIDE_OUT,
+    ell_cutoff=20,
+    butterworth_order=4,
+    map2alm_iters=3,
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("raw")
+    rng = np.random.default_rng(0)
+    npix = 12 * NSIDE_HI**2
+    cube = (rng.normal(size=(npix, VELOCITIES.size)) + np.arange(VELOCITIES.size)).astype("f4")
+    io.write_hi_cube(d / "hi.fits", NSIDE_HI, VELOCITIES, [cube])
+    dust = rng.normal(size=12 * NSIDE_DUST**2).astype("f4")
+    io.write_healpix_maps(
+        d / "dust.fits",
+        {"I_ML_FULL": hp.reorder(dust, r2n=True)},
+        nested=True,
+        units={"I_ML_FULL": "uK_RJ"},
+    )
+    keep = np.ones(12 * NSIDE_MASK**2, dtype="f4")
+    keep[:100] = 0.0  # the northern cap is masked
+    io.write_healpix_maps(
+        d / "mask.fits",
+        {"LR16": np.zeros_like(keep), "LR72": hp.reorder(keep, r2n=True)},
+        nested=True,
+    )
+    return {"dir": d, "cube": cube, "dust": dust, "keep": keep}
+
+
+@pytest.fixture(scope="module")
+def outputs(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep")
+    d = inputs["dir"]
+    meta = preprocess.preprocess(
+        d / "hi.fits",
+        d / "dust.fits",
+        d / "mask.fits",
+        out / "stack.npy",
+        out / "mask.npy",
+        out / "meta.json",
+        **SETTINGS,
+    )
+    return {"dir": out, "meta": meta}
+
+
+def test_stack_layout_is_pixel_major_float32_memmappable(outputs):
+    stack = np.load(outputs["dir"] / "stack.npy", mmap_mode="r")
+    assert isinstance(stack, np.memmap)
+    assert stack.dtype == np.float32 and stack.shape == (12 * NSIDE_OUT**2, 64 + 1)
+
+
+def test_selected_channels_follow_the_header_axis(outputs, inputs):
+    axis = io.hi_velocity_axis(inputs["dir"] / "hi.fits")
+    expected = axis[(axis >= -64.5) & (axis <= 17.0)]
+    meta = outputs["meta"]
+    np.testing.assert_allclose(meta["velocities_kms"], expected)
+    assert meta["nchan"] == 64 and meta["columns"][-1] == "dust"
+
+
+def test_hi_columns_are_filtered_channels(outputs, inputs):
+    stack = np.load(outputs["dir"] / "stack.npy")
+    for j, chan in ((0, 10), (63, 73)):  # channels -50 and +13 (x 1.288 km/s)
+        expected = harmonic.lowpass_to_nside(inputs["cube"][:, chan], NSIDE_OUT, 20, 4)
+        np.testing.assert_allclose(stack[:, j], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_dust_column_is_filtered_and_regraded(outputs, inputs):
+    stack = np.load(outputs["dir"] / "stack.npy")
+    expected = harmonic.lowpass_to_nside(inputs["dust"], NSIDE_OUT, 20, 4)
+    np.testing.assert_allclose(stack[:, -1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mask_is_one_where_masked(outputs, inputs):
+    masked = np.load(outputs["dir"] / "mask.npy")
+    assert masked.dtype == np.uint8 and masked.shape == (12 * NSIDE_OUT**2,)
+    expected = (hp.ud_grade(inputs["keep"], NSIDE_OUT) < 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(masked, expected)
+    assert 0 < masked.mean() < 0.2  # the masked cap, not the kept sky
+
+
+def test_meta_json_describes_the_stack(outputs):
+    meta = json.loads((outputs["dir"] / "meta.json").read_text())
+    assert meta["nside"] == NSIDE_OUT and meta["order"] == "RING"
+    assert meta["units"] == {"hi": "K", "dust": "uK_RJ"}
+    assert meta["ell_cutoff"] == 20 and meta["butterworth_order"] == 4
+    assert meta["mask"]["field"] == "LR72" and meta["mask"]["convention"] == "1 = masked"
+    assert meta["nside_in"] == {"hi": NSIDE_HI, "dust": NSIDE_DUST, "mask": NSIDE_MASK}
+    assert meta["lmax"] == {"hi": 3 * NSIDE_HI - 1, "dust": 3 * NSIDE_OUT - 1}
+    assert meta["sources"]["hi"].endswith("hi.fits")
+
+
+def test_no_temporary_files_left(outputs):
+    assert sorted(p.name for p in outputs["dir"].iterdir()) == [
+        "mask.npy",
+        "meta.json",
+        "stack.npy",
+    ]
+
+
+def test_oracle_is_filtered_like_the_dust(outputs, inputs, tmp_path):
+    preprocess.write_filtered_map(
+        tmp_path / "oracle.npy",
+        inputs["dir"] / "dust.fits",
+        "I_ML_FULL",
+        nside=NSIDE_OUT,
+        ell_cutoff=20,
+        butterworth_order=4,
+    )
+    oracle = np.load(tmp_path / "oracle.npy")
+    assert oracle.dtype == np.float32
+    np.testing.assert_array_equal(oracle, np.load(outputs["dir"] / "stack.npy")[:, -1])
+
+
+def test_bad_mask_values_are_refused_and_nothing_is_written(inputs, tmp_path):
+    bad = np.full(12 * NSIDE_MASK**2, 2.0, dtype="f4")
+    io.write_healpix_maps(tmp_path / "mask.fits", {"LR72": bad}, nested=True)
+    d = inputs["dir"]
+    with pytest.raises(InputError, match=r"mask.fits: field 'LR72' has values in \[2.0, 2.0\]"):
+        preprocess.preprocess(
+            d / "hi.fits",
+            d / "dust.fits",
+            tmp_path / "mask.fits",
+            tmp_path / "stack.npy",
+            tmp_path / "m.npy",
+            tmp_path / "meta.json",
+            **SETTINGS,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.fits"]
+
+
+def test_velocity_range_outside_cube_is_refused(inputs, tmp_path):
+    d = inputs["dir"]
+    with pytest.raises(InputError, match=r"hi.fits: velocity range \[-120.0, 17.0\] km/s"):
+        preprocess.preprocess(
+            d / "hi.fits",
+            d / "dust.fits",
+            d / "mask.fits",
+            tmp_path / "stack.npy",
+            tmp_path / "m.npy",
+            tmp_path / "meta.json",
+            **{**SETTINGS, "velocity_kms": (-120.0, 17.0)},
+        )
+    assert list(tmp_path.iterdir()) == []
