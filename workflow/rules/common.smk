@@ -55,6 +55,7 @@ def all_targets():
     targets = []
     for name in experiment_names():
         targets.append(f"{cutout_dir(name)}/index.json")
+    targets.append("results/figures/fig1_velocity_spectrum.png")
     return targets
 
 

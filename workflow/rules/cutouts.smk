@@ -1,1 +1,106 @@
-# Stage: cutouts (rules to come)
+# Stage: cutouts. K scatter jobs each draw, project and write shard i of the training and of
+# the test subset (HDF5); a gather job checks them and writes the index. Fig. 1 (HI spectrum of
+# random unmasked pointings) comes from the raw cube. See dustpred.shards, dustpred.sampling.
+
+
+scattergather:
+    cutouts=config["cutouts"]["shards"],
+
+
+# Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
+# them does not remake the shards.
+SPECTRUM_KEYS = ("spectrum_pointings",)
+
+
+def cutout_settings(wildcards):
+    """The shard jobs' config slice, with the split of the requested directory."""
+    settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
+    settings["split"] = wildcards.split
+    return settings
+
+
+def cutout_oracle(wildcards):
+    """The preprocessed oracle map (synthetic sky only), else nothing."""
+    return f"results/preprocess/{wildcards.prep}/oracle.npy" if oracle_input() else []
+
+
+def cutout_shard_mem_mb(wildcards, input):
+    """Memory of a shard job: the memory-mapped stack plus chunk buffers."""
+    return int(input.size_mb) + 1024
+
+
+rule cutout_shard:
+    input:
+        stack="results/preprocess/{prep}/stack.npy",
+        mask="results/preprocess/{prep}/mask.npy",
+        meta="results/preprocess/{prep}/meta.json",
+        oracle=cutout_oracle,
+    output:
+        train="results/cutouts/{prep}/{split}/train/shard-{scatteritem}.h5",
+        test="results/cutouts/{prep}/{split}/test/shard-{scatteritem}.h5",
+    log:
+        "logs/cutouts/{prep}/{split}/shard-{scatteritem}.log",
+    wildcard_constraints:
+        prep=prep_constraint(),
+        split="north_south|east_west",
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 1
+    resources:
+        mem_mb=cutout_shard_mem_mb,
+    params:
+        cutouts=cutout_settings,
+        seed=config["seed"],
+    script:
+        "../scripts/cutouts.py"
+
+
+rule gather_cutouts:
+    input:
+        train=gather.cutouts(
+            "results/cutouts/{{prep}}/{{split}}/train/shard-{scatteritem}.h5"
+        ),
+        test=gather.cutouts(
+            "results/cutouts/{{prep}}/{{split}}/test/shard-{scatteritem}.h5"
+        ),
+    output:
+        "results/cutouts/{prep}/{split}/index.json",
+    log:
+        "logs/cutouts/{prep}/{split}/gather.log",
+    wildcard_constraints:
+        prep=prep_constraint(),
+        split="north_south|east_west",
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 4
+    params:
+        cutouts=cutout_settings,
+        seed=config["seed"],
+    script:
+        "../scripts/gather_cutouts.py"
+
+
+rule velocity_spectrum:
+    input:
+        hi=raw_input("hi"),
+        mask=raw_input("mask"),
+    output:
+        png=report(
+            "results/figures/fig1_velocity_spectrum.png",
+            category="Data",
+            caption="../report/fig1_velocity_spectrum.rst",
+        ),
+        pdf="results/figures/fig1_velocity_spectrum.pdf",
+        csv="results/tables/fig1_velocity_spectrum.csv",
+    log:
+        "logs/figures/fig1_velocity_spectrum.log",
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        n_pointings=config["cutouts"]["spectrum_pointings"],
+        velocity_kms=config["preprocess"]["velocity_kms"],
+        mask_field=config["preprocess"].get("mask_field", "LR72"),
+        seed=config["seed"],
+        dpi=config["plots"].get("dpi", 150),
+    script:
+        "../scripts/velocity_spectrum.py"

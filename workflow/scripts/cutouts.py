@@ -1,0 +1,18 @@
+"""Rule cutout_shard: scatter job i-of-K, shard i of the train and of the test cutouts."""
+
+from dustpred.logutil import setup_logging
+from dustpred.shards import write_shards
+
+setup_logging(snakemake.log[0])  # noqa: F821
+inp, out = snakemake.input, snakemake.output  # noqa: F821
+write_shards(
+    inp.stack,
+    inp.mask,
+    inp.meta,
+    inp.oracle or None,
+    out.train,
+    out.test,
+    cutouts=snakemake.params.cutouts,  # noqa: F821
+    seed=snakemake.params.seed,  # noqa: F821
+    scatteritem=snakemake.wildcards.scatteritem,  # noqa: F821
+)
