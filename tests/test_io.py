@@ -346,3 +346,91 @@ def test_error_split_cube_with_different_velocity_axes(tmp_path, cube):
         )
     with pytest.raises(InputError, match="velocity axis differs"):
         io.hi_velocity_axis(directory)
+
+
+# --- HI cube as an all-sky plate-carree image (HI4PI's ALLSKY/GAL/CAR.fits layout) -------
+
+
+def car_cube(path, *, nchan=6, ctype1="GLON-CAR", ctype2="GLAT-CAR", nx=72, step=5.0):
+    """A (nchan, 36, nx) galactic CAR cube of 5 deg pixels: T = c + sin b + 0.3 cos b cos l."""
+    ny = 36
+    lon = (np.arange(nx) + 1 - (nx / 2 + 0.5)) * -step
+    lat = (np.arange(ny) + 1 - 18.5) * step
+    b, lon_rad = np.radians(np.meshgrid(lat, lon, indexing="ij"))
+    plane = np.sin(b) + 0.3 * np.cos(b) * np.cos(lon_rad)
+    data = np.stack([plane + c for c in range(nchan)]).astype(np.float32)
+    hdu = fits.PrimaryHDU(data)
+    for key, value in {
+        "CTYPE1": ctype1,
+        "CRVAL1": 0.0,
+        "CDELT1": -step,
+        "CRPIX1": nx / 2 + 0.5,
+        "CUNIT1": "deg",
+        "CTYPE2": ctype2,
+        "CRVAL2": 0.0,
+        "CDELT2": step,
+        "CRPIX2": 18.5,
+        "CUNIT2": "deg",
+        "CTYPE3": "VRAD",
+        "CRVAL3": -2000.0,
+        "CDELT3": 1288.21496,
+        "CRPIX3": 1.0,
+        "CUNIT3": "m/s",
+        "BUNIT": "K",
+    }.items():
+        hdu.header[key] = value
+    hdu.writeto(path)
+    return path
+
+
+def expected_car(nside, channel):
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside**2))
+    b = np.pi / 2 - theta
+    return channel + np.sin(b) + 0.3 * np.cos(b) * np.cos(phi), np.degrees(b)
+
+
+def test_car_cube_velocity_axis_and_nside(tmp_path):
+    path = car_cube(tmp_path / "car.fits")
+    np.testing.assert_allclose(io.hi_velocity_axis(path), -2.0 + np.arange(6) * 1.28821496)
+    assert io.hi_nside(path) == 16  # the coarsest Nside with pixels <= 5 deg (3.7 deg)
+
+
+def test_car_cube_is_interpolated_to_healpix(tmp_path):
+    path = car_cube(tmp_path / "car.fits")
+    out = io.read_hi_channels(path, [4, 1])
+    assert out.shape == (12 * 16**2, 2) and out.dtype == np.float32
+    for j, chan in enumerate((4, 1)):
+        truth, b = expected_car(16, chan)
+        # bilinear interpolation on 5 deg pixels: error <= (5 deg)^2 x curvature / 8 ~ 2e-3;
+        # beyond the last pixel row (|b| > 87.5 deg) the edge row is used
+        np.testing.assert_allclose(out[np.abs(b) < 87.5, j], truth[np.abs(b) < 87.5], atol=3e-3)
+        np.testing.assert_allclose(out[:, j], truth, atol=1e-2)
+
+
+def test_car_cube_spectra_of_pixels(tmp_path):
+    path = car_cube(tmp_path / "car.fits")
+    spectra = io.read_hi_spectra(path, [0, 1000])
+    channels = io.read_hi_channels(path, np.arange(6))
+    np.testing.assert_array_equal(spectra, channels[[0, 1000]])
+
+
+def test_error_equatorial_car_cube(tmp_path):
+    path = car_cube(tmp_path / "car.fits", ctype1="RA---CAR", ctype2="DEC--CAR")
+    with pytest.raises(
+        InputError, match="image axes are 'RA---CAR', 'DEC--CAR'; expected galactic"
+    ):
+        io.hi_velocity_axis(path)
+
+
+def test_error_partial_sky_car_cube(tmp_path):
+    path = car_cube(tmp_path / "car.fits", nx=36)
+    with pytest.raises(InputError, match="longitude axis spans 180.000 deg; expected the full 360"):
+        io.read_hi_channels(path, [0])
+
+
+def test_error_truncated_car_cube(tmp_path):
+    path = car_cube(tmp_path / "car.fits")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(InputError, match="car.fits: file is truncated"):
+        io.read_hi_channels(path, [0])

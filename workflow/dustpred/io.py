@@ -28,9 +28,19 @@ spectrum of that pixel (``TFORM = '<nchan>E'``, ``TUNIT = 'K'``). Header keyword
   ``CDELT1``, ``CRPIX1`` (1-based reference channel):
   ``v[i] = CRVAL1 + (i + 1 - CRPIX1) * CDELT1`` for channel ``i = 0 .. nchan-1``.
 
-Rows are spectra, so extracting a set of channels reads the table once, in blocks of rows
-through a memory map: the whole cube (47 GB for HI4PI at Nside 1024 with 933 channels) is
-never held in memory, only the requested ``(npix, k)`` output.
+Rows are spectra, so extracting a set of channels reads the table once, in blocks of rows:
+the whole cube (47 GB for HI4PI at Nside 1024 with 933 channels) is never held in memory,
+only the requested ``(npix, k)`` output.
+
+HI velocity cube as an all-sky image (HI4PI's ``ALLSKY/GAL/CAR.fits``)
+-------------------------------------------------------------------
+A FITS file whose first HDU with data is a 3-D image ``(velocity, latitude, longitude)``
+(NAXIS1 = longitude) with ``CTYPE1/2 = 'GLON-xxx'/'GLAT-xxx'`` covering all 360° of
+longitude and all latitudes, a velocity axis ``CTYPE3/CRVAL3/CDELT3/CRPIX3/CUNIT3`` and
+``BUNIT = 'K'``. Each requested channel plane (contiguous in the file, so only those bytes
+are read) is interpolated bilinearly (periodic in longitude, the edge row beyond the last
+latitude row) at the centres of the coarsest HEALPix grid whose pixels are no larger than
+the image's (5' pixels -> Nside 1024), using the file's WCS. Equatorial axes are refused.
 
 Bad values
 ----------
@@ -41,6 +51,7 @@ means a damaged or wrong file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -107,6 +118,14 @@ class _Table:
         return upper.index(name.upper())
 
 
+@contextlib.contextmanager
+def _quiet_truncation():
+    """Silence astropy's truncation warning: a truncated file is reported as an InputError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        yield
+
+
 def _open_table(path: str | os.PathLike) -> _Table:
     """Parse the headers of the first BINTABLE in ``path`` and check the file is complete."""
     path = os.fspath(path)
@@ -114,9 +133,7 @@ def _open_table(path: str | os.PathLike) -> _Table:
         raise InputError(f"{path}: file not found; expected a FITS file")
     size = os.path.getsize(path)
     try:
-        with warnings.catch_warnings(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-            # A truncated file is reported below as an InputError, not as a warning.
-            warnings.simplefilter("ignore", AstropyUserWarning)
+        with _quiet_truncation(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
             primary = hdul[0].header.copy()
             for index in range(1, 64):
                 try:
@@ -446,6 +463,143 @@ def _cube_parts(
     return parts
 
 
+# --- HI cube as a 3-D image (HI4PI's all-sky plate-carree product) ------------------------
+
+
+@dataclass(frozen=True)
+class _ImageCube:
+    """A (velocity, latitude, longitude) FITS image cube in galactic coordinates."""
+
+    path: str
+    hdu: int
+    header: fits.Header
+    nchan: int
+    ny: int
+    nx: int
+    velocities: np.ndarray
+    factor: float
+    nside: int
+
+
+def _find_image_cube(path: str | os.PathLike) -> _ImageCube | None:
+    """The 3-D image cube in ``path``, or None when the file holds a HEALPix table instead."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    try:
+        with _quiet_truncation(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            found = None
+            for index in range(0, 64):
+                try:
+                    hdu = hdul[index]
+                except IndexError:
+                    break
+                header = hdu.header
+                if header.get("XTENSION", "IMAGE").strip() == "BINTABLE":
+                    return None
+                if header.get("NAXIS", 0) == 3:
+                    found = (index, header.copy(), hdul.fileinfo(index)["datLoc"])
+                    break
+    except Exception:  # not FITS at all: let the table reader report it
+        return None
+    if found is None:
+        return None
+    index, header, offset = found
+    nx, ny, nchan = (int(header[f"NAXIS{i}"]) for i in (1, 2, 3))
+    needed = offset + nx * ny * nchan * abs(int(header["BITPIX"])) // 8
+    if size < needed:
+        raise InputError(
+            f"{path}: file is truncated: found {size} bytes, expected at least {needed} "
+            f"(a {nx} x {ny} x {nchan} image cube)"
+        )
+    lon, lat = (str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2))
+    if not (lon.startswith("GLON") and lat.startswith("GLAT")):
+        raise InputError(
+            f"{path}: image axes are {lon!r}, {lat!r}; expected galactic GLON/GLAT axes "
+            "(an equatorial cube must be regridded to galactic first)"
+        )
+    missing = [k for k in ("CTYPE3", "CRVAL3", "CDELT3", "CRPIX3") if k not in header]
+    if missing:
+        raise InputError(
+            f"{path}: velocity axis keywords {missing} missing; expected CTYPE3 (VRAD), "
+            "CRVAL3, CDELT3, CRPIX3 (and CUNIT3) describing the spectral axis"
+        )
+    ctype = str(header["CTYPE3"]).strip().upper()
+    if ctype not in VELOCITY_CTYPES:
+        raise InputError(
+            f"{path}: CTYPE3 is {ctype!r}; expected a velocity axis, one of {VELOCITY_CTYPES}"
+        )
+    cunit = str(header.get("CUNIT3", "m/s")).strip().lower()
+    scale = {"m/s": 1e-3, "m s-1": 1e-3, "km/s": 1.0, "km s-1": 1.0}.get(cunit)
+    if scale is None:
+        raise InputError(f"{path}: CUNIT3 is {cunit!r}; expected 'm/s' or 'km/s'")
+    velocities = (
+        float(header["CRVAL3"])
+        + (np.arange(nchan) + 1.0 - float(header["CRPIX3"])) * float(header["CDELT3"])
+    ) * scale
+    factor = _unit_factor(path, "BUNIT", header.get("BUNIT"), HI_UNITS)
+    step_lon, step_lat = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
+    if abs(nx * step_lon - 360.0) > step_lon:
+        raise InputError(
+            f"{path}: longitude axis spans {nx * step_lon:.3f} deg; expected the full 360 deg "
+            "(an all-sky cube)"
+        )
+    # The coarsest HEALPix grid whose pixels are no larger than the image's pixels.
+    nside = 1
+    while hp.nside2resol(nside, arcmin=True) > 60.0 * min(step_lon, step_lat) and nside < 8192:
+        nside *= 2
+    return _ImageCube(path, index, header, nchan, ny, nx, velocities, factor, nside)
+
+
+def _bilinear_weights(cube: _ImageCube, pixels_ring: np.ndarray):
+    """Image indices and weights interpolating the cube at HEALPix pixel centres."""
+    from astropy.wcs import WCS
+
+    theta, phi = hp.pix2ang(cube.nside, pixels_ring)
+    lon, lat = np.degrees(phi), 90.0 - np.degrees(theta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wcs = WCS(cube.header).celestial
+    x, y = wcs.all_world2pix(lon, lat, 0)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise InputError(f"{cube.path}: the WCS does not map every sky position to the image")
+    if y.min() < -0.5 - 1e-6 or y.max() > cube.ny - 0.5 + 1e-6:
+        raise InputError(
+            f"{cube.path}: latitudes span pixel rows {y.min():.1f}..{y.max():.1f}; expected "
+            f"the whole sky inside rows -0.5..{cube.ny - 0.5} (an all-sky cube)"
+        )
+    x0 = np.floor(x)
+    fx = (x - x0).astype(np.float32)
+    x0 = np.mod(x0, cube.nx).astype(np.int64)
+    x1 = np.mod(x0 + 1, cube.nx)
+    y = np.clip(y, 0.0, cube.ny - 1.0)
+    y0 = np.minimum(np.floor(y), cube.ny - 2).astype(np.int64)
+    fy = (y - y0).astype(np.float32)
+    return y0, x0, x1, fx, fy
+
+
+def _interpolate_plane(plane, weights) -> np.ndarray:
+    y0, x0, x1, fx, fy = weights
+    top = plane[y0, x0] * (1 - fx) + plane[y0, x1] * fx
+    bottom = plane[y0 + 1, x0] * (1 - fx) + plane[y0 + 1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def _read_image_channels(cube: _ImageCube, idx: np.ndarray, pixels_ring: np.ndarray, out):
+    weights = _bilinear_weights(cube, pixels_ring)
+    with fits.open(cube.path, memmap=True) as hdul:
+        section = hdul[cube.hdu].section
+        for j, chan in enumerate(idx):
+            # Channel planes are contiguous in the file: only these bytes are read.
+            plane = np.asarray(section[int(chan), :, :], dtype=np.float32)
+            _check_values(cube.path, f"channel {int(chan)}", plane)
+            out[:, j] = _interpolate_plane(plane, weights) * np.float32(cube.factor)
+            if j % 16 == 0:
+                log.info("%s: channel %d interpolated to Nside %d", cube.path, chan, cube.nside)
+    return out
+
+
 def hi_velocity_axis(
     path: str | os.PathLike, *, column: str | None = None, coordsys_if_missing: str | None = None
 ) -> np.ndarray:
@@ -461,11 +615,17 @@ def hi_velocity_axis(
     numpy.ndarray
         ``(nchan,)`` float64 channel-centre velocities in km/s, in file order.
     """
+    image = _find_image_cube(path)
+    if image is not None:
+        return image.velocities.copy()
     return _cube_parts(path, column, coordsys_if_missing)[0].velocities.copy()
 
 
 def hi_nside(path: str | os.PathLike, *, coordsys_if_missing: str | None = None) -> int:
-    """Nside of the HI cube (header only)."""
+    """Nside of the HI cube (header only); for an image cube, the Nside it is sampled at."""
+    image = _find_image_cube(path)
+    if image is not None:
+        return image.nside
     return _cube_parts(path, None, coordsys_if_missing)[0].info.nside
 
 
@@ -520,20 +680,24 @@ def read_hi_channels(
         ``(12 Nside**2, k)`` float32 brightness temperatures in K, RING order.
         The cube is streamed in blocks of rows; memory beyond ``out`` stays ~100 MB.
     """
-    parts = _cube_parts(path, column, coordsys_if_missing)
-    first = parts[0]
+    image = _find_image_cube(path)
+    parts = [] if image is not None else _cube_parts(path, column, coordsys_if_missing)
+    nchan = image.nchan if image is not None else parts[0].nchan
+    nside = image.nside if image is not None else parts[0].info.nside
     idx = np.asarray(channel_indices, dtype=np.int64).reshape(-1)
-    if idx.size == 0 or idx.min() < 0 or idx.max() >= first.nchan:
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= nchan:
         raise InputError(
             f"{os.fspath(path)}: channel indices {idx.min() if idx.size else None}.."
             f"{idx.max() if idx.size else None} requested; expected indices in "
-            f"0..{first.nchan - 1} ({first.nchan} channels)"
+            f"0..{nchan - 1} ({nchan} channels)"
         )
-    npix = first.info.npix
+    npix = 12 * nside**2
     if out is None:
         out = np.empty((npix, idx.size), dtype=np.float32)
     elif out.shape != (npix, idx.size):
         raise ValueError(f"out has shape {out.shape}; expected {(npix, idx.size)}")
+    if image is not None:
+        return _read_image_channels(image, idx, np.arange(npix), out)
     for part in parts:
         n = part.table.column_index(part.column) + 1
         factor = _unit_factor(
@@ -587,6 +751,11 @@ def read_hi_spectra(
         ``(n, nchan)`` float32 brightness temperatures in K (channels as in
         :func:`hi_velocity_axis`).
     """
+    image = _find_image_cube(path)
+    if image is not None:
+        pix = np.asarray(pixels_ring, dtype=np.int64).reshape(-1)
+        out = np.empty((pix.size, image.nchan), dtype=np.float32)
+        return _read_image_channels(image, np.arange(image.nchan), pix, out)
     parts = _cube_parts(path, column, coordsys_if_missing)
     first = parts[0]
     pix = np.asarray(pixels_ring, dtype=np.int64).reshape(-1)
