@@ -103,7 +103,7 @@ def bench_plain(data, params, device, steps, warmup):
             sync(device)
             rates.append(block * b / (time.perf_counter() - t0))
     del feats
-    return rates, float(loss)
+    return rates, loss.item()
 
 
 def bench_ours(data, params, device, epochs, n_val):
@@ -124,6 +124,67 @@ def bench_ours(data, params, device, epochs, n_val):
     )
     result = trainer.fit(epochs)
     return result.history, trainer.use_graphs
+
+
+def profile_steps(data, params, device, steps=10):
+    """GPU kernel time per step by kind, from torch.profiler over eager (compiled) steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    c = data.features.shape[-1]
+    model = UNet(c, params["widths"], params["bottleneck"], params["dropout"])
+    idx = np.arange(data.n)
+    t = Trainer(
+        model,
+        data,
+        idx,
+        idx[:0],
+        {**params, "cuda_graphs": False},
+        seed=0,
+        device=device,
+        side_deg=24.96,
+    )
+    batches, aug = t._epoch_batches(0)
+    for s in range(5):
+        t.opt.zero_grad(set_to_none=True)
+        t._step_body(batches[s], aug[s])
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for s in range(5, 5 + steps):
+            t.opt.zero_grad(set_to_none=True)
+            t._step_body(batches[s], aug[s])
+        sync(device)
+    kinds = {}
+    top = []
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if us <= 0 or e.key.startswith("ProfilerStep"):
+            continue
+        name = e.key.lower()
+        if any(k in name for k in ("conv", "xmma", "cudnn", "implicit", "dgrad", "wgrad", "gemm")):
+            kind = "convolution (cuDNN/GEMM)"
+        elif "fft" in name:
+            kind = "FFT (loss)"
+        elif "adam" in name:
+            kind = "optimizer"
+        elif "triton" in name:
+            kind = "fused elementwise/reduction (Triton)"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + us / steps
+        top.append((us / steps, e.key[:90]))
+    top.sort(reverse=True)
+    total = sum(kinds.values())
+    print(
+        f"GPU kernel time per step (eager, compiled, batch {params['batch_size']}): "
+        f"{total / 1e3:.2f} ms",
+        flush=True,
+    )
+    for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {k}: {v / 1e3:.3f} ms ({100 * v / total:.0f} %)")
+    for us, name in top[:12]:
+        print(f"  {us / 1e3:.3f} ms  {name}")
+    return {"per_step_us": kinds, "top": top[:30]}
 
 
 def end_to_end(device, npix, channels, params):
@@ -177,6 +238,7 @@ def main():
     ap.add_argument("--modes", default="eager,graph,compile+graph")
     ap.add_argument("--json", default=None, help="write all numbers here")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU check of the script)")
+    ap.add_argument("--profile", action="store_true", help="kernel-time breakdown per step")
     args = ap.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -216,16 +278,30 @@ def main():
     data = make_data(args.samples, channels, npix, device)
     n_val = min(1024, args.samples // 16)
 
-    try:
-        rates, final = bench_plain(data, params, device, args.plain_steps, warmup=10)
-        out["results"]["plain fp32"] = {"rates": rates, "final_loss": final}
-        print(f"plain fp32: {[round(r) for r in rates]} samples/s, loss {final:.3f}", flush=True)
-    except Exception:
-        traceback.print_exc()
-        out["results"]["plain fp32"] = {"error": traceback.format_exc(limit=3)}
+    # PyTorch's defaults let cuDNN run fp32 convolutions in TF32; "strict" turns that off.
+    for name, tf32 in (("plain fp32", True), ("plain fp32 strict (no TF32)", False)):
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32 and saved[1]
+        try:
+            rates, final = bench_plain(data, params, device, args.plain_steps, warmup=10)
+            out["results"][name] = {"rates": rates, "final_loss": final}
+            print(f"{name}: {[round(r) for r in rates]} samples/s, loss {final:.3f}", flush=True)
+        except Exception:
+            traceback.print_exc()
+            out["results"][name] = {"error": traceback.format_exc(limit=3)}
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
+    if args.profile and device.type == "cuda":
+        try:
+            out["profile"] = profile_steps(data, {**params, "compile": True}, device)
+        except Exception:
+            traceback.print_exc()
     for mode in args.modes.split(","):
         p = {**params, "cuda_graphs": "graph" in mode, "compile": "compile" in mode}
+        if "autotune" in mode:
+            p["compile"] = "max-autotune-no-cudagraphs"
         try:
             t0 = time.perf_counter()
             hist, graphs = bench_ours(data, p, device, args.epochs, n_val)

@@ -493,7 +493,12 @@ class Trainer:
                     broadcast_buffers=False,
                     gradient_as_bucket_view=True,
                 )
-        self.train_model = torch.compile(self.model) if self.p["compile"] else self.model
+        compile_mode = self.p["compile"]
+        if compile_mode:
+            mode = compile_mode if isinstance(compile_mode, str) else None
+            self.train_model = torch.compile(self.model, mode=mode)
+        else:
+            self.train_model = self.model
         self.loss_fn = PaperLoss(data.npix, side_deg, float(self.p["loss_lambda"])).to(device)
         self.params = [q for q in self.net.parameters() if q.requires_grad]
         graphs = str(self.p["cuda_graphs"]).lower()

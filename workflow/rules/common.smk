@@ -60,6 +60,8 @@ def all_targets():
 
 
 # --- evaluation, figures and summary (stage evaluate; helper D) ---
+from dustpred.errors import ConfigError
+from dustpred.evaluation import experiment_settings, find_lambda_sweep
 
 EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
 SEED_PATTERN = r"\d+"
@@ -96,10 +98,24 @@ def evaluation_targets():
                     ext=["png", "pdf"],
                 )
             )
+        if len(seeds_of(name)) > 1:
+            targets.extend(
+                expand(
+                    "results/figures/{experiment}/seed_ensemble.{ext}",
+                    experiment=name,
+                    ext=["png", "pdf"],
+                )
+            )
+    if lambda_sweep():
+        targets.extend(
+            expand("results/figures/fig6_lambda_sweep.{ext}", ext=["png", "pdf"])
+        )
     targets.extend(
         [
             "results/tables/summary.csv",
             "results/tables/summary.parquet",
+            "results/tables/summary_by_experiment.csv",
+            "results/tables/summary_by_experiment.parquet",
             "results/summary.txt",
         ]
     )
@@ -120,6 +136,67 @@ def summary_inputs(wildcards):
 
 def split_of_wildcards(wildcards):
     return split_of(wildcards.experiment)
+
+
+def summary_settings():
+    """Experiment name -> the settings the summary tables list (split, velocities, ...)."""
+    return {name: experiment_settings(experiment(name)) for name in experiment_names()}
+
+
+def lambda_sweep():
+    """Experiments of the lambda sweep (Fig. 6), sorted by lambda: config `plots.lambda_sweep`
+    or, if null, found automatically; [] when there is none."""
+    chosen = config["plots"]["lambda_sweep"]
+    if chosen is None:
+        return find_lambda_sweep(
+            {name: experiment(name) for name in experiment_names()}
+        )
+    unknown = sorted(set(chosen) - set(experiment_names()))
+    if unknown:
+        raise ConfigError(
+            f"config key 'plots.lambda_sweep': unknown experiment(s) {unknown}; "
+            f"expected names among {experiment_names()}"
+        )
+    return sorted(chosen, key=lambda_of)
+
+
+def lambda_of(name):
+    return float(experiment(name)["unet"]["loss_lambda"])
+
+
+def lambda_sweep_runs():
+    return [[name, seed] for name in lambda_sweep() for seed in seeds_of(name)]
+
+
+def lambda_sweep_inputs(wildcards):
+    return [
+        f"results/tables/{name}/seed{seed}/r_ell.csv"
+        for name, seed in lambda_sweep_runs()
+    ]
+
+
+def lambda_sweep_lambdas():
+    return [lambda_of(name) for name, _ in lambda_sweep_runs()]
+
+
+def seeds_of_wildcards(wildcards):
+    return seeds_of(wildcards.experiment)
+
+
+def seed_ensemble_r_ell(wildcards):
+    return expand(
+        "results/tables/{experiment}/seed{seed}/r_ell.csv",
+        experiment=wildcards.experiment,
+        seed=seeds_of(wildcards.experiment),
+    )
+
+
+def seed_ensemble_per_cutout(wildcards):
+    return expand(
+        "results/tables/{experiment}/seed{seed}/per_cutout.csv",
+        experiment=wildcards.experiment,
+        seed=seeds_of(wildcards.experiment),
+    )
 
 
 # --- raw inputs: download and preprocess (stages download, preprocess; helper A) ---
@@ -201,3 +278,45 @@ def oracle_raw(wildcards):
 
 def prep_constraint():
     return "|".join(re.escape(label) for label in sorted(prep_labels()))
+
+
+# --- models and predictions (stages models, predict; helper C) ---
+
+
+def unet_params(wildcards):
+    return experiment(wildcards.experiment)["unet"]
+
+
+def linear_params(wildcards):
+    return experiment(wildcards.experiment)["linear"]
+
+
+def subset_shards(name, subset):
+    """The K shard files of subset `subset` (train | test) of experiment `name`."""
+    return gather.cutouts(f"{cutout_dir(name)}/{subset}/shard-{{scatteritem}}.h5")
+
+
+def train_shards(wildcards):
+    return subset_shards(wildcards.experiment, "train")
+
+
+def cutout_index(wildcards):
+    """The gather job's index: the shards were checked together before any model uses them."""
+    return f"{cutout_dir(wildcards.experiment)}/index.json"
+
+
+def train_seed(wildcards):
+    return int(wildcards.seed)
+
+
+def resume_state(wildcards):
+    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/resume/state.pt"
+
+
+def train_mem_mb(wildcards, input):
+    """The prepared training set is held in memory (float16/32): about the shards' size."""
+    return int(input.size_mb) + 3072
+
+
+def predict_shards_input(wildcards):
+    return subset_shards(wildcards.experiment, wildcards.subset)

@@ -1,1 +1,25 @@
-# Stage: predict (rules to come)
+# Stage: predict. Integrated intensity, linear model and U-Net (its best-on-validation
+# weights) applied to every cutout of the training and of the test subset.
+
+
+rule predict:
+    input:
+        shards=predict_shards_input,
+        index=cutout_index,
+        linear="results/models/{experiment}/linear.csv",
+        model="results/models/{experiment}/seed{seed}/unet.pt",
+    output:
+        "results/predictions/{experiment}/seed{seed}/{subset}.h5",
+    log:
+        "logs/predict/{experiment}/seed{seed}/{subset}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+        seed=SEED_PATTERN,
+        subset="train|test",
+    conda:
+        "../../envs/dustpred.yaml"
+    threads: 2
+    resources:
+        mem_mb=3072,
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,13 @@
+"""Rule fit_linear: linear-combination weights from the training shards."""
+
+from dustpred.logutil import setup_logging
+from dustpred.models.linear import fit_linear
+
+setup_logging(snakemake.log[0])  # noqa: F821
+params = snakemake.params.linear  # noqa: F821
+fit_linear(
+    list(snakemake.input.shards),  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    scale_dependent=bool(params["scale_dependent"]),
+    ridge=float(params["ridge"]),
+)

@@ -1,0 +1,14 @@
+"""Rule predict: integrated, linear and U-Net (best weights) maps for one subset."""
+
+from dustpred.logutil import setup_logging
+from dustpred.predict import predict_shards
+
+smk = snakemake  # noqa: F821
+setup_logging(smk.log[0])
+predict_shards(
+    list(smk.input.shards),
+    smk.input.linear,
+    smk.input.model,
+    smk.output[0],
+    threads=smk.threads,
+)

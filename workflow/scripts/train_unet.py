@@ -1,0 +1,18 @@
+"""Rule train_unet: one U-Net training run (resumable; N GPUs -> N processes via torchrun)."""
+
+from dustpred.logutil import setup_logging
+from dustpred.training import train_unet
+
+smk = snakemake  # noqa: F821
+setup_logging(smk.log[0])
+train_unet(
+    list(smk.input.shards),
+    smk.output.model,
+    smk.output.table,
+    params=dict(smk.params.unet),
+    seed=smk.params.seed,
+    resume_path=smk.params.resume,
+    threads=smk.threads,
+    gpus=int(getattr(smk.resources, "gpu", 0) or 0),
+    log_path=smk.log[0],
+)
