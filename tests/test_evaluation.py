@@ -8,10 +8,13 @@ from dustpred.errors import InputError
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
+    SUMMARY_BY_EXPERIMENT_COLUMNS,
     SUMMARY_COLUMNS,
     WINS_COLUMNS,
     Predictions,
     evaluate,
+    experiment_settings,
+    find_lambda_sweep,
     seed_spread,
     summarize,
     wins_table,
@@ -178,8 +181,37 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
         outs = [(d / f"{n}.csv", None) for n in ("per_cutout", "r_ell", "wins")]
         evaluate(paths, *outs)
         per_cutout[(exp, seed)] = d / "per_cutout.csv"
-    table = summarize(per_cutout, tmp_path / "summary.csv", tmp_path / "summary.txt")
+    settings = {
+        "baseline": {
+            "split": "north_south",
+            "velocity_kms": [-64.5, 17.0],
+            "unet": {"loss_lambda": 30.0, "input_kind": "cube"},
+        },
+        "lam0": {
+            "split": "north_south",
+            "velocity_kms": [-64.5, 17.0],
+            "unet": {"loss_lambda": 0.0, "input_kind": "cube"},
+        },
+    }
+    by_exp = (tmp_path / "by_experiment.csv", tmp_path / "by_experiment.parquet")
+    table = summarize(
+        per_cutout,
+        tmp_path / "summary.csv",
+        tmp_path / "summary.txt",
+        by_experiment=by_exp,
+        settings={name: experiment_settings(resolved) for name, resolved in settings.items()},
+    )
     assert list(pd.read_csv(tmp_path / "summary.csv").columns) == SUMMARY_COLUMNS
+    assert set(table.loc[table.experiment == "lam0", "loss_lambda"]) == {0.0}
+    assert set(table["velocity_kms"]) == {"-64.5..17"}
+    by_experiment = pd.read_parquet(by_exp[1])
+    assert list(by_experiment.columns) == SUMMARY_BY_EXPERIMENT_COLUMNS
+    assert len(by_experiment) == 2 * 4
+    row = by_experiment[(by_experiment.experiment == "baseline") & (by_experiment.model == "unet")]
+    seeds = table[(table.experiment == "baseline") & (table.model == "unet")]
+    assert row["wins_r150_mean"].iloc[0] == pytest.approx(seeds["wins_r150"].astype(float).mean())
+    assert row["r50_test_sd"].iloc[0] == pytest.approx(seeds["r50_test"].std(ddof=1))
+    assert row["loss_lambda"].iloc[0] == 30.0
     assert len(table) == 3 * 4
     assert table[["experiment", "seed", "model"]].duplicated().sum() == 0
     text = (tmp_path / "summary.txt").read_text()
@@ -195,3 +227,31 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
 def test_summary_lists_missing_table_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.csv"):
         summarize({("x", 0): tmp_path / "nope.csv"}, tmp_path / "s.csv", tmp_path / "s.txt")
+
+
+def _exp(lam, split="north_south", seeds=(0,), widths=(8, 16)):
+    return {
+        "split": split,
+        "velocity_kms": [-64.5, 17.0],
+        "seeds": list(seeds),
+        "unet": {"loss_lambda": lam, "widths": list(widths)},
+        "linear": {"ridge": 0.0},
+    }
+
+
+def test_lambda_sweep_is_the_largest_group_differing_only_in_lambda():
+    resolved = {
+        "baseline": _exp(30.0),
+        "lam0": _exp(0.0, seeds=(0, 1)),  # a different seed list still belongs to the sweep
+        "lam120": _exp(120.0),
+        "eastwest": _exp(30.0, split="east_west"),
+        "ew0": _exp(0.0, split="east_west"),
+        "wide": _exp(60.0, widths=(16, 32)),
+        "dup30": _exp(30.0),  # same lambda as baseline: baseline (first) is kept
+    }
+    assert find_lambda_sweep(resolved) == ["lam0", "baseline", "lam120"]
+
+
+def test_no_lambda_sweep_without_two_lambdas():
+    assert find_lambda_sweep({"a": _exp(30.0), "b": _exp(30.0, split="east_west")}) == []
+    assert find_lambda_sweep({"a": _exp(30.0)}) == []

@@ -168,3 +168,52 @@ def test_unknown_colormap_raises_input_error_naming_the_key():
     maps = {k: np.ones((8, 8)) for k in ("target", "integrated", "linear", "unet")}
     with pytest.raises(InputError, match="plots.cmap"):
         plots.example_figure(maps, np.zeros((8, 8), bool), side_deg=3.12, cmap="no-such-map")
+
+
+def _shifted(r_ell, model, delta):
+    out = r_ell.copy()
+    out.loc[out["model"] == model, "r_mean"] += delta
+    return out
+
+
+def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
+    base = tables["r_ell"]
+    curves = {30.0: [base], 0.0: [_shifted(base, "unet", -0.2), _shifted(base, "unet", -0.1)]}
+    fig = plots.lambda_sweep_figure(curves)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    lam0 = lines[r"U-Net, $\lambda$ = 0 (2 seeds)"]
+    expected = base[(base.subset == "test") & (base.model == "unet")].sort_values("ell")
+    np.testing.assert_allclose(lam0.get_ydata(), expected["r_mean"] - 0.15)
+    assert r"U-Net, $\lambda$ = 30" in lines
+    assert "ell" in ax.get_xlabel()
+    ref = lines[plots.MODEL_LABELS["integrated"]]
+    assert mcolors.to_hex(ref.get_color()) == plots.PALETTE["integrated"]
+    plots.plt.close(fig)
+
+
+def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
+    base = tables["r_ell"]
+    by_seed = {0: base, 1: _shifted(base, "unet", 0.02), 2: _shifted(base, "unet", -0.05)}
+    pc = {s: tables["per_cutout"] for s in by_seed}
+    fig = plots.seed_ensemble_figure(by_seed, pc)
+    ax, ax_pts = fig.axes
+    thin = [line for line in ax.get_lines() if line.get_label().startswith("_")]
+    assert len(thin) == 3
+    mean = next(line for line in ax.get_lines() if "mean of 3 seeds" in line.get_label())
+    expected = base[(base.subset == "test") & (base.model == "unet")].sort_values("ell")
+    np.testing.assert_allclose(mean.get_ydata(), expected["r_mean"] - 0.01)
+    assert "seeds 0, 1, 2" in fig._suptitle.get_text()
+    plots.plt.close(fig)
+
+
+def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, tmp_path):
+    p = tables["paths"]
+    plots.plot_lambda_sweep([p["r_ell"], p["r_ell"]], [0.0, 30.0], [tmp_path / "f6.png"], dpi=60)
+    plots.plot_seed_ensemble(
+        [p["r_ell"]] * 2, [p["per_cutout"]] * 2, [0, 1], [tmp_path / "e.png"], dpi=60
+    )
+    for name in ("f6.png", "e.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(InputError, match="lambdas"):
+        plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])

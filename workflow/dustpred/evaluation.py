@@ -13,6 +13,7 @@ the paper's reference: a model "wins" on a cutout when its r is strictly larger.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -45,10 +46,13 @@ MODEL_LABELS = {
 PER_CUTOUT_COLUMNS = ["subset", "cutout", "lon", "lat", "psi", "masked_fraction", "model", *METRICS]
 R_ELL_COLUMNS = ["subset", "model", "ell", "ell_lo", "ell_hi", "r_mean", "r_sem", "r_std", "n"]
 WINS_COLUMNS = ["subset", "model", "metric", "wins", "n", "fraction"]
+# Settings of each experiment that the summary tables carry (after the key columns).
+SETTING_COLUMNS = ["split", "velocity_kms", "input_kind", "loss_lambda"]
 SUMMARY_COLUMNS = [
     "experiment",
     "seed",
     "model",
+    *SETTING_COLUMNS,
     "n_test",
     "r50_test",
     "r50_test_sem",
@@ -60,6 +64,14 @@ SUMMARY_COLUMNS = [
     "wins_r150",
     "frac_wins_r50",
     "frac_wins_r150",
+]
+BY_EXPERIMENT_STATS = ["r50_test", "r150_test", "wins_r50", "wins_r150"]
+SUMMARY_BY_EXPERIMENT_COLUMNS = [
+    "experiment",
+    "model",
+    *SETTING_COLUMNS,
+    "n_seeds",
+    *[f"{c}_{s}" for c in BY_EXPERIMENT_STATS for s in ("mean", "sd")],
 ]
 
 
@@ -398,11 +410,26 @@ def summary_lines(per_cutout: pd.DataFrame, wins: pd.DataFrame, subset: str = "t
     return lines
 
 
+def experiment_settings(resolved: Mapping[str, object]) -> dict[str, object]:
+    """The :data:`SETTING_COLUMNS` of one resolved experiment (see dustpred.config)."""
+    unet = resolved.get("unet", {}) or {}
+    lo, hi = resolved.get("velocity_kms", (np.nan, np.nan))
+    return {
+        "split": resolved.get("split"),
+        "velocity_kms": f"{lo:g}..{hi:g}",
+        "input_kind": unet.get("input_kind"),
+        "loss_lambda": unet.get("loss_lambda"),
+    }
+
+
 def summarize(
     per_cutout_paths: Mapping[tuple[str, int], str | os.PathLike],
     summary_csv: str | os.PathLike,
     summary_txt: str | os.PathLike,
     summary_parquet: str | os.PathLike | None = None,
+    *,
+    by_experiment: Sequence[str | os.PathLike] | None = None,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
 ) -> pd.DataFrame:
     """Summary across experiments and seeds: one table row per (experiment, seed, model).
 
@@ -412,6 +439,12 @@ def summarize(
         (experiment, seed) -> that run's per-cutout CSV table.
     summary_csv, summary_txt, summary_parquet
         Outputs: the table, and a human-readable text (also logged).
+    by_experiment
+        (csv, parquet) paths of the table of means and sds over seeds per experiment and
+        model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
+    settings
+        Experiment name -> its :data:`SETTING_COLUMNS` values (see
+        :func:`experiment_settings`); fills those columns of both tables.
 
     Adding experiments or seeds only adds rows (and paragraphs of the text).
     """
@@ -425,8 +458,14 @@ def summarize(
     table = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
     )
+    spread = seed_spread(table)
     text.extend(seed_spread_lines(table))
+    if settings is not None:
+        _with_settings(table, settings)
+        _with_settings(spread, settings)
     write_table(table, summary_csv, summary_parquet)
+    if by_experiment is not None:
+        write_table(spread, *by_experiment)
     body = "\n".join(text).rstrip() + "\n"
     _atomic(summary_txt, lambda tmp: Path(tmp).write_text(body))
     for line in body.splitlines():
@@ -434,14 +473,30 @@ def summarize(
     return table
 
 
+def _with_settings(table: pd.DataFrame, settings: Mapping[str, Mapping[str, object]]) -> None:
+    """Fill the :data:`SETTING_COLUMNS` of ``table`` in place, per experiment."""
+    for column in SETTING_COLUMNS:
+        table[column] = [settings.get(e, {}).get(column) for e in table["experiment"]]
+
+
 def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds, and the sd over seeds, of the summary columns per experiment and model."""
-    cols = ["r50_test", "r150_test", "frac_wins_r50", "frac_wins_r150"]
-    grouped = table.groupby(["experiment", "model"], sort=False)[cols]
+    """Mean and sd over seeds of the test scores and win counts, per experiment and model.
+
+    Returns a DataFrame with :data:`SUMMARY_BY_EXPERIMENT_COLUMNS`; sds are NaN for a single
+    seed.
+    """
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_BY_EXPERIMENT_COLUMNS)
+    values = table[["experiment", "model", *BY_EXPERIMENT_STATS]].copy()
+    values[["wins_r50", "wins_r150"]] = values[["wins_r50", "wins_r150"]].astype("float64")
+    grouped = values.groupby(["experiment", "model"], sort=False)[BY_EXPERIMENT_STATS]
     mean = grouped.mean().add_suffix("_mean")
     sd = grouped.std(ddof=1).add_suffix("_sd")
     n = grouped.size().rename("n_seeds")
-    return pd.concat([n, mean, sd], axis=1).reset_index()
+    out = pd.concat([n, mean, sd], axis=1).reset_index()
+    first = table.groupby(["experiment", "model"], sort=False)[SETTING_COLUMNS].first()
+    out = out.join(first, on=["experiment", "model"])
+    return out[SUMMARY_BY_EXPERIMENT_COLUMNS]
 
 
 def seed_spread_lines(table: pd.DataFrame) -> list[str]:
@@ -461,6 +516,30 @@ def seed_spread_lines(table: pd.DataFrame) -> list[str]:
             f"({int(row['n_seeds'])} seeds)"
         )
     return lines
+
+
+def find_lambda_sweep(resolved: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """Experiments that form a lambda sweep (the paper's Fig. 6), sorted by lambda.
+
+    A sweep is a group of experiments whose resolved settings are equal except for
+    ``unet.loss_lambda`` (and the seed list), with at least two distinct lambdas; of
+    several such groups the largest wins (ties: the one whose first experiment comes first).
+    Returns [] when there is none. When two experiments of the group share a lambda, the
+    first one (in ``resolved`` order) is kept.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, settings in resolved.items():
+        rest = {k: v for k, v in settings.items() if k != "seeds"}
+        rest["unet"] = {k: v for k, v in (settings.get("unet") or {}).items() if k != "loss_lambda"}
+        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(name)
+    best: list[str] = []
+    for names in groups.values():
+        by_lambda: dict[float, str] = {}
+        for name in names:
+            by_lambda.setdefault(float(resolved[name]["unet"]["loss_lambda"]), name)
+        if len(by_lambda) >= 2 and len(by_lambda) > len(best):
+            best = [by_lambda[lam] for lam in sorted(by_lambda)]
+    return best
 
 
 def read_table(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:

@@ -150,6 +150,54 @@ rule plot_training:
         "../scripts/plot_training.py"
 
 
+rule plot_seed_ensemble:
+    input:
+        r_ell=seed_ensemble_r_ell,
+        per_cutout=seed_ensemble_per_cutout,
+    output:
+        png=report(
+            "results/figures/{experiment}/seed_ensemble.png",
+            caption="../report/seed_ensemble.rst",
+            category="{experiment}",
+            subcategory="all seeds",
+            labels={"figure": "seed ensemble"},
+        ),
+        pdf="results/figures/{experiment}/seed_ensemble.pdf",
+    log:
+        "logs/plot_seed_ensemble/{experiment}.log",
+    wildcard_constraints:
+        experiment=EXPERIMENT_PATTERN,
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        seeds=seeds_of_wildcards,
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_seed_ensemble.py"
+
+
+rule plot_lambda_sweep:
+    input:
+        lambda_sweep_inputs,
+    output:
+        png=report(
+            "results/figures/fig6_lambda_sweep.png",
+            caption="../report/fig6.rst",
+            category="summary",
+            labels={"figure": "Fig. 6: lambda sweep"},
+        ),
+        pdf="results/figures/fig6_lambda_sweep.pdf",
+    log:
+        "logs/plot_lambda_sweep.log",
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        lambdas=lambda_sweep_lambdas(),
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_lambda_sweep.py"
+
+
 rule summary:
     input:
         summary_inputs,
@@ -161,6 +209,13 @@ rule summary:
             labels={"table": "all experiments and seeds"},
         ),
         parquet="results/tables/summary.parquet",
+        by_experiment=report(
+            "results/tables/summary_by_experiment.csv",
+            caption="../report/summary_by_experiment.rst",
+            category="summary",
+            labels={"table": "mean and spread over seeds"},
+        ),
+        by_experiment_parquet="results/tables/summary_by_experiment.parquet",
         txt=report(
             "results/summary.txt",
             caption="../report/summary_text.rst",
@@ -173,5 +228,6 @@ rule summary:
         "../../envs/dustpred.yaml"
     params:
         runs=summary_runs(),
+        settings=summary_settings(),
     script:
         "../scripts/summary.py"
