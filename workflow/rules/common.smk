@@ -56,6 +56,7 @@ def all_targets():
     for name in experiment_names():
         targets.append(f"{cutout_dir(name)}/index.json")
     targets.append("results/figures/fig1_velocity_spectrum.png")
+    targets.extend(evaluation_targets())
     return targets
 
 
