@@ -321,9 +321,11 @@ def write_shard(
                         plane=plane,
                     )
                     rows_iter = projection.iter_bilinear_rows(stack, pix4, w4, zero=draws.masked)
-                for k, rows in rows_iter:
-                    inputs[k] = rows[:, :c].T
-                    target[k] = rows[:, c]
+                # Casting to float16 may overflow: checked right after, with a clear error.
+                with np.errstate(over="ignore"):
+                    for k, rows in rows_iter:
+                        inputs[k] = rows[:, :c].T
+                        target[k] = rows[:, c]
                 if dtype == np.float16:
                     _check_float16(inputs[:m], target[:m], path)
                 images["inputs"][start:stop] = inputs[:m].reshape(m, c, hw, hw)
@@ -400,12 +402,9 @@ def write_shards(
         The config's master ``seed``.
     """
     settings = CutoutSettings.from_config(cutouts)
+    # K comes from the job (Snakemake's --set-scatter may override config 'cutouts.shards');
+    # the cutouts do not depend on it.
     index, n_shards = parse_scatteritem(scatteritem)
-    if n_shards != settings.shards:
-        raise ConfigError(
-            f"config key 'cutouts.shards': {settings.shards}, but the job is shard "
-            f"{scatteritem}; expected K to match"
-        )
     pre = load_preprocessed(stack_path, mask_path, meta_path, oracle_path)
     summaries = []
     for subset, path in (("train", train_path), ("test", test_path)):
@@ -542,10 +541,12 @@ def write_index(
     all_paths = [os.fspath(p) for p in (*train_paths, *test_paths)]
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
         checksums = dict(zip(all_paths, pool.map(sha256_file, all_paths), strict=True))
+    config_slice = {k: v for k, v in asdict(settings).items() if k != "chunk"}
+    config_slice["shards"] = len(train_paths)
     index: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "seed": int(seed),
-        "cutouts": asdict(settings),
+        "cutouts": config_slice,
         "subsets": {},
     }
     directory = os.path.dirname(os.path.abspath(index_path))

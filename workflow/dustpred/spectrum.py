@@ -86,6 +86,8 @@ def velocity_spectrum(
     seed: int = 0,
     mask_field: str = "LR72",
     velocity_kms: tuple[float, float] = (-64.5, 17.0),
+    hi_column: str | None = None,
+    coordsys_if_missing: str | None = None,
 ) -> pd.DataFrame:
     """Total and mean brightness temperature per channel over random unmasked pointings.
 
@@ -101,6 +103,9 @@ def velocity_spectrum(
         Seed of the pointing draw.
     velocity_kms
         Selected range, flagged in column ``in_range``.
+    hi_column, coordsys_if_missing
+        As in :func:`dustpred.io.read_hi_spectra` (spectrum column; coordinate system to
+        assume for files without ``COORDSYS``).
 
     Returns
     -------
@@ -108,12 +113,14 @@ def velocity_spectrum(
         One row per channel: ``channel``, ``velocity_kms``, ``total_K`` (sum over pointings),
         ``mean_K``, ``in_range``; sorted by velocity.
     """
-    velocities = io.hi_velocity_axis(hi_path)
-    nside = io.hi_nside(hi_path)
-    keep = io.read_healpix_map(mask_path, mask_field)
+    cube = {"coordsys_if_missing": coordsys_if_missing}
+    velocities = io.hi_velocity_axis(hi_path, column=hi_column, **cube)
+    nside = io.hi_nside(hi_path, **cube)
+    keep = io.read_healpix_map(mask_path, mask_field, **cube)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
     pixels = unmasked_pointings(keep, nside, int(n_pointings), rng, source=os.fspath(mask_path))
-    spectra = io.read_hi_spectra(hi_path, np.sort(pixels)).astype(np.float64)
+    spectra = io.read_hi_spectra(hi_path, np.sort(pixels), column=hi_column, **cube)
+    spectra = spectra.astype(np.float64)
     total = spectra.sum(axis=0)
     lo, hi = sorted(float(v) for v in velocity_kms)
     table = pd.DataFrame(
@@ -180,6 +187,8 @@ def plot_velocity_spectrum(
     seed: int = 0,
     mask_field: str = "LR72",
     velocity_kms: tuple[float, float] = (-64.5, 17.0),
+    hi_column: str | None = None,
+    coordsys_if_missing: str | None = None,
     dpi: int = 150,
 ) -> pd.DataFrame:
     """Compute :func:`velocity_spectrum`, write its CSV table and the figure (PNG and PDF)."""
@@ -190,6 +199,8 @@ def plot_velocity_spectrum(
         seed=seed,
         mask_field=mask_field,
         velocity_kms=velocity_kms,
+        hi_column=hi_column,
+        coordsys_if_missing=coordsys_if_missing,
     )
     _atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
     fig = velocity_spectrum_figure(table, velocity_kms, n_pointings)

@@ -100,6 +100,8 @@ rule velocity_spectrum:
         n_pointings=config["cutouts"]["spectrum_pointings"],
         velocity_kms=config["preprocess"]["velocity_kms"],
         mask_field=config["preprocess"].get("mask_field", "LR72"),
+        hi_column=config["preprocess"].get("hi_column", "TB"),
+        coordsys_if_missing=config["data"].get("coordsys_if_missing"),
         seed=config["seed"],
         dpi=config["plots"].get("dpi", 150),
     script:

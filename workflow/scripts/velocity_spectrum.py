@@ -15,5 +15,7 @@ plot_velocity_spectrum(
     seed=params.seed,
     mask_field=params.mask_field,
     velocity_kms=tuple(params.velocity_kms),
+    hi_column=params.hi_column,
+    coordsys_if_missing=params.coordsys_if_missing,
     dpi=params.dpi,
 )

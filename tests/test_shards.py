@@ -1,0 +1,251 @@
+"""dustpred.shards: the shard contract, K-independence, readers, index, atomic writes.
+
+Uses a fake preprocessed directory (random stack, latitude-band mask, oracle) at Nside 16.
+"""
+
+import hashlib
+import json
+
+import h5py
+import healpy as hp
+import numpy as np
+import pytest
+from dustpred import shards
+from dustpred.errors import InputError
+from dustpred.projection import gnomonic_cutouts
+
+NSIDE, NCHAN = 16, 4
+CUTOUTS = {
+    "npix": 16,
+    "reso_arcmin": 90.0,
+    "split": "north_south",
+    "n_train": 23,
+    "n_test": 9,
+    "max_masked_fraction": 0.7,
+    "shards": 1,
+    "dtype": "float32",
+    "interpolation": "nearest",
+}
+VELOCITIES = [-60.0, -30.0, 0.0, 15.0]
+
+
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory):
+    d = tmp_path_factory.mktemp("prep")
+    rng = np.random.default_rng(0)
+    npix = 12 * NSIDE**2
+    np.save(d / "stack.npy", rng.uniform(1, 2, (npix, NCHAN + 1)).astype(np.float32))
+    _, lat = hp.pix2ang(NSIDE, np.arange(npix), lonlat=True)
+    np.save(d / "mask.npy", ((np.abs(lat) < 25) | ((lat > 40) & (lat < 50))).astype(np.uint8))
+    np.save(d / "oracle.npy", rng.uniform(1, 2, npix).astype(np.float32))
+    meta = {"nside": NSIDE, "velocities_kms": VELOCITIES, "units": {"hi": "K", "dust": "uK_RJ"}}
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def write_set(prep, out, k, oracle=True, **overrides):
+    """All K scatter jobs of one cutout set; returns (train paths, test paths)."""
+    cutouts = {**CUTOUTS, "shards": k, **overrides}
+    train, test = [], []
+    for i in range(1, k + 1):
+        train.append(out / "train" / f"shard-{i}-of-{k}.h5")
+        test.append(out / "test" / f"shard-{i}-of-{k}.h5")
+        shards.write_shards(
+            prep / "stack.npy",
+            prep / "mask.npy",
+            prep / "meta.json",
+            prep / "oracle.npy" if oracle else None,
+            train[-1],
+            test[-1],
+            cutouts=cutouts,
+            seed=42,
+            scatteritem=f"{i}-of-{k}",
+        )
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def one_shard(prep, tmp_path_factory):
+    return write_set(prep, tmp_path_factory.mktemp("k1"), 1)
+
+
+def test_k1_and_k4_give_identical_cutouts_byte_for_byte(prep, one_shard, tmp_path):
+    four = write_set(prep, tmp_path, 4)
+    for subset in (0, 1):
+        a = shards.load_shards(one_shard[subset])
+        b = shards.load_shards(four[subset])
+        assert set(a) == set(b)
+        for name in a:
+            if name != "attrs":
+                assert a[name].dtype == b[name].dtype
+                assert a[name].tobytes() == b[name].tobytes(), name
+
+
+def test_shard_layout_follows_the_contract(one_shard):
+    with h5py.File(one_shard[0][0], "r") as h5:
+        assert h5["inputs"].shape == (23, NCHAN, 16, 16)
+        assert h5["inputs"].chunks == (1, NCHAN, 16, 16)
+        assert h5["inputs"].dtype == np.float32
+        for name in ("target", "mask", "oracle"):
+            assert h5[name].shape == (23, 16, 16)
+        assert h5["mask"].dtype == np.uint8
+        for name in ("lon", "lat", "psi", "masked_fraction", "slot"):
+            assert h5[name].shape == (23,)
+    d = shards.read_shard(one_shard[0][0])
+    attrs = d["attrs"]
+    assert attrs["units"] == {"inputs": "K", "target": "uK_RJ", "oracle": "uK_RJ"}
+    np.testing.assert_array_equal(attrs["velocities_kms"], VELOCITIES)
+    assert (attrs["nside"], attrs["npix"], attrs["reso_arcmin"]) == (NSIDE, 16, 90.0)
+    assert (attrs["seed"], attrs["split"], attrs["subset"]) == (42, "north_south", "train")
+    assert attrs["interpolation"] == "nearest"
+    np.testing.assert_array_equal(d["slot"], np.arange(23))
+
+
+def test_cutouts_are_the_projection_of_the_stack_with_masked_pixels_zero(prep, one_shard):
+    stack = np.load(prep / "stack.npy")
+    oracle = np.load(prep / "oracle.npy")
+    mask = np.load(prep / "mask.npy")
+    for paths in one_shard:
+        d = shards.read_shard(paths[0])
+        kw = dict(npix=16, reso_arcmin=90.0)
+        full = gnomonic_cutouts(stack, d["lon"], d["lat"], d["psi"], **kw)
+        keep = d["mask"] == 0
+        np.testing.assert_array_equal(d["inputs"], full[:, :NCHAN] * keep[:, None])
+        np.testing.assert_array_equal(d["target"], full[:, NCHAN] * keep)
+        ref_oracle = gnomonic_cutouts(oracle, d["lon"], d["lat"], d["psi"], **kw)
+        np.testing.assert_array_equal(d["oracle"], ref_oracle * keep)
+        ref_mask = gnomonic_cutouts(mask.astype(np.float32), d["lon"], d["lat"], d["psi"], **kw)
+        np.testing.assert_array_equal(d["mask"], ref_mask.astype(np.uint8))
+        np.testing.assert_allclose(d["masked_fraction"], d["mask"].mean(axis=(1, 2)))
+        assert d["masked_fraction"].max() <= 0.7
+
+
+def test_subsets_are_in_their_hemispheres(one_shard):
+    train = shards.read_shard(one_shard[0][0], ["lat"])
+    test = shards.read_shard(one_shard[1][0], ["lat"])
+    assert train["lat"].min() > 0 and test["lat"].max() < 0
+
+
+def test_no_oracle_dataset_without_an_oracle_map(prep, tmp_path):
+    train, _ = write_set(prep, tmp_path, 1, oracle=False, n_train=3, n_test=2)
+    assert "oracle" not in shards.read_shard(train[0])
+
+
+def test_float16_storage(prep, one_shard, tmp_path):
+    train, _ = write_set(prep, tmp_path, 1, dtype="float16")
+    half = shards.read_shard(train[0], ["inputs", "target", "oracle"])
+    full = shards.read_shard(one_shard[0][0], ["inputs", "target", "oracle"])
+    for name in ("inputs", "target", "oracle"):
+        assert half[name].dtype == np.float16
+        np.testing.assert_array_equal(half[name], full[name].astype(np.float16))
+
+
+def test_float16_overflow_is_refused(prep, tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    for name in ("mask.npy", "meta.json", "oracle.npy"):
+        (big / name).write_bytes((prep / name).read_bytes())
+    np.save(big / "stack.npy", np.load(prep / "stack.npy") * 1e6)
+    with pytest.raises(InputError, match="float16"):
+        write_set(big, tmp_path / "out", 1, dtype="float16", n_train=2, n_test=1)
+    assert not list((tmp_path / "out").rglob("*.h5"))
+
+
+def test_bilinear_shards_match_bilinear_projection(prep, tmp_path):
+    train, _ = write_set(prep, tmp_path, 1, interpolation="bilinear", n_train=5, n_test=2)
+    d = shards.read_shard(train[0])
+    stack = np.load(prep / "stack.npy")
+    full = gnomonic_cutouts(
+        stack, d["lon"], d["lat"], d["psi"], npix=16, reso_arcmin=90.0, interpolation="bilinear"
+    )
+    keep = d["mask"] == 0
+    np.testing.assert_array_equal(d["inputs"], full[:, :NCHAN] * keep[:, None])
+
+
+def test_failed_job_leaves_no_shard(prep, tmp_path):
+    # Nothing in the north is usable at max_masked_fraction 0: the job fails, files absent.
+    with pytest.raises(InputError, match="max_masked_fraction"):
+        write_set(prep, tmp_path, 1, max_masked_fraction=0.0, max_draws=3, n_train=2, n_test=1)
+    assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_index_counts_checksums_and_config(one_shard, tmp_path):
+    index = shards.write_index(
+        tmp_path / "index.json", *one_shard, cutouts=CUTOUTS, seed=42, threads=2
+    )
+    on_disk = json.loads((tmp_path / "index.json").read_text())
+    assert on_disk == json.loads(json.dumps(index))
+    assert on_disk["subsets"]["train"]["count"] == 23
+    assert on_disk["subsets"]["test"]["count"] == 9
+    entry = on_disk["subsets"]["train"]["shards"][0]
+    assert entry["sha256"] == hashlib.sha256(one_shard[0][0].read_bytes()).hexdigest()
+    assert on_disk["cutouts"]["n_train"] == 23 and on_disk["seed"] == 42
+    assert on_disk["nchan"] == NCHAN
+
+
+def test_index_refuses_shards_out_of_order(prep, tmp_path):
+    train, test = write_set(prep, tmp_path, 2, n_train=6, n_test=4)
+    with pytest.raises(InputError, match="slots"):
+        shards.write_index(
+            tmp_path / "index.json",
+            train[::-1],
+            test,
+            cutouts={**CUTOUTS, "n_train": 6, "n_test": 4},
+            seed=42,
+        )
+
+
+def test_index_refuses_a_wrong_count(one_shard, tmp_path):
+    with pytest.raises(InputError, match="n_train"):
+        shards.write_index(
+            tmp_path / "index.json", *one_shard, cutouts={**CUTOUTS, "n_train": 24}, seed=42
+        )
+
+
+def test_load_shards_concatenates_selected_fields(prep, tmp_path):
+    train, _ = write_set(prep, tmp_path, 3, n_train=7, n_test=3)
+    d = shards.load_shards(train, fields=["target", "slot"])
+    assert set(d) == {"target", "slot", "attrs"}
+    assert d["target"].shape == (7, 16, 16)
+    np.testing.assert_array_equal(d["slot"], np.arange(7))
+    with pytest.raises(InputError, match="no dataset"):
+        shards.read_shard(train[0], ["nonexistent"])
+
+
+def test_load_shards_refuses_mixed_subsets(one_shard):
+    with pytest.raises(InputError, match="subset"):
+        shards.load_shards([one_shard[0][0], one_shard[1][0]])
+
+
+@pytest.mark.parametrize(
+    "broken, match",
+    [
+        ("mask", "mask.npy"),
+        ("meta_nside", "nside"),
+        ("meta_velocities", "velocities_kms"),
+    ],
+)
+def test_inconsistent_preprocessed_inputs_are_refused(prep, tmp_path, broken, match):
+    for name in ("stack.npy", "mask.npy", "meta.json", "oracle.npy"):
+        (tmp_path / name).write_bytes((prep / name).read_bytes())
+    meta = json.loads((prep / "meta.json").read_text())
+    if broken == "mask":
+        np.save(tmp_path / "mask.npy", np.zeros(10, dtype=np.uint8))
+    elif broken == "meta_nside":
+        (tmp_path / "meta.json").write_text(json.dumps({**meta, "nside": 8}))
+    else:
+        (tmp_path / "meta.json").write_text(json.dumps({**meta, "velocities_kms": [1.0]}))
+    with pytest.raises(InputError, match=match):
+        shards.load_preprocessed(
+            tmp_path / "stack.npy", tmp_path / "mask.npy", tmp_path / "meta.json"
+        )
+
+
+def test_shard_slots_partition_every_cutout_once():
+    for n, k in ((10, 3), (5, 5), (3, 4), (50000, 16)):
+        parts = [shards.shard_slots(n, i, k) for i in range(k)]
+        np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
+        assert max(p.size for p in parts) - min(p.size for p in parts) <= 1
+    assert shards.parse_scatteritem("3-of-4") == (2, 4)
+    with pytest.raises(InputError, match="i-of-K"):
+        shards.parse_scatteritem("5-of-4")

@@ -1,0 +1,103 @@
+"""The DAG through the cutout index and Fig. 1, through the snakemake CLI (tiny config).
+
+simulate_sky -> preprocess -> cutout_shard (K = 2 scatter jobs) -> gather_cutouts, and
+velocity_spectrum from the raw cube, at Nside 32 in a temporary working directory; then the
+same cutouts with K = 3 shards, and the rerun behaviour.
+"""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import job_counts, snakemake_cli
+from dustpred.shards import load_shards
+
+pytestmark = pytest.mark.workflow
+
+CUT = "results/cutouts/v-64.5_17/north_south"
+FIG1 = ["results/figures/fig1_velocity_spectrum.png", "results/tables/fig1_velocity_spectrum.csv"]
+TARGETS = [f"{CUT}/index.json", *FIG1]
+
+
+def shard_paths(workdir, subset, k):
+    return [workdir / CUT / subset / f"shard-{i}-of-{k}.h5" for i in range(1, k + 1)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("wf_cutouts")
+    done = snakemake_cli(workdir, *TARGETS)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir
+
+
+def test_index_lists_every_shard_with_its_checksum(workdir):
+    index = json.loads((workdir / CUT / "index.json").read_text())
+    assert index["subsets"]["train"]["count"] == 40
+    assert index["subsets"]["test"]["count"] == 12
+    assert index["cutouts"]["split"] == "north_south" and index["seed"] == 7
+    for subset in ("train", "test"):
+        entries = index["subsets"][subset]["shards"]
+        assert [e["path"] for e in entries] == [f"{subset}/shard-{i}-of-2.h5" for i in (1, 2)]
+        for entry in entries:
+            data = (workdir / CUT / entry["path"]).read_bytes()
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert "oracle" in index["subsets"][subset]["fields"]  # synthetic sky
+
+
+def test_shards_hold_the_requested_cutouts(workdir):
+    train = load_shards(shard_paths(workdir, "train", 2))
+    assert train["inputs"].shape == (40, 64, 64, 64)
+    assert train["target"].shape == train["mask"].shape == (40, 64, 64)
+    assert train["lat"].min() >= 17.649 and train["masked_fraction"].max() <= 0.7
+    masked = train["mask"] == 1
+    assert masked.any() and not np.any(train["inputs"] * masked[:, None])
+    assert (train["target"][masked] == 0).all() and (train["oracle"][masked] == 0).all()
+    test = load_shards(shard_paths(workdir, "test", 2), fields=["lat"])
+    assert test["lat"].max() <= -17.649
+
+
+def test_fig1_marks_the_selected_range(workdir):
+    table = pd.read_csv(workdir / FIG1[1])
+    assert table["in_range"].sum() == 64  # the 64 selected channels
+    inside = table.loc[table["in_range"], "total_K"].sum()
+    assert inside > 0.5 * table["total_K"].sum()  # most of the 21-cm signal
+    assert (workdir / "results/figures/fig1_velocity_spectrum.pdf").stat().st_size > 0
+
+
+def test_three_shards_give_the_same_cutouts(workdir, tmp_path):
+    # In a copy, so the K = 2 index stays what the other tests expect.
+    copy = tmp_path / "k3"
+    shutil.copytree(workdir, copy)
+    done = snakemake_cli(copy, f"{CUT}/index.json", extra_config={"cutouts": {"shards": 3}})
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert job_counts(done.stdout + done.stderr) == {"cutout_shard": 3, "gather_cutouts": 1}
+    for subset in ("train", "test"):
+        two = load_shards(shard_paths(workdir, subset, 2))
+        three = load_shards(shard_paths(copy, subset, 3))
+        for name in two:
+            if name != "attrs":
+                assert two[name].tobytes() == three[name].tobytes(), (subset, name)
+
+
+def test_rerun_has_nothing_to_do(workdir):
+    done = snakemake_cli(workdir, *TARGETS, args=("-n",))
+    assert done.returncode == 0
+    assert job_counts(done.stdout + done.stderr) == {}
+
+
+def test_editing_fig1_settings_reruns_only_fig1(workdir):
+    extra = {"cutouts": {"spectrum_pointings": 300}}
+    done = snakemake_cli(workdir, *TARGETS, args=("-n",), extra_config=extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert job_counts(done.stdout + done.stderr) == {"velocity_spectrum": 1}
+
+
+def test_editing_cutout_settings_remakes_the_shards(workdir):
+    extra = {"cutouts": {"max_masked_fraction": 0.5}}
+    done = snakemake_cli(workdir, *TARGETS, args=("-n",), extra_config=extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert job_counts(done.stdout + done.stderr) == {"cutout_shard": 2, "gather_cutouts": 1}
