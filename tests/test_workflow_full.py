@@ -1,0 +1,141 @@
+"""The whole DAG on the tiny configuration: every declared output exists and is well-formed,
+the summary is printed, and `snakemake --report` gathers every figure and table.
+
+One run of `rule all` (simulate -> preprocess -> cutouts -> fit/train -> predict -> evaluate
+-> figures) in a temporary directory, shared by the tests of this module.
+"""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+from dustpred.evaluation import (
+    PER_CUTOUT_COLUMNS,
+    R_ELL_COLUMNS,
+    SUMMARY_BY_EXPERIMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+    WINS_COLUMNS,
+)
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+CONFIGS = [str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
+TABLE_COLUMNS = {
+    "per_cutout": PER_CUTOUT_COLUMNS,
+    "r_ell": R_ELL_COLUMNS,
+    "wins": WINS_COLUMNS,
+    "summary": SUMMARY_COLUMNS,
+    "summary_by_experiment": SUMMARY_BY_EXPERIMENT_COLUMNS,
+}
+PREDICTION_DATASETS = {"target", "mask", "integrated", "linear", "unet", "lon", "lat", "psi"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def snakemake(workdir, *args, timeout=900):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--cores", "2", "--configfile", *CONFIGS, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def declared_outputs(workdir):
+    """Every output file of the DAG of `rule all`, from `snakemake --summary`."""
+    result = snakemake(workdir, "--summary")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    header, rows = lines[0], lines[1:]
+    assert header[:3] == ["output_file", "date", "rule"], header
+    return [(row[0], row[2], row[4]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_full")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, result
+
+
+def check_well_formed(path: Path):
+    """Assert that `path` is a plausible file of its kind (by suffix and name)."""
+    assert path.is_file(), path
+    assert path.stat().st_size > 0, path
+    data = path.read_bytes()[:8]
+    if path.suffix == ".png":
+        assert data == PNG_MAGIC and path.stat().st_size > 2_000, path
+    elif path.suffix == ".pdf":
+        assert data[:5] == b"%PDF-", path
+    elif path.suffix in (".csv", ".parquet"):
+        table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        assert len(table) > 0, path
+        if path.stem in TABLE_COLUMNS:
+            assert list(table.columns) == TABLE_COLUMNS[path.stem], path
+    elif path.suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            assert len(f.keys()) > 0, path
+            if "predictions" in path.parts:
+                assert PREDICTION_DATASETS <= set(f.keys()), path
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".fits":
+        assert data.startswith(b"SIMPLE"), path
+
+
+def test_every_declared_output_exists_and_is_well_formed(finished):
+    workdir, _ = finished
+    outputs = declared_outputs(workdir)
+    assert len(outputs) > 20
+    for name, rule, status in outputs:
+        assert status == "ok", (name, rule, status)
+        path = workdir / name
+        if path.is_dir():
+            assert any(path.iterdir()), name
+        else:
+            check_well_formed(path)
+    names = {name for name, _, _ in outputs}
+    for figure in ("fig3_example", "fig4_per_cutout", "fig5_r_ell", "training_curves"):
+        assert f"results/figures/baseline/seed0/{figure}.png" in names
+    assert "results/summary.txt" in names
+
+
+def test_summary_reports_every_model_and_the_win_counts(finished):
+    workdir, result = finished
+    text = (workdir / "results/summary.txt").read_text()
+    for label in ("integrated intensity", "linear combination", "U-Net", "oracle"):
+        assert label in text
+    assert "U-Net beats integrated intensity in" in text
+    assert "U-Net beats integrated intensity in" in result.stderr  # printed to the log
+    table = pd.read_csv(workdir / "results/tables/summary.csv")
+    assert set(table["model"]) == {"integrated", "linear", "unet", "oracle"}
+    oracle = table[table.model == "oracle"].iloc[0]
+    assert oracle["r50_test"] > table[table.model == "integrated"]["r50_test"].iloc[0]
+
+
+def test_second_run_has_nothing_to_do(finished):
+    workdir, _ = finished
+    dry = snakemake(workdir, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_report_contains_every_figure_and_table(finished, tmp_path):
+    workdir, _ = finished
+    report = tmp_path / "report.zip"
+    result = snakemake(workdir, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ERROR" not in result.stderr  # reStructuredText errors in captions
+    members = zipfile.ZipFile(report).namelist()
+    in_report = {Path(m).name for m in members}
+    figures = sorted((workdir / "results/figures").rglob("*.png"))
+    assert figures
+    for figure in figures:
+        assert figure.name in in_report, figure
+    for table in ("per_cutout.csv", "r_ell.csv", "wins.csv", "summary.csv", "summary.txt"):
+        assert table in in_report, table
+    assert any(m.endswith("report.html") for m in members)
