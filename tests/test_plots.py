@@ -217,3 +217,25 @@ def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(InputError, match="lambdas"):
         plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])
+
+
+def test_seed_average_of_r_ell_tables(tables):
+    base = tables["r_ell"]
+    avg = plots.seed_averaged_r_ell([base, _shifted(base, "unet", 0.1)])
+    assert list(avg.columns) == list(base.columns)
+    unet = avg[(avg.model == "unet")].set_index(["subset", "ell"])["r_mean"]
+    ref = base[(base.model == "unet")].set_index(["subset", "ell"])["r_mean"]
+    np.testing.assert_allclose(unet.loc[ref.index], ref + 0.05)
+    sem = avg[(avg.model == "unet")]["r_sem"]
+    np.testing.assert_allclose(sem, np.std([0.0, 0.1], ddof=1) / np.sqrt(2))
+    assert plots.seed_averaged_r_ell([base]) is base
+
+
+def test_fig7_labels_east_and_west(tables, tmp_path):
+    p = tables["paths"]
+    plots.plot_east_west([p["r_ell"], p["r_ell"]], [tmp_path / "f7.png"], experiment="ew", dpi=60)
+    assert (tmp_path / "f7.png").read_bytes()[:8] == PNG_MAGIC
+    fig = plots.r_ell_figure(tables["r_ell"], split="east_west", title="t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("train: east") and titles[1].startswith("test: west")
+    plots.plt.close(fig)

@@ -171,3 +171,22 @@ def test_rerun_is_a_no_op(finished):
     dry = snakemake(workdir, "-n", *targets())
     assert dry.returncode == 0
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_an_east_west_experiment_adds_its_runs_and_fig7(finished):
+    workdir, _ = finished
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["experiments"]["eastwest"] = {"split": "east_west"}
+    edited = workdir / "eastwest.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    dry = subprocess.run(
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        + ["--configfile", str(edited), "-n", "results/figures/fig7_east_west.png"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts["plot_east_west"] == 1 and counts["evaluate"] == 1
+    assert "results/tables/eastwest/seed0/r_ell.csv" in dry.stdout + dry.stderr

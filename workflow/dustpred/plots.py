@@ -171,10 +171,13 @@ def per_cutout_figure(
     return fig
 
 
-def r_ell_figure(r_ell: pd.DataFrame, *, split: str | None = None) -> Figure:
+def r_ell_figure(
+    r_ell: pd.DataFrame, *, split: str | None = None, title: str | None = None
+) -> Figure:
     """Fig. 5: mean r(ell) of every model for the training (left) and test (right) sets.
 
     Bands are +- the error on the mean; the oracle (HI-traced dust, when known) is dashed.
+    ``split`` names the panels (e.g. "train: east", "test: west" for ``east_west``).
     """
     subsets = [s for s in ("train", "test") if s in set(r_ell["subset"])]
     if not subsets:
@@ -207,8 +210,27 @@ def r_ell_figure(r_ell: pd.DataFrame, *, split: str | None = None) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(r"mean cross-correlation $r(\ell)$")
     axes[0].legend(loc="lower left", fontsize="small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def seed_averaged_r_ell(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over seeds of r(ell) tables (same subsets, models and bins).
+
+    ``r_mean`` is averaged; ``r_sem`` is kept for one seed, else it is the sd over seeds /
+    sqrt(number of seeds) (the seed-to-seed spread, which includes the training noise).
+    """
+    if len(tables) == 1:
+        return tables[0]
+    keys = ["subset", "model", "ell", "ell_lo", "ell_hi"]
+    stacked = pd.concat(tables, ignore_index=True)
+    grouped = stacked.groupby(keys, sort=False)
+    out = grouped.agg(r_mean=("r_mean", "mean"), r_std=("r_std", "mean"), n=("n", "first"))
+    sd = grouped["r_mean"].std(ddof=1).fillna(0.0)
+    out["r_sem"] = sd / np.sqrt(len(tables))
+    return out.reset_index()[R_ELL_COLUMNS]
 
 
 def training_figure(training: pd.DataFrame) -> Figure:
@@ -481,3 +503,18 @@ def plot_seed_ensemble(
         for s, p in zip(seeds, per_cutout_paths, strict=True)
     }
     save_figure(seed_ensemble_figure(r_ell, per_cutout), outputs, dpi)
+
+
+def plot_east_west(
+    r_ell_paths: Sequence[str | os.PathLike],
+    outputs: Sequence[str | os.PathLike],
+    *,
+    experiment: str,
+    dpi: int = 150,
+) -> None:
+    """Fig. 7: Fig. 5 of an east/west experiment, averaged over its seeds (one table each)."""
+    tables = [read_table(path, R_ELL_COLUMNS) for path in r_ell_paths]
+    n = len(tables)
+    title = f"East/west split: experiment {experiment}" + (f", mean of {n} seeds" if n > 1 else "")
+    fig = r_ell_figure(seed_averaged_r_ell(tables), split="east_west", title=title)
+    save_figure(fig, outputs, dpi)

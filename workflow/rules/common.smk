@@ -111,6 +111,10 @@ def evaluation_targets():
         targets.extend(
             expand("results/figures/fig6_lambda_sweep.{ext}", ext=["png", "pdf"])
         )
+    if east_west_experiment():
+        targets.extend(
+            expand("results/figures/fig7_east_west.{ext}", ext=["png", "pdf"])
+        )
     targets.extend(
         [
             "results/tables/summary.csv",
@@ -178,6 +182,16 @@ def lambda_sweep_inputs(wildcards):
 
 def lambda_sweep_lambdas():
     return [lambda_of(name) for name, _ in lambda_sweep_runs()]
+
+
+def east_west_experiment():
+    """The first experiment trained on the east and tested on the west (Fig. 7), or None."""
+    return next((n for n in experiment_names() if split_of(n) == "east_west"), None)
+
+
+def east_west_inputs(wildcards):
+    name = east_west_experiment()
+    return [f"results/tables/{name}/seed{seed}/r_ell.csv" for seed in seeds_of(name)]
 
 
 def seeds_of_wildcards(wildcards):

@@ -198,6 +198,28 @@ rule plot_lambda_sweep:
         "../scripts/plot_lambda_sweep.py"
 
 
+rule plot_east_west:
+    input:
+        east_west_inputs,
+    output:
+        png=report(
+            "results/figures/fig7_east_west.png",
+            caption="../report/fig7.rst",
+            category="summary",
+            labels={"figure": "Fig. 7: east/west split"},
+        ),
+        pdf="results/figures/fig7_east_west.pdf",
+    log:
+        "logs/plot_east_west.log",
+    conda:
+        "../../envs/dustpred.yaml"
+    params:
+        experiment=east_west_experiment(),
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_east_west.py"
+
+
 rule summary:
     input:
         summary_inputs,
