@@ -290,8 +290,9 @@ def write_shard(
                 name: h5.create_dataset(name, (n,), dtype=np.int64 if name == "slot" else "f8")
                 for name in VECTOR_FIELDS
             }
-            inputs = np.empty((settings.chunk, c, p), dtype=dtype)
-            target = np.empty((settings.chunk, p), dtype=dtype)
+            # Gathered in the stack's precision; float16 storage is a cast of whole chunks.
+            inputs = np.empty((settings.chunk, c, p), dtype=np.float32)
+            target = np.empty((settings.chunk, p), dtype=np.float32)
             for start in range(0, n, settings.chunk):
                 stop = min(start + settings.chunk, n)
                 m = stop - start
@@ -321,22 +322,20 @@ def write_shard(
                         plane=plane,
                     )
                     rows_iter = projection.iter_bilinear_rows(stack, pix4, w4, zero=draws.masked)
-                # Casting to float16 may overflow: checked right after, with a clear error.
-                with np.errstate(over="ignore"):
-                    for k, rows in rows_iter:
-                        inputs[k] = rows[:, :c].T
-                        target[k] = rows[:, c]
-                if dtype == np.float16:
-                    _check_float16(inputs[:m], target[:m], path)
-                images["inputs"][start:stop] = inputs[:m].reshape(m, c, hw, hw)
-                images["target"][start:stop] = target[:m].reshape(m, hw, hw)
+                for k, rows in rows_iter:
+                    inputs[k] = rows[:, :c].T
+                    target[k] = rows[:, c]
+                images["inputs"][start:stop] = _stored(inputs[:m], dtype, path).reshape(
+                    m, c, hw, hw
+                )
+                images["target"][start:stop] = _stored(target[:m], dtype, path).reshape(m, hw, hw)
                 images["mask"][start:stop] = draws.masked.reshape(m, hw, hw)
                 if pre.oracle is not None:
                     if settings.interpolation == "nearest":
                         oracle = np.where(draws.masked, 0, pre.oracle[draws.pixels])
                     else:
                         oracle = _bilinear_map(pre.oracle, pix4, w4, draws.masked)
-                    oracle = oracle.astype(dtype)
+                    oracle = _stored(oracle.astype(np.float32), dtype, path)
                     images["oracle"][start:stop] = oracle.reshape(m, hw, hw)
                 for name in ("lon", "lat", "psi", "masked_fraction"):
                     vectors[name][start:stop] = getattr(draws, name)
@@ -372,12 +371,19 @@ def _bilinear_map(values: np.ndarray, pix4: np.ndarray, w4: np.ndarray, zero: np
     return out
 
 
-def _check_float16(inputs: np.ndarray, target: np.ndarray, path: str) -> None:
-    if not (np.isfinite(inputs).all() and np.isfinite(target).all()):
+def _stored(values: np.ndarray, dtype: type, path: str) -> np.ndarray:
+    """``values`` (float32) in the storage dtype; refuses values float16 cannot hold."""
+    if dtype == np.float32:
+        return values
+    limit = float(np.finfo(np.float16).max)
+    # min/max are fast SIMD reductions, and NaN propagates through them.
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (-limit <= lo and hi <= limit):
         raise InputError(
-            f"{path}: values overflow float16 (|x| > 65504) or are not finite; expected "
-            "config 'cutouts.dtype: float32' for data of this range"
+            f"{path}: values in [{lo:g}, {hi:g}] do not fit float16 (|x| <= {limit:g}, finite); "
+            "expected config 'cutouts.dtype: float32' for data of this range"
         )
+    return values.astype(dtype)
 
 
 def write_shards(
