@@ -335,3 +335,26 @@ def train_mem_mb(wildcards, input):
 
 def predict_shards_input(wildcards):
     return subset_shards(wildcards.experiment, wildcards.subset)
+
+
+# --- cutout shards and Fig. 1 (stage cutouts; helper B) ---
+# Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
+# them does not remake the shards.
+SPECTRUM_KEYS = ("spectrum_pointings",)
+
+
+def cutout_settings(wildcards):
+    """The shard jobs' config slice, with the split of the requested directory."""
+    settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
+    settings["split"] = wildcards.split
+    return settings
+
+
+def cutout_oracle(wildcards):
+    """The preprocessed oracle map (synthetic sky only), else nothing."""
+    return f"results/preprocess/{wildcards.prep}/oracle.npy" if oracle_input() else []
+
+
+def cutout_shard_mem_mb(wildcards, input):
+    """Memory of a shard job: the memory-mapped stack plus chunk buffers."""
+    return int(input.size_mb) + 1024
