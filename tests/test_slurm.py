@@ -86,8 +86,12 @@ def test_workflow_profile_sets_threads_and_resources_of_exactly_the_workflow_rul
     # rule would silently lose its resources.
     profile = yaml.safe_load(WORKFLOW_PROFILE.read_text())
     rules = rules_of_workflow()
-    assert set(profile["set-threads"]) == rules
-    assert set(profile["set-resources"]) == rules
+    for key in ("set-threads", "set-resources"):
+        listed = set(profile[key])
+        assert listed == rules, (
+            f"profiles/default/config.yaml `{key}`: missing rules {sorted(rules - listed)}, "
+            f"unknown rules {sorted(listed - rules)}"
+        )
     for rule, resources in profile["set-resources"].items():
         assert {"mem_mb", "runtime"} <= set(resources), rule
 
