@@ -298,7 +298,24 @@ def main():
             out["profile"] = profile_steps(data, {**params, "compile": True}, device)
         except Exception:
             traceback.print_exc()
-    for mode in args.modes.split(","):
+
+    def run_end_to_end():
+        try:
+            e2e = end_to_end(device, npix, channels, {**params, "cuda_graphs": "auto"})
+            out["end_to_end"] = e2e
+            print(
+                f"end-to-end: resumed epochs {e2e['resumed_epochs']}, predicted "
+                f"{e2e['predicted']} cutouts, finite {e2e['finite']}\n{e2e['table']}",
+                flush=True,
+            )
+        except Exception:
+            traceback.print_exc()
+            out["end_to_end"] = {"error": traceback.format_exc(limit=5)}
+
+    modes = args.modes.split(",")
+    for i, mode in enumerate(modes):
+        if "autotune" in mode and "end_to_end" not in out:
+            run_end_to_end()  # before the slow-compiling modes
         p = {**params, "cuda_graphs": "graph" in mode, "compile": "compile" in mode}
         if "autotune" in mode:
             p["compile"] = "max-autotune-no-cudagraphs"
@@ -315,7 +332,8 @@ def main():
             print(
                 f"ours {mode}: {[round(r) for r in rates]} samples/s (graphs {graphs}), "
                 f"train loss {[round(h['train_loss'], 3) for h in hist]}, "
-                f"val loss {[round(h['val_loss'], 3) for h in hist]}",
+                f"val loss {[round(h['val_loss'], 3) for h in hist]}, "
+                f"wall {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
         except Exception:
@@ -323,34 +341,36 @@ def main():
             out["results"][f"ours {mode}"] = {"error": traceback.format_exc(limit=5)}
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        summarise(out, flops, args, final=i == len(modes) - 1)
 
-    del data
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    try:
-        e2e = end_to_end(device, npix, channels, {**params, "cuda_graphs": "auto"})
-        out["end_to_end"] = e2e
-        print(
-            f"end-to-end: resumed epochs {e2e['resumed_epochs']}, predicted {e2e['predicted']} "
-            f"cutouts, finite {e2e['finite']}\n{e2e['table']}",
-            flush=True,
-        )
-    except Exception:
-        traceback.print_exc()
-        out["end_to_end"] = {"error": traceback.format_exc(limit=5)}
+    if "end_to_end" not in out:
+        del data
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        run_end_to_end()
+        summarise(out, flops, args, final=True)
 
-    # Summary table: steady-state rate = median of the timed blocks (plain) or of the epochs
-    # after the first (ours: the first includes warm-up, graph capture and compilation).
-    plain = out["results"].get("plain fp32", {}).get("rates")
-    base = statistics.median(plain) if plain else math.nan
-    rows = []
+
+def summarise(out, flops, args, final):
+    """Print the table (a row after each mode, so a run cut short still reports) and save.
+
+    Steady-state rate: median of the timed blocks (plain loops) or of the epochs after the
+    first (ours: the first includes warm-up, graph capture and compilation).
+    """
+    info = out["info"]
+    rates = {}
     for name, r in out["results"].items():
-        if "rates" not in r:
-            rows.append((name, "failed", "", "", ""))
+        if "rates" in r:
+            steady = r["rates"] if name.startswith("plain") else r["rates"][1:] or r["rates"]
+            rates[name] = r["steady_samples_per_s"] = statistics.median(steady)
+    base = rates.get("plain fp32", math.nan)
+    strict = rates.get("plain fp32 strict (no TF32)", math.nan)
+    rows = []
+    for name in out["results"]:
+        if name not in rates:
+            rows.append((name, "failed", "", "", "", ""))
             continue
-        steady = r["rates"] if name.startswith("plain") else r["rates"][1:] or r["rates"]
-        rate = statistics.median(steady)
-        r["steady_samples_per_s"] = rate
+        rate = rates[name]
         minutes = PAPER_SAMPLES * PAPER_EPOCHS / rate / 60
         rows.append(
             (
@@ -358,21 +378,25 @@ def main():
                 f"{rate:,.0f}",
                 f"{rate * flops / 1e12:.1f}",
                 f"{rate / base:.2f}x",
+                f"{rate / strict:.2f}x",
                 f"{minutes:.1f}",
             )
         )
-    print(
-        f"\n{info['device']}, torch {info['torch']}, batch {args.batch}, "
-        f"{args.samples} resident samples, {flops / 3e9:.2f} GFLOP forward per sample"
-    )
-    print("| loop | samples/s | TFLOP/s | vs plain | paper run (50k x 40) min |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
+    if not final:
+        print("so far: " + " | ".join(rows[-1]), flush=True)
+        return
+    print(
+        f"\n{info['device']}, torch {info['torch']}, batch {args.batch}, "
+        f"{args.samples} resident samples, {flops / 3e9:.2f} GFLOP forward per sample"
+    )
+    print("| loop | samples/s | TFLOP/s | vs plain fp32 | vs strict fp32 | paper run min |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -242,22 +242,35 @@ def test_dihedral_permutations_are_the_rotations_and_flips():
     assert got == expected and len(got) == 8
 
 
-def test_augmented_batches_agree_between_channels_first_and_channels_last_storage():
+def test_augmented_batches_agree_between_storage_layouts_and_gather_paths():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(5, 3, 8, 8, generator=g)
     target, mask = torch.randn(5, 8, 8, generator=g), torch.rand(5, 8, 8, generator=g) > 0.8
     base = torch.randn(5, 8, 8, generator=g)
     nchw = ResidentData(feats, base, target, mask, nhwc=False)
     nhwc = ResidentData(feats.permute(0, 2, 3, 1).contiguous(), base, target, mask, nhwc=True)
-    idx = torch.tensor([3, 0, 4])
-    perm = dihedral_permutations(8)[torch.tensor([1, 5, 7])]
-    a, b = nchw.batch(idx, perm), nhwc.batch(idx, perm)
-    for u, v in zip(a, b, strict=True):
-        assert torch.equal(u, v)
-    x, t, m = a
+    idx, aug = torch.tensor([3, 0, 4]), torch.tensor([1, 5, 7])
+    per_sample = nchw.batch(idx, aug)  # CPU path: one rot90/flip per sample
+    per_sample_nhwc = nhwc.batch(idx, aug)
+    gather = nchw._assemble(*_gather_batch(nchw, idx, aug))  # the CUDA path, run on CPU
+    for u, v, w in zip(per_sample, per_sample_nhwc, gather, strict=True):
+        assert torch.equal(u, v) and torch.equal(u, w)
+    x, t, m = per_sample
     k = 1  # element 1 is rot90 once: applies to features, base channel, target and mask alike
     assert torch.equal(x[0, :3], torch.rot90(feats[3], k, dims=(-2, -1)))
     assert torch.equal(x[0, 3], torch.rot90(base[3], k))
-    assert torch.equal(t[0], torch.rot90(target[3], k)) and torch.equal(
-        m[0], torch.rot90(mask[3], k)
-    )
+    assert torch.equal(t[0], torch.rot90(target[3], k))
+    assert torch.equal(m[0], torch.rot90(mask[3], k))
+
+
+def _gather_batch(data, idx, aug):
+    """The gather-based batch of ResidentData.batch (used on CUDA), forced on CPU tensors."""
+    perm = dihedral_permutations(data.npix)[aug]
+    b, hw = len(idx), data.npix**2
+    f = data.features[idx].reshape(b, -1, hw)
+    f = f.gather(2, perm[:, None, :].expand(b, f.shape[1], hw)).view(b, -1, data.npix, data.npix)
+
+    def g2(a):
+        return a[idx].reshape(b, hw).gather(1, perm).view(b, data.npix, data.npix)
+
+    return f, g2(data.base), g2(data.target), g2(data.mask)

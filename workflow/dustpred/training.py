@@ -294,16 +294,21 @@ class ResidentData:
     def npix(self) -> int:
         return self.target.shape[-1]
 
-    def batch(self, idx: torch.Tensor, perm: torch.Tensor | None = None):
-        """Gather cutouts ``idx`` (b,) and apply per-sample pixel permutations ``perm``
-        (b, H*W) if given. Returns x (b, C, H, W) float32 (channels_last strides if
-        ``nhwc``), target (b, H, W) and mask (b, H, W), on the data's device."""
+    def batch(self, idx: torch.Tensor, aug: torch.Tensor | None = None):
+        """Gather cutouts ``idx`` (b,) and apply to each the rotation/flip ``aug`` (b,) codes
+        0-7 of :func:`dihedral_permutations` if given. Returns x (b, C, H, W) float32
+        (channels_last strides if ``nhwc``), target (b, H, W) and mask (b, H, W), on the
+        data's device. On CUDA this is a fixed sequence of kernels (capturable in a graph);
+        on CPU each sample is transformed on its own (faster there than a gather)."""
+        if aug is not None and self.features.device.type == "cpu" and not self.nhwc:
+            return self._batch_per_sample(idx, aug)
         f = self.features.index_select(0, idx)
         t = self.target.index_select(0, idx)
         m = self.mask.index_select(0, idx)
         base = self.base.index_select(0, idx) if self.base is not None else None
         b, h, w = t.shape
-        if perm is not None:
+        if aug is not None:
+            perm = self._perms(f.device).index_select(0, aug)
             hw = h * w
             if self.nhwc:
                 c = f.shape[-1]
@@ -317,6 +322,31 @@ class ResidentData:
             m = m.reshape(b, hw).gather(1, perm).view(b, h, w)
             if base is not None:
                 base = base.reshape(b, hw).gather(1, perm).view(b, h, w)
+        return self._assemble(f, base, t, m)
+
+    def _perms(self, device: torch.device) -> torch.Tensor:
+        if getattr(self, "_perm_cache", None) is None or self._perm_cache.device != device:
+            self._perm_cache = dihedral_permutations(self.npix).to(device)
+        return self._perm_cache
+
+    def _batch_per_sample(self, idx: torch.Tensor, aug: torch.Tensor):
+        """CPU path of :meth:`batch`: each sample rotated/flipped and written into the batch."""
+        b, n = len(idx), self.npix
+        nf = self.features.shape[1]
+        x = torch.empty((b, nf + (self.base is not None), n, n), dtype=torch.float32)
+        t = torch.empty((b, n, n), dtype=self.target.dtype)
+        m = torch.empty((b, n, n), dtype=self.mask.dtype)
+        for j, (i, g) in enumerate(zip(idx.tolist(), aug.tolist(), strict=True)):
+            f = self.features[i]
+            # CPUs flip float16 slowly: convert first.
+            x[j, :nf] = dihedral_transform(f.float() if f.dtype == torch.float16 else f, g)
+            if self.base is not None:
+                x[j, nf] = dihedral_transform(self.base[i], g)
+            t[j] = dihedral_transform(self.target[i], g)
+            m[j] = dihedral_transform(self.mask[i], g)
+        return x, t, m
+
+    def _assemble(self, f, base, t, m):
         x = f.permute(0, 3, 1, 2) if self.nhwc else f
         x = x.float()
         if base is not None:
@@ -324,6 +354,15 @@ class ResidentData:
         if self.nhwc:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, t, m
+
+
+def dihedral_transform(image: torch.Tensor, g: int, channels_last: bool = False) -> torch.Tensor:
+    """Element ``g`` (0-7) of the rotations/flips of :func:`dihedral_permutations` applied to
+    an image (..., H, W) (or (H, W, C) if ``channels_last``)."""
+    dims = (-3, -2) if channels_last else (-2, -1)
+    if g >= 4:
+        image = image.flip(dims[1])
+    return torch.rot90(image, g % 4, dims=dims) if g % 4 else image
 
 
 def load_resident(
@@ -337,7 +376,7 @@ def load_resident(
 
     On CUDA the features are stored in bf16, channels-last, in GPU memory if they take less
     than 60 % of the free memory (host memory otherwise). On CPU they are stored in float32,
-    or float16 above 1 GiB (standardised values, so float16's 3 digits are ample).
+    or float16 above 4 GiB (standardised values, so float16's 3 digits are ample).
     """
     n, (h, w) = shards.n, shards.shape
     nf = stats.n_features
@@ -355,7 +394,8 @@ def load_resident(
                 free / 1e9,
             )
     else:
-        dtype = torch.float32 if nbytes <= 2**30 else torch.float16
+        # float16 halves the memory, but CPUs convert and permute it slowly: only if needed.
+        dtype = torch.float32 if nbytes <= 4 * 2**30 else torch.float16
         store = device
     nhwc = cuda
     shape = (n, h, w, nf) if nhwc else (n, nf, h, w)
@@ -513,7 +553,6 @@ class Trainer:
             self.opt = torch.optim.Adam(self.params, lr=lr, fused=True, capturable=True)
         else:
             self.opt = torch.optim.Adam(self.params, lr=float(self.p["lr"]))
-        self.perms = dihedral_permutations(data.npix).to(data.features.device)
         self.acc = torch.zeros(
             3, dtype=torch.float64 if not self.cuda else torch.float32, device=device
         )
@@ -539,8 +578,7 @@ class Trainer:
 
     # -- one step
     def _step_body(self, idx: torch.Tensor, aug: torch.Tensor | None) -> torch.Tensor:
-        perm = self.perms.index_select(0, aug) if aug is not None else None
-        x, t, m = self.data.batch(idx, perm)
+        x, t, m = self.data.batch(idx, aug)
         if x.device != self.device:  # training set kept in host memory
             x, t, m = (v.to(self.device, non_blocking=True) for v in (x, t, m))
         with self.autocast:

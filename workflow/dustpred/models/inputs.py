@@ -146,7 +146,8 @@ class ShardSet:
             local = sorted_idx[shard == s] - self.offsets[s]
             with h5py.File(self.paths[s], "r") as f:
                 for k in names:
-                    parts[k].append(f[k][local])
+                    # One read per cutout: h5py's fancy indexing is ~100x slower here.
+                    parts[k].append(np.stack([f[k][int(i)] for i in local]))
         out = {}
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
