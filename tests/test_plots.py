@@ -150,9 +150,17 @@ def test_training_figure_has_loss_and_r_by_epoch(training_csv):
     fig = plots.training_figure(pd.read_csv(training_csv))
     ax_loss, ax_r = fig.axes
     assert ax_loss.get_xlabel() == "epoch" and "loss" in ax_loss.get_ylabel()
-    assert ax_loss.get_yscale() == "log"
+    assert ax_loss.get_yscale() == "linear"  # 5/e over 5 epochs: less than a decade
     labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
     assert labels == ["r50", "r150", "train", "validation"]
+    plots.plt.close(fig)
+
+
+def test_training_loss_spanning_decades_is_on_a_log_scale(training_csv):
+    table = pd.read_csv(training_csv)
+    table["train_loss"] = 100.0 / table["epoch"] ** 2
+    fig = plots.training_figure(table)
+    assert fig.axes[0].get_yscale() == "log"
     plots.plt.close(fig)
 
 

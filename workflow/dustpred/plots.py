@@ -239,7 +239,9 @@ def training_figure(training: pd.DataFrame) -> Figure:
     epoch = training["epoch"]
     ax_loss.plot(epoch, training["train_loss"], color=PALETTE["unet"], ls="--", label="train")
     ax_loss.plot(epoch, training["val_loss"], color=PALETTE["unet"], ls="-", label="validation")
-    if (training[["train_loss", "val_loss"]] > 0).all().all():
+    losses = training[["train_loss", "val_loss"]].to_numpy(dtype=float)
+    # log scale only where the loss spans more than a decade; else it just hides the ticks
+    if np.all(losses > 0) and np.nanmax(losses) > 10 * np.nanmin(losses):
         ax_loss.set_yscale("log")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss (eq. 2.3)")
