@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 
 import healpy as hp  # noqa: E402
 import numpy as np  # noqa: E402
+
 from dustpred.projection import gnomonic_cutouts  # noqa: E402
 
 PAPER_MAP_CUTOUTS = 51_000 * 65

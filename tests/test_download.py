@@ -6,6 +6,7 @@ import re
 import threading
 
 import pytest
+
 from dustpred.download import download, sha256_of
 from dustpred.errors import InputError
 

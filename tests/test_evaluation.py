@@ -4,6 +4,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from fake_predictions import write_fake_predictions
+
 from dustpred.errors import InputError
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
@@ -20,7 +22,6 @@ from dustpred.evaluation import (
     wins_table,
 )
 from dustpred.metrics import r50_r150, r_ell
-from fake_predictions import write_fake_predictions
 
 
 def run_evaluate(tmp_path, **fake):

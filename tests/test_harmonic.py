@@ -3,6 +3,7 @@
 import healpy as hp
 import numpy as np
 import pytest
+
 from dustpred import harmonic
 
 

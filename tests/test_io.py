@@ -4,6 +4,7 @@ import healpy as hp
 import numpy as np
 import pytest
 from astropy.io import fits
+
 from dustpred import io
 from dustpred.errors import InputError
 

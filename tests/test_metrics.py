@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from dustpred.errors import InputError
 from dustpred.metrics import (
     bin_edges,

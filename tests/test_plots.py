@@ -4,10 +4,11 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
+from fake_predictions import write_fake_predictions
+
 from dustpred import plots
 from dustpred.errors import InputError
 from dustpred.evaluation import MODELS, ORACLE, evaluate
-from fake_predictions import write_fake_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

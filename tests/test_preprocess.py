@@ -5,6 +5,7 @@ import json
 import healpy as hp
 import numpy as np
 import pytest
+
 from dustpred import harmonic, io, preprocess
 from dustpred.errors import InputError
 

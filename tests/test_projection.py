@@ -12,6 +12,9 @@ matplotlib.use("Agg")
 import healpy as hp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from dustpred.errors import InputError  # noqa: E402
 from dustpred.projection import (  # noqa: E402
     cutout_pixels,
@@ -21,8 +24,6 @@ from dustpred.projection import (  # noqa: E402
     plane_vectors,
     rotation_matrices,
 )
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 NSIDE = 32
 # healpy's gnomview uses colormap calls that matplotlib schedules for deprecation.

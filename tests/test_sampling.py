@@ -3,6 +3,7 @@
 import healpy as hp
 import numpy as np
 import pytest
+
 from dustpred.errors import ConfigError, InputError
 from dustpred.projection import cutout_pixels, cutout_vectors, half_diagonal_deg
 from dustpred.sampling import (

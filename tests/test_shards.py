@@ -10,6 +10,7 @@ import h5py
 import healpy as hp
 import numpy as np
 import pytest
+
 from dustpred import shards
 from dustpred.errors import InputError
 from dustpred.projection import gnomonic_cutouts

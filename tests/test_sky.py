@@ -6,6 +6,7 @@ import healpy as hp
 import numpy as np
 import pytest
 from astropy.io import fits
+
 from dustpred import io, sky
 
 NSIDE = 32

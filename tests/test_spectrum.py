@@ -4,6 +4,7 @@ import healpy as hp
 import numpy as np
 import pandas as pd
 import pytest
+
 from dustpred import io
 from dustpred.errors import InputError
 from dustpred.spectrum import COLUMNS, plot_velocity_spectrum, unmasked_pointings

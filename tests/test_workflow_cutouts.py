@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import job_counts, snakemake_cli
+
 from dustpred.shards import load_shards
 
 pytestmark = pytest.mark.workflow

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fake_predictions import write_fake_predictions
+
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
@@ -20,7 +22,6 @@ from dustpred.evaluation import (
     SUMMARY_COLUMNS,
     WINS_COLUMNS,
 )
-from fake_predictions import write_fake_predictions
 
 pytestmark = pytest.mark.workflow
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
+
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,

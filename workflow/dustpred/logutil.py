@@ -55,4 +55,19 @@ def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO)
     logging.getLogger("healpy").setLevel(max(level, logging.WARNING))
     logger = logging.getLogger("dustpred")
     logger.setLevel(level)
+    _log_uncaught_exceptions(logger)
     return logger
+
+
+def _log_uncaught_exceptions(logger: logging.Logger) -> None:
+    """Write an uncaught exception's traceback to the log too, so a failed job's log says why."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if not issubclass(exc_type, KeyboardInterrupt):
+            logger.critical("job failed", exc_info=(exc_type, exc, tb))
+        previous(exc_type, exc, tb)
+
+    if not getattr(previous, "_dustpred", False):
+        hook._dustpred = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
