@@ -1,0 +1,116 @@
+"""Rerun only what changed (issue 7): from a finished tiny run with two experiments, each
+config edit makes `snakemake -n` list exactly the jobs that depend on it.
+
+Expected job sets are written out by rule and wildcards, so a rule that starts taking a
+wider config slice (and so reruns on unrelated edits) fails here.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TINY_CONFIG, snakemake_cli
+
+pytestmark = pytest.mark.workflow
+
+EXPERIMENTS = REPO / "tests" / "configs" / "tiny_experiments.yaml"
+PER_RUN_PLOTS = {"plot_example", "plot_per_cutout", "plot_r_ell", "plot_training"}
+
+
+def planned_jobs(workdir: Path, edit: dict | None = None, text: str | None = None) -> set:
+    """``{(rule, experiment, seed)}`` of the jobs a dry run would execute after an edit.
+
+    ``edit`` is merged into a fresh copy of the experiments file; ``text`` replaces it.
+    """
+    cfg = workdir / "edited.yaml"
+    if text is not None:
+        cfg.write_text(text)
+    else:
+        data = yaml.safe_load(EXPERIMENTS.read_text())
+        data.update(edit or {})
+        cfg.write_text(yaml.safe_dump(data))
+    files = [REPO / "config" / "config.yaml", TINY_CONFIG, cfg]
+    result = snakemake_cli(workdir, configfiles=files, args=("-n",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = set()
+    for block in re.split(r"\n(?=rule |localrule )", result.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        wildcards = dict(re.findall(r"(\w+)=([^\s,]+)", _line(block, "wildcards:")))
+        jobs.add((head.group(1), wildcards.get("experiment"), wildcards.get("seed")))
+    return jobs
+
+
+def _line(block: str, key: str) -> str:
+    for line in block.splitlines():
+        if line.strip().startswith(key):
+            return line
+    return ""
+
+
+def rules(jobs: set) -> set:
+    return {rule for rule, _, _ in jobs}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_reruns")
+    files = [REPO / "config" / "config.yaml", TINY_CONFIG, EXPERIMENTS]
+    result = snakemake_cli(workdir, configfiles=files)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_finished_run_plans_nothing(finished):
+    assert planned_jobs(finished) == set()
+
+
+def test_comment_and_key_order_change_reruns_nothing(finished):
+    reordered = (
+        "# a new comment\nexperiments:\n  lam0:\n    unet: {loss_lambda: 0.0}\n  baseline: {}\n"
+    )
+    assert planned_jobs(finished, text=reordered) == set()
+
+
+def test_lambda_of_one_experiment_reruns_its_training_onward_only(finished):
+    jobs = planned_jobs(
+        finished, {"experiments": {"baseline": {}, "lam0": {"unet": {"loss_lambda": 5.0}}}}
+    )
+    per_experiment = {(rule, exp, seed) for rule, exp, seed in jobs if exp is not None}
+    expected = {("train_unet", "lam0", "0"), ("predict", "lam0", "0"), ("evaluate", "lam0", "0")}
+    expected |= {(rule, "lam0", "0") for rule in PER_RUN_PLOTS}
+    assert per_experiment == expected
+    assert rules(jobs) - rules(per_experiment) == {"summary", "plot_lambda_sweep", "all"}
+
+
+def test_cutout_count_reruns_cutouts_onward_not_preprocessing(finished):
+    base = yaml.safe_load(TINY_CONFIG.read_text())["cutouts"]
+    jobs = planned_jobs(finished, {"cutouts": {**base, "n_train": base["n_train"] + 4}})
+    assert {"cutout_shard", "gather_cutouts", "fit_linear", "train_unet", "predict"} <= rules(jobs)
+    assert not {"simulate_sky", "preprocess", "preprocess_oracle", "velocity_spectrum"} & rules(
+        jobs
+    )
+
+
+def test_plot_setting_reruns_plots_only(finished):
+    jobs = planned_jobs(finished, {"plots": {"dpi": 61}})
+    assert rules(jobs) - {"all"} == PER_RUN_PLOTS | {"plot_lambda_sweep"}
+
+
+def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
+    jobs = planned_jobs(
+        finished,
+        {"experiments": {"baseline": {"seeds": [0, 1]}, "lam0": {"unet": {"loss_lambda": 0.0}}}},
+    )
+    per_seed = {(rule, exp, seed) for rule, exp, seed in jobs if seed is not None}
+    expected = {("train_unet", "baseline", "1"), ("predict", "baseline", "1")}
+    expected |= {("evaluate", "baseline", "1")} | {
+        (rule, "baseline", "1") for rule in PER_RUN_PLOTS
+    }
+    assert per_seed == expected
+    # Across-seed and across-experiment outputs gain a row or a curve, and nothing else reruns.
+    others = rules(jobs) - rules(per_seed)
+    assert others <= {"summary", "plot_seed_ensemble", "plot_lambda_sweep", "all"}
+    assert "summary" in others
