@@ -401,7 +401,7 @@ def test_cancelled_training_was_resubmitted_with_more_time_and_resumed(slurm_run
     )
     print(f"\ncancelled Slurm job {train[0].jobid}; resubmitted as {train[1].jobid}: {m.group(0)}")
     assert k >= 1 and epochs == list(range(k + 1, len(history) + 1))
-    assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+    assert history["epoch"].tolist() == list(range(1, EXTRA_CONFIG["unet"]["epochs"] + 1))
     assert not (slurm_run.workdir / RESUME_STATE).exists()
 
 
