@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_training_shards import write_fake_shards
+
 from dustpred.training import (
     HISTORY_COLUMNS,
     DistInfo,
@@ -19,7 +21,6 @@ from dustpred.training import (
     split_train_validation,
     train_unet,
 )
-from fake_training_shards import write_fake_shards
 
 TINY = {
     "variant": "residual",
@@ -167,3 +168,30 @@ def test_two_process_gloo_run_follows_the_one_process_loss_curve(shards, tmp_pat
     b = torch.load(tmp_path / "two" / "unet.pt", weights_only=False)["state_dict"]
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
+
+
+def test_two_process_run_resumes_a_one_process_state(shards, tmp_path):
+    params = {**TINY, "dropout": 0.0, "epochs": 2, "sync_batchnorm": True}
+    out = tmp_path / "run"
+    spec = TrainSpec(
+        shards,
+        str(out / "unet.pt"),
+        str(out / "training.csv"),
+        str(out / "resume" / "state.pt"),
+        params,
+        7,
+        2,
+        str(tmp_path / "log.txt"),
+    )
+
+    def kill(epoch, result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(spec, _on_epoch_end=kill)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    launch_distributed(spec, 2, env=env)
+    assert "resuming from" in (tmp_path / "log.txt").read_text()
+    table = pd.read_csv(out / "training.csv")
+    assert table["epoch"].tolist() == [1, 2]
+    assert not (out / "resume" / "state.pt").exists()

@@ -41,7 +41,9 @@ def predict_unet(
     """U-Net prediction (n, H, W) float32 in target units, masked pixels zero."""
     out = np.empty((len(inputs),) + inputs.shape[-2:], dtype=np.float32)
     for lo in range(0, len(inputs), batch):
-        x = prepare_inputs(inputs[lo : lo + batch], mask[lo : lo + batch], stats).to(device)
+        # Normalise on the network's device (asinh of every channel is slow on a CPU).
+        raw = torch.from_numpy(np.ascontiguousarray(inputs[lo : lo + batch])).to(device)
+        x = prepare_inputs(raw, torch.from_numpy(mask[lo : lo + batch]).to(device), stats)
         pred = net(x).float().cpu().numpy() * stats.target_scale
         out[lo : lo + batch] = pred * (mask[lo : lo + batch] == 0)
     return out
