@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 from dustpred.losses import PaperLoss  # noqa: E402
 from dustpred.models.unet import UNet, forward_flops  # noqa: E402
 from dustpred.training import DistInfo, ResidentData, Trainer  # noqa: E402
@@ -190,10 +191,11 @@ def profile_steps(data, params, device, steps=10):
 def end_to_end(device, npix, channels, params):
     """Shards -> train (killed after epoch 1, resumed) -> predict, on this device."""
     import h5py
+    from fake_training_shards import write_fake_shards
+
     from dustpred.models.linear import fit_linear
     from dustpred.predict import predict_shards
     from dustpred.training import train_unet
-    from fake_training_shards import write_fake_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -301,7 +303,10 @@ def main():
 
     def run_end_to_end():
         try:
-            e2e = end_to_end(device, npix, channels, {**params, "cuda_graphs": "auto"})
+            # paper.yaml's settings: CUDA graphs and torch.compile
+            e2e = end_to_end(
+                device, npix, channels, {**params, "cuda_graphs": "auto", "compile": True}
+            )
             out["end_to_end"] = e2e
             print(
                 f"end-to-end: resumed epochs {e2e['resumed_epochs']}, predicted "
