@@ -27,7 +27,10 @@ Several GPUs: :func:`train_unet` re-launches itself through ``torch.distributed.
 process per GPU (:func:`launch_distributed`); every rank holds the data, each global batch
 is split across ranks without overlap, BatchNorm statistics are synchronised across ranks
 (``sync_batchnorm``), gradients are averaged by DistributedDataParallel, metrics are summed
-over ranks, and only rank 0 writes files. The same code runs on CPU with the gloo backend.
+over ranks, and only rank 0 writes files. The same code runs on CPU with the gloo backend
+(tested there against one process). Under DDP the training step runs eagerly unless
+``cuda_graphs: true`` (graph capture of NCCL all-reduces is supported by PyTorch but has not
+been run on several GPUs here).
 """
 
 from __future__ import annotations
@@ -170,7 +173,7 @@ class DistInfo:
         return self.world > 1
 
 
-def _init_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
+def _init_distributed(device_pref: str, cuda_graphs="auto") -> tuple[DistInfo, torch.device]:
     """Join the process group that torchrun set up (if any) and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
@@ -184,6 +187,10 @@ def _init_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
     else:
         device = torch.device("cpu")
+    if use_cuda and str(cuda_graphs).lower() == "true":
+        # Capturing NCCL all-reduces in a CUDA graph needs NCCL's watchdog error handling off
+        # (PyTorch's CUDA-graph notes); it must be set before the process group exists.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return info, device
@@ -939,7 +946,7 @@ def run_training(
 ) -> TrainResult:
     """Train in this process (rank of a torchrun group if one is set up)."""
     p = with_defaults(spec.params)
-    info, device = _init_distributed(p["device"])
+    info, device = _init_distributed(p["device"], p["cuda_graphs"])
     threads = max(1, spec.threads // info.world) if device.type == "cpu" else spec.threads
     torch.set_num_threads(max(1, threads))
     shards = ShardSet(spec.train_shards)
