@@ -46,7 +46,7 @@ STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
 CONFIGS = [REPO / "config" / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml"]
 # On top of the tiny config, for both runs: a fixed number of epochs, enough for training to
 # be cancelled after its first and still have epochs left to resume (and few, to stay fast).
-EXTRA_CONFIG = {"unet": {"epochs": 4}}
+EXTRA_CONFIG = {"unet": {"epochs": 6}}
 PROFILES = [
     "--profile",
     str(REPO / "profiles" / "slurm"),
@@ -255,11 +255,18 @@ def _cancel_training_when_resumable(workdir: Path, proc: subprocess.Popen) -> in
     state = workdir / RESUME_STATE
     while proc.poll() is None:
         if state.exists():
-            for job in _slurm_jobs():
-                if job.rule == "train_unet" and job.state == "RUNNING":
-                    subprocess.run(["scancel", str(job.jobid)], check=True)
-                    return job.jobid
-        time.sleep(0.2)
+            running = subprocess.run(
+                ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split("\n")
+            for line in running:
+                if line.split(" ")[-1].startswith("rule_train_unet_"):
+                    jobid = int(line.split(" ")[0])
+                    subprocess.run(["scancel", str(jobid)], check=True)
+                    return jobid
+        time.sleep(0.1)
     return None
 
 
