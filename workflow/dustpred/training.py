@@ -934,7 +934,13 @@ def launch_distributed(spec: TrainSpec, nproc: int, *, env: dict | None = None) 
     ]
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
     done = subprocess.run(cmd, env=child_env, check=False)
-    if done.returncode != 0:
+    if done.returncode == 0:
+        os.remove(spec_path)
+        try:
+            os.rmdir(os.path.dirname(spec_path))  # only if empty
+        except OSError:
+            pass
+    else:
         raise RuntimeError(
             f"distributed training ({nproc} processes) failed with exit code "
             f"{done.returncode}; see the log above and {spec.log_path}"
@@ -1045,6 +1051,10 @@ def run_training(
         _atomic_csv(pd.DataFrame(result.history, columns=HISTORY_COLUMNS), spec.table_path)
         if os.path.exists(spec.resume_path):
             os.remove(spec.resume_path)
+        try:
+            os.rmdir(os.path.dirname(spec.resume_path) or ".")  # only if empty
+        except OSError:
+            pass
         log.info(
             "wrote %s (best validation epoch %d) and %s",
             spec.model_path,
