@@ -4,6 +4,7 @@ and it stays finite (with finite gradients) where modes have ~zero amplitude."""
 import numpy as np
 import pytest
 import torch
+
 from dustpred.losses import PaperLoss, band_correlations, rfft_band_weights
 from dustpred.metrics import r50_r150
 

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fake_training_shards import SIDE_DEG, write_fake_shards
+
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid
 from dustpred.models.inputs import ShardSet, fit_input_stats, prepare_inputs
@@ -19,7 +21,6 @@ from dustpred.models.linear import (
 )
 from dustpred.models.unet import UNet, forward_flops
 from dustpred.training import ResidentData, dihedral_permutations, load_model, save_model
-from fake_training_shards import SIDE_DEG, write_fake_shards
 
 # --- integrated and linear -------------------------------------------------------------------
 

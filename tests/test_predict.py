@@ -4,12 +4,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from fake_training_shards import write_fake_shards
+
 from dustpred.errors import InputError
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.linear import fit_linear, predict_linear, read_weights
 from dustpred.predict import predict_shards
 from dustpred.training import load_model, train_unet
-from fake_training_shards import write_fake_shards
 
 PARAMS = {
     "variant": "residual",
