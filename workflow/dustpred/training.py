@@ -57,7 +57,7 @@ from torch import nn
 import dustpred
 from dustpred.errors import ConfigError, InputError
 from dustpred.losses import PaperLoss
-from dustpred.models.inputs import InputStats, ShardSet, fit_input_stats, prepare_inputs
+from dustpred.models.inputs import InputStats, ShardSet, fit_input_stats, prepare_features
 from dustpred.models.unet import UNet, build_unet
 
 log = logging.getLogger("dustpred.training")  # also when run as __main__ by torchrun
@@ -415,17 +415,16 @@ def load_resident(
     for start, d in shards.iter_chunks(["inputs", "target", "mask"], chunk):
         stop = start + len(d["target"])
         raw = torch.from_numpy(np.asarray(d["inputs"], dtype=np.float32)).to(work)
-        m = torch.from_numpy(np.asarray(d["mask"]) != 0).to(work)
-        x = prepare_inputs(raw, m, stats)
-        feats = x[:, :nf]
+        good = torch.from_numpy(np.asarray(d["mask"]) == 0).to(work)
+        feats, b = prepare_features(raw, good, stats, inplace=True)
         if nhwc:
             feats = feats.permute(0, 2, 3, 1)
         features[start:stop] = feats.to(store, dtype)
         if residual:
-            base[start:stop] = x[:, nf].to(store)
+            base[start:stop] = b.to(store)
         t = torch.from_numpy(np.asarray(d["target"], dtype=np.float32)).to(work)
-        target[start:stop] = (t * ~m / stats.target_scale).to(store)
-        mask[start:stop] = m.to(store)
+        target[start:stop] = (t * good / stats.target_scale).to(store)
+        mask[start:stop] = (~good).to(store)
     if store.type == "cpu" and cuda:
         features = features.pin_memory()
     return ResidentData(features, base, target, mask, nhwc)

@@ -290,6 +290,35 @@ def fit_input_stats(
     return stats
 
 
+def prepare_features(
+    inputs: torch.Tensor, good: torch.Tensor, stats: InputStats, *, inplace: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Standardised features (n, F, H, W) and, for the residual variant, the scaled
+    integrated map (n, H, W) (else None), from float32 channel maps (n, C, H, W).
+
+    ``good`` (n, H, W) is True where unmasked. With ``inplace`` the cube features overwrite
+    ``inputs`` (saves memory passes when preparing a whole training set).
+    """
+    if inputs.shape[1] != len(stats.velocities_kms):
+        raise InputError(
+            f"U-Net inputs: got {inputs.shape[1]} channels; the model was trained on "
+            f"{len(stats.velocities_kms)}"
+        )
+    dev = inputs.device
+    base = None
+    if stats.variant == "residual":
+        base = inputs.sum(dim=1) * (good / stats.base_scale)
+    mean = torch.tensor(stats.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(stats.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    if stats.input_kind == "cube" and inplace:
+        f = inputs.div_(stats.softening).asinh_()
+    else:
+        velocities = torch.tensor(stats.velocities_kms, dtype=torch.float32, device=dev)
+        f = _features(inputs, velocities, stats.input_kind, stats.softening)
+    f.sub_(mean).div_(std).mul_(good.unsqueeze(1))
+    return f, base
+
+
 def prepare_inputs(inputs, mask, stats: InputStats) -> torch.Tensor:
     """Network inputs (n, stats.in_channels, H, W) float32 from raw channel maps.
 
@@ -302,17 +331,5 @@ def prepare_inputs(inputs, mask, stats: InputStats) -> torch.Tensor:
     """
     x = torch.as_tensor(np.asarray(inputs) if not torch.is_tensor(inputs) else inputs).float()
     good = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask) == 0
-    good = good.to(x.device).unsqueeze(1)
-    if x.shape[1] != len(stats.velocities_kms):
-        raise InputError(
-            f"U-Net inputs: got {x.shape[1]} channels; the model was trained on "
-            f"{len(stats.velocities_kms)}"
-        )
-    velocities = torch.tensor(stats.velocities_kms, dtype=torch.float32, device=x.device)
-    f = _features(x, velocities, stats.input_kind, stats.softening)
-    mean = torch.tensor(stats.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(stats.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    f = (f - mean) / std
-    if stats.variant == "residual":
-        f = torch.cat([f, x.sum(dim=1, keepdim=True) / stats.base_scale], dim=1)
-    return f * good
+    f, base = prepare_features(x, good.to(x.device), stats)
+    return f if base is None else torch.cat([f, base.unsqueeze(1)], dim=1)
