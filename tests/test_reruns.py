@@ -96,7 +96,8 @@ def test_cutout_count_reruns_cutouts_onward_not_preprocessing(finished):
 
 def test_plot_setting_reruns_plots_only(finished):
     jobs = planned_jobs(finished, {"plots": {"dpi": 61}})
-    assert rules(jobs) - {"all"} == PER_RUN_PLOTS | {"plot_lambda_sweep"}
+    # velocity_spectrum is the paper's Fig. 1 (it plots too).
+    assert rules(jobs) - {"all"} == PER_RUN_PLOTS | {"plot_lambda_sweep", "velocity_spectrum"}
 
 
 def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
