@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dustpred.metrics import _TINY, DEFAULT_SIDE_DEG, EPS_POWER, _weights
+from dustpred.metrics import DEFAULT_SIDE_DEG, _weights, mode_correlation_torch
 
 
 def rfft_band_weights(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
@@ -35,14 +35,9 @@ def band_correlations(target: torch.Tensor, prediction: torch.Tensor, weights: t
     mode's amplitude is ~0 (the amplitude floor of :mod:`dustpred.metrics`).
     """
     dtype = weights.dtype
-    t = torch.fft.rfft2(target.to(dtype))
-    p = torch.fft.rfft2(prediction.to(dtype))
-    num = t.real * p.real + t.imag * p.imag
-    pow_t = t.real**2 + t.imag**2
-    pow_p = p.real**2 + p.imag**2
-    floor_t = (EPS_POWER * pow_t.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
-    floor_p = (EPS_POWER * pow_p.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
-    rk = num / (torch.sqrt(pow_t + floor_t) * torch.sqrt(pow_p + floor_p))
+    rk = mode_correlation_torch(
+        torch.fft.rfft2(target.to(dtype)), torch.fft.rfft2(prediction.to(dtype))
+    )
     return rk.flatten(-2) @ weights
 
 

@@ -196,8 +196,15 @@ def r50_r150_torch(target, prediction, *, side_deg: float = DEFAULT_SIDE_DEG):
     _, bands, _ = _weights(tuple(target.shape[-2:]), float(side_deg))
     dtype = torch.promote_types(torch.promote_types(target.dtype, prediction.dtype), torch.float32)
     w = torch.tensor(bands, dtype=dtype, device=target.device)
-    t = torch.fft.fft2(target.to(dtype))
-    p = torch.fft.fft2(prediction.to(dtype))
+    rk = mode_correlation_torch(
+        torch.fft.fft2(target.to(dtype)), torch.fft.fft2(prediction.to(dtype))
+    )
+    return rk.flatten(-2) @ w
+
+
+def mode_correlation_torch(t, p):
+    """Per-mode r_k (..., ny, nx) of two complex torch FFTs (..., ny, nx), with the amplitude
+    floor of :func:`mode_correlation`; the floor is not differentiated through."""
     num = t.real * p.real + t.imag * p.imag
     pow_t = t.real**2 + t.imag**2
     pow_p = p.real**2 + p.imag**2
@@ -205,5 +212,4 @@ def r50_r150_torch(target, prediction, *, side_deg: float = DEFAULT_SIDE_DEG):
     floor_p = (EPS_POWER * pow_p.amax(dim=(-2, -1), keepdim=True)).detach() + _TINY
     # Two amplitudes, each floored, rather than sqrt(pow_t * pow_p): the product of four
     # powers of the FFT amplitude overflows float32 for maps of order 1e3 (K km/s).
-    rk = num / (torch.sqrt(pow_t + floor_t) * torch.sqrt(pow_p + floor_p))
-    return rk.flatten(-2) @ w
+    return num / ((pow_t + floor_t).sqrt() * (pow_p + floor_p).sqrt())
