@@ -61,6 +61,12 @@ def test_velocity_axis_matches_header(tmp_path, cube):
     np.testing.assert_allclose(io.hi_velocity_axis(path), VELOCITIES, rtol=0, atol=1e-9)
 
 
+def test_cube_with_another_column_name_is_read_through_that_column(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube, column="TEMP")
+    np.testing.assert_allclose(io.hi_velocity_axis(path, column="TEMP"), VELOCITIES, atol=1e-9)
+    assert io.hi_nside(path, column="TEMP") == NSIDE
+
+
 def test_velocity_axis_in_kms_units(tmp_path, cube):
     path = write_cube(tmp_path / "hi.fits", cube)
     with fits.open(path, mode="update") as hdul:

@@ -621,12 +621,14 @@ def hi_velocity_axis(
     return _cube_parts(path, column, coordsys_if_missing)[0].velocities.copy()
 
 
-def hi_nside(path: str | os.PathLike, *, coordsys_if_missing: str | None = None) -> int:
+def hi_nside(
+    path: str | os.PathLike, *, column: str | None = None, coordsys_if_missing: str | None = None
+) -> int:
     """Nside of the HI cube (header only); for an image cube, the Nside it is sampled at."""
     image = _find_image_cube(path)
     if image is not None:
         return image.nside
-    return _cube_parts(path, None, coordsys_if_missing)[0].info.nside
+    return _cube_parts(path, column, coordsys_if_missing)[0].info.nside
 
 
 def channels_in_range(

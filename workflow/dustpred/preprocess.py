@@ -157,7 +157,7 @@ def preprocess(
     channels = io.channels_in_range(axis, vmin, vmax, source=os.fspath(hi_path))
     velocities = axis[channels]
     nchan = channels.size
-    hi_nside = io.hi_nside(hi_path, coordsys_if_missing=coordsys_if_missing)
+    hi_nside = io.hi_nside(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
     log.info(
         "HI cube %s: Nside %d, %d channels; selecting %d channels %.3f..%.3f km/s",
         hi_path,

@@ -115,7 +115,7 @@ def velocity_spectrum(
     """
     cube = {"coordsys_if_missing": coordsys_if_missing}
     velocities = io.hi_velocity_axis(hi_path, column=hi_column, **cube)
-    nside = io.hi_nside(hi_path, **cube)
+    nside = io.hi_nside(hi_path, column=hi_column, **cube)
     keep = io.read_healpix_map(mask_path, mask_field, **cube)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
     pixels = unmasked_pointings(keep, nside, int(n_pointings), rng, source=os.fspath(mask_path))
