@@ -167,7 +167,7 @@ def test_failed_job_leaves_no_shard(prep, tmp_path):
     # Nothing in the north is usable at max_masked_fraction 0: the job fails, files absent.
     with pytest.raises(InputError, match="max_masked_fraction"):
         write_set(prep, tmp_path, 1, max_masked_fraction=0.0, max_draws=3, n_train=2, n_test=1)
-    assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob(".tmp-*"))
+    assert not list(tmp_path.rglob("*.h5")) and not list(tmp_path.rglob(".*.tmp"))
 
 
 def test_index_counts_checksums_and_config(one_shard, tmp_path):

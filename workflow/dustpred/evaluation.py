@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, r50_r150, r_ell
 
@@ -284,31 +283,9 @@ def wins_table(per_cutout: pd.DataFrame) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, csv_path: str | os.PathLike, parquet_path=None) -> None:
     """Write ``table`` to CSV (and Parquet if a path is given), each atomically."""
-    _atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
     if parquet_path is not None:
-        _atomic(parquet_path, lambda tmp: table.to_parquet(tmp, index=False))
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
-
-    The writer creates the temporary file itself, so it gets the usual permissions (umask);
-    a killed job leaves only a hidden ``.name.*.tmp`` file, never a valid-looking output.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic(path: str | os.PathLike, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
+        atomic_write(parquet_path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def evaluate(
@@ -467,7 +444,7 @@ def summarize(
     if by_experiment is not None:
         write_table(spread, *by_experiment)
     body = "\n".join(text).rstrip() + "\n"
-    _atomic(summary_txt, lambda tmp: Path(tmp).write_text(body))
+    atomic_write(summary_txt, lambda tmp: Path(tmp).write_text(body))
     for line in body.splitlines():
         log.info(line)
     return table

@@ -55,7 +55,6 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
+from dustpred.atomic import atomic_path
 from dustpred.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -853,17 +853,6 @@ def _row_dtype(columns) -> np.dtype:
     return np.dtype(fields)
 
 
-def default_file_mode(path: str | os.PathLike) -> None:
-    """Give ``path`` the permissions a plain ``open()`` would (0666 minus the umask).
-
-    ``tempfile.mkstemp`` creates files readable by their owner only; outputs renamed from
-    such temporary files would otherwise keep that mode.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_table_stream(
     path: str | os.PathLike,
     columns: list[tuple[str, str, int, str | None]],
@@ -892,8 +881,6 @@ def write_table_stream(
     bytes depend only on the inputs (no date keyword), so the same data give the same bytes.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     primary = fits.Header()
     primary["SIMPLE"] = True
     primary["BITPIX"] = 8
@@ -903,29 +890,21 @@ def write_table_stream(
         primary[key] = (value, comment)
     header = _table_header(columns, nrows, cards)
     dtype = _row_dtype(columns)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".fits")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(primary.tostring().encode("ascii"))
-            fh.write(header.tostring().encode("ascii"))
-            written = 0
-            for block in blocks:
-                m = len(next(iter(block.values())))
-                rec = np.empty(m, dtype=dtype)
-                for name, *_ in columns:
-                    rec[name] = block[name]
-                fh.write(rec.tobytes())
-                written += m
-            if written != nrows:
-                raise ValueError(f"{path}: wrote {written} rows, expected {nrows}")
-            pad = (-written * dtype.itemsize) % 2880
-            fh.write(b"\0" * pad)
-        default_file_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(primary.tostring().encode("ascii"))
+        fh.write(header.tostring().encode("ascii"))
+        written = 0
+        for block in blocks:
+            m = len(next(iter(block.values())))
+            rec = np.empty(m, dtype=dtype)
+            for name, *_ in columns:
+                rec[name] = block[name]
+            fh.write(rec.tobytes())
+            written += m
+        if written != nrows:
+            raise ValueError(f"{path}: wrote {written} rows, expected {nrows}")
+        pad = (-written * dtype.itemsize) % 2880
+        fh.write(b"\0" * pad)
 
 
 def write_healpix_maps(

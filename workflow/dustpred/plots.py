@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from dustpred.atomic import atomic_path  # noqa: E402
 from dustpred.errors import InputError  # noqa: E402
 from dustpred.evaluation import (  # noqa: E402
     MODEL_LABELS,
@@ -29,7 +30,6 @@ from dustpred.evaluation import (  # noqa: E402
     R_ELL_COLUMNS,
     WINS_COLUMNS,
     Predictions,
-    atomic_path,
     read_table,
 )
 

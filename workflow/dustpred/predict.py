@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from dustpred.atomic import atomic_path
 from dustpred.models.inputs import ShardSet, prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import predict_linear, read_weights
@@ -76,44 +77,34 @@ def predict_shards(
         unet_path,
         dev,
     )
-    out_path = os.fspath(out_path)
-    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-    tmp = f"{out_path}.tmp{os.getpid()}"
     names = ["inputs", "target", "mask", "lon", "lat", "psi", "masked_fraction"]
     if shards.has_oracle:
         names.append("oracle")
-    try:
-        with h5py.File(tmp, "w") as f:
-            maps = {
-                k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
-                for k in MAPS + (("oracle",) if shards.has_oracle else ())
-            }
-            mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
-            per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
-            for start, d in shards.iter_chunks(names, chunk):
-                stop = start + len(d["target"])
-                m = np.asarray(d["mask"]).astype(np.uint8)
-                keep = m == 0
-                x = np.asarray(d["inputs"], dtype=np.float32)
-                maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
-                maps["integrated"][start:stop] = integrated_intensity(x) * keep
-                maps["linear"][start:stop] = (
-                    predict_linear(x, weights, side_deg=shards.side_deg) * keep
-                )
-                maps["unet"][start:stop] = predict_unet(net, stats, x, m, device=dev)
-                if shards.has_oracle:
-                    maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
-                mask_ds[start:stop] = m
-                for k in PER_CUTOUT:
-                    per[k][start:stop] = d[k]
-                log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
-            f.attrs["reso_arcmin"] = shards.reso_arcmin
-            f.attrs["npix"] = shards.npix
-            f.attrs["unet_weights"] = "best"
-            f.attrs["unet_best_epoch"] = int(meta["best_epoch"])
-            f.attrs["seed"] = int(meta["seed"])
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        maps = {
+            k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
+            for k in MAPS + (("oracle",) if shards.has_oracle else ())
+        }
+        mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
+        per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
+        for start, d in shards.iter_chunks(names, chunk):
+            stop = start + len(d["target"])
+            m = np.asarray(d["mask"]).astype(np.uint8)
+            keep = m == 0
+            x = np.asarray(d["inputs"], dtype=np.float32)
+            maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
+            maps["integrated"][start:stop] = integrated_intensity(x) * keep
+            maps["linear"][start:stop] = predict_linear(x, weights, side_deg=shards.side_deg) * keep
+            maps["unet"][start:stop] = predict_unet(net, stats, x, m, device=dev)
+            if shards.has_oracle:
+                maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
+            mask_ds[start:stop] = m
+            for k in PER_CUTOUT:
+                per[k][start:stop] = d[k]
+            log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
+        f.attrs["reso_arcmin"] = shards.reso_arcmin
+        f.attrs["npix"] = shards.npix
+        f.attrs["unet_weights"] = "best"
+        f.attrs["unet_best_epoch"] = int(meta["best_epoch"])
+        f.attrs["seed"] = int(meta["seed"])
     log.info("wrote %s", out_path)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -37,45 +36,21 @@ import healpy as hp
 import numpy as np
 
 from dustpred import harmonic, io
+from dustpred.atomic import atomic_path, atomic_write
 from dustpred.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-def _tmp_path(path: str | os.PathLike, suffix: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    io.default_file_mode(tmp)
-    return tmp
-
-
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """``np.save`` to a temporary file next to ``path``, then rename it into place."""
-    tmp = _tmp_path(path, ".npy")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    tmp = _tmp_path(path, ".json")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def filtered_map(
@@ -198,8 +173,7 @@ def preprocess(
     )
 
     npix = 12 * nside**2
-    tmp = _tmp_path(stack_path, ".npy")
-    try:
+    with atomic_path(stack_path) as tmp:
         stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(npix, nchan + 1))
         for j in range(nchan):
             stack[:, j] = harmonic.lowpass_to_nside(
@@ -220,11 +194,6 @@ def preprocess(
         log.info("dust filtered (Nside %d -> %d), %.1f s", dust_nside, nside, time.monotonic() - t0)
         stack.flush()
         del stack
-        os.replace(tmp, stack_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     save_npy_atomic(mask_out_path, masked)
 
     columns = [f"hi_{v:+.3f}kms" for v in velocities] + ["dust"]

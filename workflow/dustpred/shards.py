@@ -28,12 +28,10 @@ shards are identical for every K.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +43,8 @@ import healpy as hp
 import numpy as np
 
 from dustpred import projection, sampling
+from dustpred.atomic import atomic_path, atomic_write
+from dustpred.download import sha256_of
 from dustpred.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -197,14 +197,6 @@ def shard_slots(n_total: int, index: int, n_shards: int) -> np.ndarray:
     return np.arange(index * n_total // n_shards, (index + 1) * n_total // n_shards)
 
 
-def _tmp_path(path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".h5")
-    os.close(fd)
-    return tmp
-
-
 def write_shard(
     path: str | os.PathLike,
     pre: Preprocessed,
@@ -267,84 +259,75 @@ def write_shard(
         "format_version": FORMAT_VERSION,
     }
     attempts = 0
-    tmp = _tmp_path(path)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs.update(attrs)
-            images = {
-                "inputs": h5.create_dataset(
-                    "inputs", (n, c, hw, hw), dtype=dtype, chunks=(1, c, hw, hw) if n else None
-                ),
-                "target": h5.create_dataset(
-                    "target", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
-                ),
-                "mask": h5.create_dataset(
-                    "mask", (n, hw, hw), dtype=np.uint8, chunks=(1, hw, hw) if n else None
-                ),
-            }
-            if pre.oracle is not None:
-                images["oracle"] = h5.create_dataset(
-                    "oracle", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
-                )
-            vectors = {
-                name: h5.create_dataset(name, (n,), dtype=np.int64 if name == "slot" else "f8")
-                for name in VECTOR_FIELDS
-            }
-            # Gathered in the stack's precision; float16 storage is a cast of whole chunks.
-            inputs = np.empty((settings.chunk, c, p), dtype=np.float32)
-            target = np.empty((settings.chunk, p), dtype=np.float32)
-            for start in range(0, n, settings.chunk):
-                stop = min(start + settings.chunk, n)
-                m = stop - start
-                draws = sampling.draw_cutouts(
-                    pre.mask,
-                    slots[start:stop],
-                    region=region,
-                    seed=seed,
-                    subset=subset,
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update(attrs)
+        images = {
+            "inputs": h5.create_dataset(
+                "inputs", (n, c, hw, hw), dtype=dtype, chunks=(1, c, hw, hw) if n else None
+            ),
+            "target": h5.create_dataset(
+                "target", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
+            ),
+            "mask": h5.create_dataset(
+                "mask", (n, hw, hw), dtype=np.uint8, chunks=(1, hw, hw) if n else None
+            ),
+        }
+        if pre.oracle is not None:
+            images["oracle"] = h5.create_dataset(
+                "oracle", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
+            )
+        vectors = {
+            name: h5.create_dataset(name, (n,), dtype=np.int64 if name == "slot" else "f8")
+            for name in VECTOR_FIELDS
+        }
+        # Gathered in the stack's precision; float16 storage is a cast of whole chunks.
+        inputs = np.empty((settings.chunk, c, p), dtype=np.float32)
+        target = np.empty((settings.chunk, p), dtype=np.float32)
+        for start in range(0, n, settings.chunk):
+            stop = min(start + settings.chunk, n)
+            m = stop - start
+            draws = sampling.draw_cutouts(
+                pre.mask,
+                slots[start:stop],
+                region=region,
+                seed=seed,
+                subset=subset,
+                npix=settings.npix,
+                reso_arcmin=settings.reso_arcmin,
+                max_masked_fraction=settings.max_masked_fraction,
+                max_draws=settings.max_draws,
+                plane=plane,
+            )
+            attempts += int(draws.attempts.sum())
+            if settings.interpolation == "nearest":
+                rows_iter = projection.iter_cutout_rows(stack, draws.pixels, zero=draws.masked)
+            else:
+                pix4, w4 = projection.bilinear_weights(
+                    pre.nside,
+                    draws.lon,
+                    draws.lat,
+                    draws.psi,
                     npix=settings.npix,
                     reso_arcmin=settings.reso_arcmin,
-                    max_masked_fraction=settings.max_masked_fraction,
-                    max_draws=settings.max_draws,
                     plane=plane,
                 )
-                attempts += int(draws.attempts.sum())
+                rows_iter = projection.iter_bilinear_rows(stack, pix4, w4, zero=draws.masked)
+            for k, rows in rows_iter:
+                inputs[k] = rows[:, :c].T
+                target[k] = rows[:, c]
+            images["inputs"][start:stop] = _stored(inputs[:m], dtype, path).reshape(m, c, hw, hw)
+            images["target"][start:stop] = _stored(target[:m], dtype, path).reshape(m, hw, hw)
+            images["mask"][start:stop] = draws.masked.reshape(m, hw, hw)
+            if pre.oracle is not None:
                 if settings.interpolation == "nearest":
-                    rows_iter = projection.iter_cutout_rows(stack, draws.pixels, zero=draws.masked)
+                    oracle = np.where(draws.masked, 0, pre.oracle[draws.pixels])
                 else:
-                    pix4, w4 = projection.bilinear_weights(
-                        pre.nside,
-                        draws.lon,
-                        draws.lat,
-                        draws.psi,
-                        npix=settings.npix,
-                        reso_arcmin=settings.reso_arcmin,
-                        plane=plane,
-                    )
-                    rows_iter = projection.iter_bilinear_rows(stack, pix4, w4, zero=draws.masked)
-                for k, rows in rows_iter:
-                    inputs[k] = rows[:, :c].T
-                    target[k] = rows[:, c]
-                images["inputs"][start:stop] = _stored(inputs[:m], dtype, path).reshape(
-                    m, c, hw, hw
-                )
-                images["target"][start:stop] = _stored(target[:m], dtype, path).reshape(m, hw, hw)
-                images["mask"][start:stop] = draws.masked.reshape(m, hw, hw)
-                if pre.oracle is not None:
-                    if settings.interpolation == "nearest":
-                        oracle = np.where(draws.masked, 0, pre.oracle[draws.pixels])
-                    else:
-                        oracle = _bilinear_map(pre.oracle, pix4, w4, draws.masked)
-                    oracle = _stored(oracle.astype(np.float32), dtype, path)
-                    images["oracle"][start:stop] = oracle.reshape(m, hw, hw)
-                for name in ("lon", "lat", "psi", "masked_fraction"):
-                    vectors[name][start:stop] = getattr(draws, name)
-                vectors["slot"][start:stop] = draws.slots
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                    oracle = _bilinear_map(pre.oracle, pix4, w4, draws.masked)
+                oracle = _stored(oracle.astype(np.float32), dtype, path)
+                images["oracle"][start:stop] = oracle.reshape(m, hw, hw)
+            for name in ("lon", "lat", "psi", "masked_fraction"):
+                vectors[name][start:stop] = getattr(draws, name)
+            vectors["slot"][start:stop] = draws.slots
     seconds = time.monotonic() - t0
     log.info(
         "%s: %d %s cutouts (%.2f draws each) in %.1f s",
@@ -521,15 +504,6 @@ def load_shards(
 # --------------------------------------------------------------------------------------
 
 
-def sha256_file(path: str | os.PathLike, block: int = 16 * 2**20) -> str:
-    """Hex SHA-256 of a file (read in blocks; hashlib releases the GIL, so threads scale)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_index(
     index_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
@@ -546,7 +520,7 @@ def write_index(
     settings = CutoutSettings.from_config(cutouts)
     all_paths = [os.fspath(p) for p in (*train_paths, *test_paths)]
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
-        checksums = dict(zip(all_paths, pool.map(sha256_file, all_paths), strict=True))
+        checksums = dict(zip(all_paths, pool.map(sha256_of, all_paths), strict=True))
     config_slice = {k: v for k, v in asdict(settings).items() if k != "chunk"}
     config_slice["shards"] = len(train_paths)
     index: dict[str, Any] = {
@@ -594,10 +568,6 @@ def write_index(
         index["nchan"] = int(len(attrs["velocities_kms"]))
         index["velocities_kms"] = [float(v) for v in attrs["velocities_kms"]]
         index["units"] = attrs["units"]
-    tmp = os.fspath(index_path) + f".tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(index, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, index_path)
+    atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n"))
     log.info("%s: %s", index_path, {s: v["count"] for s, v in index["subsets"].items()})
     return index

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import matplotlib
 
@@ -25,6 +23,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dustpred import io  # noqa: E402
+from dustpred.atomic import atomic_write  # noqa: E402
 from dustpred.errors import InputError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -162,20 +161,6 @@ def velocity_spectrum_figure(
     return fig
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def plot_velocity_spectrum(
     hi_path: str | os.PathLike,
     mask_path: str | os.PathLike,
@@ -202,11 +187,11 @@ def plot_velocity_spectrum(
         hi_column=hi_column,
         coordsys_if_missing=coordsys_if_missing,
     )
-    _atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
     fig = velocity_spectrum_figure(table, velocity_kms, n_pointings)
     try:
-        _atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-        _atomic_write(pdf_path, lambda tmp: fig.savefig(tmp, format="pdf"))
+        atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+        atomic_write(pdf_path, lambda tmp: fig.savefig(tmp, format="pdf"))
     finally:
         plt.close(fig)
     return table

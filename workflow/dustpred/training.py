@@ -55,6 +55,7 @@ import torch.distributed as dist
 from torch import nn
 
 import dustpred
+from dustpred.atomic import atomic_write
 from dustpred.errors import ConfigError, InputError
 from dustpred.losses import PaperLoss
 from dustpred.models.inputs import InputStats, ShardSet, fit_input_stats, prepare_features
@@ -128,20 +129,6 @@ def with_defaults(params: dict) -> dict:
 def _seed_of(*words: int) -> int:
     """A 63-bit seed derived from integers (independent streams per purpose)."""
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def _atomic_torch_save(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_csv(table: pd.DataFrame, path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    table.to_csv(tmp, index=False, float_format="%.8g")
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -911,10 +898,7 @@ def launch_distributed(spec: TrainSpec, nproc: int, *, env: dict | None = None) 
     dustpred.training SPEC`` and wait for it (one process per GPU, or per CPU share with
     gloo when no GPU is visible). The spec is written next to the resume state."""
     spec_path = os.path.join(os.path.dirname(spec.resume_path) or ".", "spec.json")
-    os.makedirs(os.path.dirname(spec_path) or ".", exist_ok=True)
-    with open(f"{spec_path}.tmp", "w") as f:
-        json.dump(asdict(spec), f, indent=1)
-    os.replace(f"{spec_path}.tmp", spec_path)
+    atomic_write(spec_path, lambda tmp: tmp.write_text(json.dumps(asdict(spec), indent=1)))
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(dustpred.__file__)))
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(
@@ -1023,7 +1007,7 @@ def run_training(
         if info.is_main:
             state = trainer.state(epoch, res)
             state["fingerprint"] = fp
-            _atomic_torch_save(state, spec.resume_path)
+            atomic_write(spec.resume_path, lambda tmp: torch.save(state, tmp))
         if info.active:
             dist.barrier()
         if _on_epoch_end is not None:
@@ -1047,7 +1031,10 @@ def run_training(
                 "train_shards": spec.train_shards,
             },
         )
-        _atomic_csv(pd.DataFrame(result.history, columns=HISTORY_COLUMNS), spec.table_path)
+        table = pd.DataFrame(result.history, columns=HISTORY_COLUMNS)
+        atomic_write(
+            spec.table_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.8g")
+        )
         if os.path.exists(spec.resume_path):
             os.remove(spec.resume_path)
         try:
@@ -1070,30 +1057,28 @@ def run_training(
 
 def save_model(path, net: UNet, result: TrainResult, *, params, stats: InputStats, seed, meta):
     """Write the final model file atomically (a dict saved by ``torch.save``)."""
-    _atomic_torch_save(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_config": {
-                "in_channels": net.in_channels,
-                "widths": list(net.widths),
-                "bottleneck": params.get("bottleneck"),
-                "dropout": float(params["dropout"]),
-                "variant": net.variant,
-            },
-            "params": params,
-            "stats": stats.to_dict(),
-            "seed": int(seed),
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "best_state_dict": result.best_state,
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "epochs": len(result.history),
-            "versions": versions(),
-            **meta,
+    model = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": {
+            "in_channels": net.in_channels,
+            "widths": list(net.widths),
+            "bottleneck": params.get("bottleneck"),
+            "dropout": float(params["dropout"]),
+            "variant": net.variant,
         },
-        os.fspath(path),
-    )
+        "params": params,
+        "stats": stats.to_dict(),
+        "seed": int(seed),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "best_state_dict": result.best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs": len(result.history),
+        "versions": versions(),
+        **meta,
+    }
+    atomic_write(path, lambda tmp: torch.save(model, tmp))
 
 
 def load_model(path, *, which: str = "best", device="cpu") -> tuple[UNet, InputStats, dict]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid
 from dustpred.models.inputs import ShardSet
@@ -150,11 +151,7 @@ def weights_table(
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table as CSV atomically (temporary file in the same directory, then rename)."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    table.to_csv(tmp, index=False, float_format="%.10g")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.10g"))
 
 
 def read_weights(path: str | os.PathLike) -> pd.DataFrame:
