@@ -2,6 +2,7 @@
 
 The library behind the Snakemake workflow; it never imports snakemake. Modules:
 
+- ``atomic``      atomic output files (temporary name, renamed when complete)
 - ``errors``      InputError and friends (bad files, bad config values)
 - ``config``      experiment resolution (base config + per-experiment overrides)
 - ``sky``         the synthetic sky with known truth

@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 
 UNSEEN = hp.UNSEEN
 GALACTIC_NAMES = ("G", "GAL", "GALACTIC")
-OTHER_COORDSYS = ("C", "Q", "E", "EQ", "EQUATORIAL", "CELESTIAL", "ECLIPTIC", "ICRS", "FK5")
 VELOCITY_CTYPES = ("VRAD", "VELO-LSR", "VELO", "VOPT", "VELO-LSRK")
 HI_COLUMN = "TB"
 
@@ -344,15 +343,6 @@ def read_healpix_map(
     if info.nested:
         values = hp.reorder(values, n2r=True)
     return values
-
-
-def healpix_nside(path: str | os.PathLike) -> int:
-    """Nside of a HEALPix table (header only)."""
-    table = _open_table(path)
-    nside = _keyword(table, "NSIDE")
-    if nside is None:
-        raise InputError(f"{table.path}: no NSIDE keyword; expected a HEALPix table")
-    return int(nside)
 
 
 # --------------------------------------------------------------------------------------

@@ -80,12 +80,6 @@ class Region:
         e2 = np.cross(axis, e1)
         return np.stack([axis, e1, e2])
 
-    def contains(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Whether centres ``(lon, lat)`` (degrees) lie in the cap (bool array)."""
-        vec = hp.ang2vec(np.asarray(lon), np.asarray(lat), lonlat=True)
-        axis = hp.ang2vec(self.axis_lon, self.axis_lat, lonlat=True)
-        return vec @ axis >= np.sin(np.radians(self.min_separation_deg)) - 1e-12
-
 
 def split_region(
     split: str,

@@ -50,7 +50,6 @@ from dustpred.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-IMAGE_FIELDS = ("inputs", "target", "mask", "oracle")
 VECTOR_FIELDS = ("lon", "lat", "psi", "masked_fraction", "slot")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 _JSON_ATTRS = ("units",)
