@@ -20,6 +20,7 @@ from dustpred.metrics import (
     r50_r150,
     r50_r150_torch,
     r_ell,
+    r_ell_r50_r150,
 )
 
 N = 64
@@ -238,6 +239,17 @@ def test_batch_axes_are_independent():
     assert r50.shape == (2, 3)
     one50, one150 = r50_r150(t[1, 2], p[1, 2], side_deg=SIDE)
     assert r50[1, 2] == pytest.approx(one50, abs=1e-12) and r150[1, 2] == pytest.approx(one150)
+
+
+def test_combined_function_equals_r_ell_and_r50_r150():
+    rng = np.random.default_rng(8)
+    t = rng.normal(size=(5, N, N))
+    p = t + rng.normal(size=(5, N, N))
+    ell, r, r50, r150 = r_ell_r50_r150(t, p, side_deg=SIDE)
+    ell_ref, r_ref = r_ell(t, p, side_deg=SIDE)
+    r50_ref, r150_ref = r50_r150(t, p, side_deg=SIDE)
+    for got, want in ((ell, ell_ref), (r, r_ref), (r50, r50_ref), (r150, r150_ref)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_mismatched_or_non_square_shapes_raise_input_error():

@@ -26,7 +26,7 @@ import pandas as pd
 
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
-from dustpred.metrics import bin_edges, r50_r150, r_ell
+from dustpred.metrics import bin_edges, r_ell_r50_r150
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,9 @@ class Predictions:
             data = self.read(start, min(start + chunk, self.n))
             masked.append(data["mask"].reshape(len(data["mask"]), -1).mean(axis=1))
             for model in self.models:
-                r50, r150 = r50_r150(data["target"], data[model], side_deg=self.side_deg)
-                ell, r = r_ell(data["target"], data[model], side_deg=self.side_deg)
+                ell, r, r50, r150 = r_ell_r50_r150(
+                    data["target"], data[model], side_deg=self.side_deg
+                )
                 result[model]["r50"].append(r50)
                 result[model]["r150"].append(r150)
                 result[model]["r_ell"].append(r)
