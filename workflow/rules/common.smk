@@ -1,10 +1,13 @@
 # Helpers shared by all stages: input resolution, experiment settings, target lists.
-# No rules here. Rules take only the config slice they use (see ARCHITECTURE.md), so an
-# edit reruns only the jobs that depend on it.
+# No rules here. Rules take only the config slice they use, so an edit reruns only the jobs
+# that depend on it.
+import re
+
 from dustpred.config import resolve_experiment, velocity_label
+from dustpred.errors import ConfigError
+from dustpred.evaluation import experiment_settings, find_lambda_sweep
 
 RAW_KINDS = ("hi", "dust", "mask")
-SUBSETS = ("train", "test")
 
 
 def raw_input(kind):
@@ -60,9 +63,7 @@ def all_targets():
     return targets
 
 
-# --- evaluation, figures and summary (stage evaluate; helper D) ---
-from dustpred.errors import ConfigError
-from dustpred.evaluation import experiment_settings, find_lambda_sweep
+# --- evaluation, figures and summary (stage evaluate) ---
 
 EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
 SEED_PATTERN = r"\d+"
@@ -214,15 +215,14 @@ def seed_ensemble_per_cutout(wildcards):
     )
 
 
-# --- raw inputs: download and preprocess (stages download, preprocess; helper A) ---
-import re
+# --- raw inputs: download and preprocess (stages download, preprocess) ---
 
 
 def download_spec_of(kind):
     """Config `download.<kind>` (url, sha256, filename); an error naming the key if absent."""
     spec = config["download"].get(kind)
     if not spec:
-        raise ValueError(
+        raise ConfigError(
             f"config key 'download.{kind}' is missing; data.source is 'download' and "
             f"data.{kind} is not set, so a URL and filename are needed"
         )
@@ -240,7 +240,7 @@ def download_spec(wildcards):
         spec = config["download"].get(kind)
         if spec and spec["filename"] == wildcards.filename:
             return spec
-    raise ValueError(
+    raise ConfigError(
         f"resources/download/{wildcards.filename}: no entry of config 'download' "
         f"has this filename"
     )
@@ -258,7 +258,7 @@ def velocity_of_prep(wildcards):
         velocity = experiment(name)["velocity_kms"]
         if velocity_label(velocity) == wildcards.prep:
             return [float(v) for v in velocity]
-    raise ValueError(
+    raise ConfigError(
         f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
         f"has this velocity range (labels: {sorted(prep_labels())})"
     )
@@ -284,7 +284,7 @@ def filter_settings(wildcards):
 def oracle_raw(wildcards):
     path = oracle_input()
     if not path:
-        raise ValueError(
+        raise ConfigError(
             "results/preprocess/*/oracle.npy exists only for the synthetic sky "
             "(config data.source: synthetic and no data.dust)"
         )
@@ -295,7 +295,7 @@ def prep_constraint():
     return "|".join(re.escape(label) for label in sorted(prep_labels()))
 
 
-# --- models and predictions (stages models, predict; helper C) ---
+# --- models and predictions (stages models, predict) ---
 
 
 def unet_params(wildcards):
@@ -337,7 +337,7 @@ def predict_shards_input(wildcards):
     return subset_shards(wildcards.experiment, wildcards.subset)
 
 
-# --- cutout shards and Fig. 1 (stage cutouts; helper B) ---
+# --- cutout shards and Fig. 1 (stage cutouts) ---
 # Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
 # them does not remake the shards.
 SPECTRUM_KEYS = ("spectrum_pointings",)

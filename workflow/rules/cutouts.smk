@@ -77,10 +77,10 @@ rule velocity_spectrum:
     params:
         n_pointings=config["cutouts"]["spectrum_pointings"],
         velocity_kms=config["preprocess"]["velocity_kms"],
-        mask_field=config["preprocess"].get("mask_field", "LR72"),
-        hi_column=config["preprocess"].get("hi_column", "TB"),
-        coordsys_if_missing=config["data"].get("coordsys_if_missing"),
+        mask_field=config["preprocess"]["mask_field"],
+        hi_column=config["preprocess"]["hi_column"],
+        coordsys_if_missing=config["data"]["coordsys_if_missing"],
         seed=config["seed"],
-        dpi=config["plots"].get("dpi", 150),
+        dpi=config["plots"]["dpi"],
     script:
         "../scripts/velocity_spectrum.py"

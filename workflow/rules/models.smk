@@ -47,7 +47,7 @@ rule train_unet:
     resources:
         gpu=1,
         mem_mb=train_mem_mb,
-        runtime=240,
+        runtime=120,
     params:
         unet=unet_params,
         seed=train_seed,
