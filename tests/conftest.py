@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,9 +54,3 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
-
-
-@pytest.fixture
-def run_snakemake():
-    """The :func:`snakemake_cli` helper, as a fixture."""
-    return snakemake_cli

@@ -38,12 +38,11 @@ from pathlib import Path, PurePath
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, SNAKEMAKE, TINY_CONFIG, job_counts
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
-CONFIGS = [REPO / "config" / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml"]
+CONFIGS = [REPO / "config" / "config.yaml", TINY_CONFIG]
 # On top of the tiny config, for both runs: a fixed number of epochs, enough for training to
 # be cancelled after its first and still have epochs left to resume (and few, to stay fast).
 EXTRA_CONFIG = {"unet": {"epochs": 6}}
@@ -335,19 +334,6 @@ def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
     return SlurmRun(workdir, local, output, wall, _slurm_jobs(), _jobcomp(), cancelled, squeue)
 
 
-def _snakemake_job_counts(output: str) -> dict[str, int]:
-    """{rule: jobs} from the run's "Job stats" table (first table: the planned DAG)."""
-    lines = output.splitlines()
-    start = lines.index("Job stats:") + 3
-    counts = {}
-    for line in lines[start:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.mark.slurm
 def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
     print(f"\nSlurm run of the tiny DAG: {slurm_run.wall_s:.0f} s")
@@ -358,7 +344,7 @@ def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
             f"{job.jobid:>5} {job.state:10} {job.partition:9} {job.time_limit_min:>7} m "
             f"{job.tres_per_job or '-':14} {job.rule} {job.wildcards}"
         )
-    planned = _snakemake_job_counts(slurm_run.output)
+    planned = job_counts(slurm_run.output)
     planned.pop("all")
     completed: dict[str, int] = {}
     for job in slurm_run.jobs:

@@ -4,15 +4,13 @@ Runs the real Snakefile in a temporary working directory holding fake prediction
 training logs for two experiments (one with two seeds), so it needs nothing upstream.
 """
 
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, job_counts, snakemake_cli
 from fake_predictions import write_fake_predictions
 
 from dustpred.evaluation import (
@@ -25,8 +23,6 @@ from dustpred.evaluation import (
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 RUNS = [("baseline", 0), ("baseline", 1), ("lam0", 0)]
 FIGURES = ["fig3_example", "fig4_per_cutout", "fig5_r_ell", "training_curves"]
 TABLES = {"per_cutout": PER_CUTOUT_COLUMNS, "r_ell": R_ELL_COLUMNS, "wins": WINS_COLUMNS}
@@ -46,13 +42,6 @@ def targets():
     out += [f"results/figures/fig6_lambda_sweep.{e}" for e in ("png", "pdf")]  # lambda 0, 30
     out += [f"results/tables/{t}.{e}" for t in SUMMARIES for e in ("csv", "parquet")]
     return out + ["results/summary.txt"]
-
-
-def snakemake(workdir, *args):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    # --configfile takes several values: an option must follow it, not the targets
-    cmd += ["--configfile", str(workdir / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +73,7 @@ def finished(tmp_path_factory):
                 "seconds": 1.0,
             }
         ).to_csv(model / "training.csv", index=False)
-    result = snakemake(workdir, "--cores", "2", *targets())
+    result = snakemake_cli(workdir, *targets(), configfiles=[workdir / "config.yaml"])
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, result
 
@@ -116,33 +105,13 @@ def test_summary_has_a_row_per_run_and_model_and_is_printed(finished):
     assert "U-Net beats integrated intensity in" in (workdir / "logs/summary.log").read_text()
 
 
-def job_counts(dry_run_output):
-    """{rule: count} from the "Job stats" table that `snakemake -n` prints."""
-    lines = dry_run_output.splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def test_plot_setting_edit_reruns_only_plots(finished, tmp_path):
     workdir, _ = finished
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["plots"] = {**config.get("plots", {}), "dpi": 72}
     edited = workdir / "edited.yaml"
     edited.write_text(yaml.safe_dump(config))
-    dry = subprocess.run(
-        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + ["--configfile", str(edited), "-n", *targets()],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    dry = snakemake_cli(workdir, *targets(), configfiles=[edited], args=("-n",))
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)
     per_run = {"plot_example": 3, "plot_per_cutout": 3, "plot_r_ell": 3, "plot_training": 3}
@@ -152,7 +121,9 @@ def test_plot_setting_edit_reruns_only_plots(finished, tmp_path):
 def test_report_contains_every_figure_and_table(finished, tmp_path):
     workdir, _ = finished
     report = tmp_path / "report.zip"
-    result = snakemake(workdir, "--report", str(report), *targets())
+    result = snakemake_cli(
+        workdir, *targets(), configfiles=[workdir / "config.yaml"], args=("--report", str(report))
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "ERROR" not in result.stderr  # e.g. reStructuredText errors in captions
     names = zipfile.ZipFile(report).namelist()
@@ -169,7 +140,7 @@ def test_report_contains_every_figure_and_table(finished, tmp_path):
 
 def test_rerun_is_a_no_op(finished):
     workdir, _ = finished
-    dry = snakemake(workdir, "-n", *targets())
+    dry = snakemake_cli(workdir, *targets(), configfiles=[workdir / "config.yaml"], args=("-n",))
     assert dry.returncode == 0
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
@@ -180,12 +151,8 @@ def test_an_east_west_experiment_adds_its_runs_and_fig7(finished):
     config["experiments"]["eastwest"] = {"split": "east_west"}
     edited = workdir / "eastwest.yaml"
     edited.write_text(yaml.safe_dump(config))
-    dry = subprocess.run(
-        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        + ["--configfile", str(edited), "-n", "results/figures/fig7_east_west.png"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    dry = snakemake_cli(
+        workdir, "results/figures/fig7_east_west.png", configfiles=[edited], args=("-n",)
     )
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     counts = job_counts(dry.stdout + dry.stderr)

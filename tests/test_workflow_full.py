@@ -6,14 +6,13 @@ One run of `rule all` (simulate -> preprocess -> cutouts -> fit/train -> predict
 """
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
+from conftest import snakemake_cli
 
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
@@ -25,9 +24,6 @@ from dustpred.evaluation import (
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-CONFIGS = [str(REPO / "config" / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml")]
 TABLE_COLUMNS = {
     "per_cutout": PER_CUTOUT_COLUMNS,
     "r_ell": R_ELL_COLUMNS,
@@ -39,15 +35,9 @@ PREDICTION_DATASETS = {"target", "mask", "integrated", "linear", "unet", "lon", 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def snakemake(workdir, *args, timeout=900):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--cores", "2", "--configfile", *CONFIGS, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def declared_outputs(workdir):
     """Every output file of the DAG of `rule all`, from `snakemake --summary`."""
-    result = snakemake(workdir, "--summary")
+    result = snakemake_cli(workdir, args=("--summary",))
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
     header, rows = lines[0], lines[1:]
@@ -58,7 +48,7 @@ def declared_outputs(workdir):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_full")
-    result = snakemake(workdir)
+    result = snakemake_cli(workdir)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir, result
 
@@ -120,7 +110,7 @@ def test_summary_reports_every_model_and_the_win_counts(finished):
 
 def test_second_run_has_nothing_to_do(finished):
     workdir, _ = finished
-    dry = snakemake(workdir, "-n")
+    dry = snakemake_cli(workdir, args=("-n",))
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
@@ -128,7 +118,7 @@ def test_second_run_has_nothing_to_do(finished):
 def test_report_contains_every_figure_and_table(finished, tmp_path):
     workdir, _ = finished
     report = tmp_path / "report.zip"
-    result = snakemake(workdir, "--report", str(report))
+    result = snakemake_cli(workdir, args=("--report", str(report)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ERROR" not in result.stderr  # reStructuredText errors in captions
     members = zipfile.ZipFile(report).namelist()
