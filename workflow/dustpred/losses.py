@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dustpred.metrics import DEFAULT_SIDE_DEG, _weights, mode_correlation_torch
+from dustpred.metrics import (
+    DEFAULT_SIDE_DEG,
+    _weights,
+    mode_correlation_torch,
+    rfft_multiplicity,
+)
 
 
 def rfft_band_weights(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
@@ -20,11 +25,7 @@ def rfft_band_weights(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarr
     half-plane of ``torch.fft.rfft2``; equal to the full-plane averages of the metric."""
     _, bands, _ = _weights((npix, npix), float(side_deg))
     full = np.asarray(bands).reshape(npix, npix, 2)
-    ncol = npix // 2 + 1
-    half = full[:, :ncol].copy()
-    # Columns 0 and npix/2 hold both k and -k; every other column stands for its mirror too.
-    last = ncol - 1 if npix % 2 == 0 else ncol
-    half[:, 1:last] *= 2.0
+    half = full[:, : npix // 2 + 1] * rfft_multiplicity(npix)[..., None]
     return half.reshape(-1, 2)
 
 

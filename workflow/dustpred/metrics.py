@@ -57,6 +57,17 @@ def bin_edges(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
     return ell_fundamental(side_deg) * np.arange(1, npix // 2 + 2)
 
 
+def rfft_multiplicity(npix: int) -> np.ndarray:
+    """(npix, npix // 2 + 1) weight of each mode of a real FFT's half-plane: 2 where the mode
+    also stands for its mirror -k, 1 in column 0 and (for even npix) column npix / 2, which
+    hold both k and -k themselves."""
+    mult = np.full((npix, npix // 2 + 1), 2.0)
+    mult[:, 0] = 1.0
+    if npix % 2 == 0:
+        mult[:, -1] = 1.0
+    return mult
+
+
 def _check_shapes(target_shape: tuple[int, ...], prediction_shape: tuple[int, ...]) -> None:
     if tuple(target_shape) != tuple(prediction_shape):
         raise InputError(

@@ -30,7 +30,7 @@ import pandas as pd
 
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
-from dustpred.metrics import bin_edges, ell_grid
+from dustpred.metrics import bin_edges, ell_grid, rfft_multiplicity
 from dustpred.models.inputs import ShardSet
 
 log = logging.getLogger(__name__)
@@ -45,38 +45,32 @@ def _rfft_modes(npix: int, side_deg: float) -> tuple[np.ndarray, np.ndarray, np.
     edges = bin_edges(npix, side_deg)
     idx = np.digitize(ell, edges) - 1
     idx[(idx < 0) | (idx >= len(edges) - 1)] = -1
-    mult = np.full(ell.shape, 2.0)
-    mult[:, 0] = 1.0
-    if npix % 2 == 0:
-        mult[:, -1] = 1.0
-    return idx.ravel(), mult.ravel(), edges
+    return idx.ravel(), rfft_multiplicity(npix).ravel(), edges
 
 
 @dataclass
 class NormalEquations:
     """Per-bin sums of the normal equations, float64.
 
-    a : (nbins, C, C); b : (nbins, C); tt : (nbins,) sum |T_k|^2; n_cutouts : int.
+    a : (nbins, C, C); b : (nbins, C); edges : (nbins + 1,) bin edges in ell; side_deg : the
+    cutout side in degrees.
     """
 
     a: np.ndarray
     b: np.ndarray
-    tt: np.ndarray
     edges: np.ndarray
-    n_cutouts: int = 0
+    side_deg: float
 
     @classmethod
     def empty(cls, channels: int, npix: int, side_deg: float) -> NormalEquations:
         _, _, edges = _rfft_modes(npix, side_deg)
         nb = len(edges) - 1
-        return cls(
-            np.zeros((nb, channels, channels)), np.zeros((nb, channels)), np.zeros(nb), edges
-        )
+        return cls(np.zeros((nb, channels, channels)), np.zeros((nb, channels)), edges, side_deg)
 
     def add(self, inputs: np.ndarray, target: np.ndarray) -> None:
         """Accumulate cutouts: ``inputs`` (n, C, H, W), ``target`` (n, H, W)."""
         n, c, h, w = inputs.shape
-        idx, mult, _ = _rfft_modes(h, _side_from_edges(self.edges, h))
+        idx, mult, _ = _rfft_modes(h, self.side_deg)
         fi = np.fft.rfft2(np.asarray(inputs, dtype=np.float64)).reshape(n, c, -1)
         ft = np.fft.rfft2(np.asarray(target, dtype=np.float64)).reshape(n, -1)
         sw = np.sqrt(mult)
@@ -89,14 +83,6 @@ class NormalEquations:
             tr = np.concatenate([xt.real, xt.imag], axis=1).reshape(-1)
             self.a[j] += xr @ xr.T
             self.b[j] += xr @ tr
-            self.tt[j] += tr @ tr
-        self.n_cutouts += n
-
-
-def _side_from_edges(edges: np.ndarray, npix: int) -> float:
-    """Cutout side (deg) from the bin edges (edges[0] = ell_F = 360 / side_deg)."""
-    del npix
-    return 360.0 / float(edges[0])
 
 
 def solve_normal_equations(a: np.ndarray, b: np.ndarray, ridge: float = 0.0) -> np.ndarray:
