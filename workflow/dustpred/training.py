@@ -350,13 +350,12 @@ class ResidentData:
         return x, t, m
 
 
-def dihedral_transform(image: torch.Tensor, g: int, channels_last: bool = False) -> torch.Tensor:
+def dihedral_transform(image: torch.Tensor, g: int) -> torch.Tensor:
     """Element ``g`` (0-7) of the rotations/flips of :func:`dihedral_permutations` applied to
-    an image (..., H, W) (or (H, W, C) if ``channels_last``)."""
-    dims = (-3, -2) if channels_last else (-2, -1)
+    an image (..., H, W)."""
     if g >= 4:
-        image = image.flip(dims[1])
-    return torch.rot90(image, g % 4, dims=dims) if g % 4 else image
+        image = image.flip(-1)
+    return torch.rot90(image, g % 4, dims=(-2, -1)) if g % 4 else image
 
 
 def load_resident(
