@@ -332,9 +332,11 @@ def evaluate(
 # --- summaries ------------------------------------------------------------------------------
 
 
-def summary_rows(experiment: str, seed: int, per_cutout: pd.DataFrame) -> pd.DataFrame:
-    """One row per model of one experiment and seed, with :data:`SUMMARY_COLUMNS`."""
-    wins = wins_table(per_cutout)
+def summary_rows(
+    experiment: str, seed: int, per_cutout: pd.DataFrame, wins: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per model of one experiment and seed, with :data:`SUMMARY_COLUMNS`, from its
+    per-cutout table and :func:`wins_table` of it."""
     rows = []
     present = [m for m in (*MODELS, ORACLE) if m in per_cutout["model"].values]
     for model in present:
@@ -429,15 +431,16 @@ def summarize(
     frames, text = [], ["dustpred summary", "================", ""]
     for (experiment, seed), path in per_cutout_paths.items():
         per_cutout = read_table(path, PER_CUTOUT_COLUMNS)
-        frames.append(summary_rows(experiment, seed, per_cutout))
+        wins = wins_table(per_cutout)
+        frames.append(summary_rows(experiment, seed, per_cutout, wins))
         text.append(f"experiment {experiment}, seed {seed}")
-        text.extend(summary_lines(per_cutout, wins_table(per_cutout)))
+        text.extend(summary_lines(per_cutout, wins))
         text.append("")
     table = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
     )
     spread = seed_spread(table)
-    text.extend(seed_spread_lines(table))
+    text.extend(seed_spread_lines(spread))
     if settings is not None:
         _with_settings(table, settings)
         _with_settings(spread, settings)
@@ -477,11 +480,9 @@ def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
     return out[SUMMARY_BY_EXPERIMENT_COLUMNS]
 
 
-def seed_spread_lines(table: pd.DataFrame) -> list[str]:
-    """Text lines for experiments with more than one seed: mean +- sd over seeds."""
-    if table.empty:
-        return []
-    spread = seed_spread(table)
+def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
+    """Text lines for experiments with more than one seed: mean +- sd over seeds, from
+    :func:`seed_spread`."""
     spread = spread[spread["n_seeds"] > 1]
     if spread.empty:
         return []
