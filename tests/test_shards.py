@@ -163,6 +163,16 @@ def test_bilinear_shards_match_bilinear_projection(prep, tmp_path):
     np.testing.assert_array_equal(d["inputs"], full[:, :NCHAN] * keep[:, None])
 
 
+def test_bilinear_oracle_matches_bilinear_projection_of_the_oracle_map(prep, tmp_path):
+    train, _ = write_set(prep, tmp_path, 1, interpolation="bilinear", n_train=5, n_test=2)
+    d = shards.read_shard(train[0])
+    oracle = np.load(prep / "oracle.npy")
+    full = gnomonic_cutouts(
+        oracle, d["lon"], d["lat"], d["psi"], npix=16, reso_arcmin=90.0, interpolation="bilinear"
+    )
+    np.testing.assert_array_equal(d["oracle"], full * (d["mask"] == 0))
+
+
 def test_failed_job_leaves_no_shard(prep, tmp_path):
     # Nothing in the north is usable at max_masked_fraction 0: the job fails, files absent.
     with pytest.raises(InputError, match="max_masked_fraction"):

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 import h5py
@@ -298,8 +299,9 @@ def write_shard(
                 plane=plane,
             )
             attempts += int(draws.attempts.sum())
+            # rows_of(values2d) iterates over the cutouts' pixel rows of a pixel-major array.
             if settings.interpolation == "nearest":
-                rows_iter = projection.iter_cutout_rows(stack, draws.pixels, zero=draws.masked)
+                rows_of = partial(projection.iter_cutout_rows, pix=draws.pixels, zero=draws.masked)
             else:
                 pix4, w4 = projection.bilinear_weights(
                     pre.nside,
@@ -310,19 +312,20 @@ def write_shard(
                     reso_arcmin=settings.reso_arcmin,
                     plane=plane,
                 )
-                rows_iter = projection.iter_bilinear_rows(stack, pix4, w4, zero=draws.masked)
-            for k, rows in rows_iter:
+                rows_of = partial(
+                    projection.iter_bilinear_rows, pix4=pix4, weights4=w4, zero=draws.masked
+                )
+            for k, rows in rows_of(stack):
                 inputs[k] = rows[:, :c].T
                 target[k] = rows[:, c]
             images["inputs"][start:stop] = _stored(inputs[:m], dtype, path).reshape(m, c, hw, hw)
             images["target"][start:stop] = _stored(target[:m], dtype, path).reshape(m, hw, hw)
             images["mask"][start:stop] = draws.masked.reshape(m, hw, hw)
             if pre.oracle is not None:
-                if settings.interpolation == "nearest":
-                    oracle = np.where(draws.masked, 0, pre.oracle[draws.pixels])
-                else:
-                    oracle = _bilinear_map(pre.oracle, pix4, w4, draws.masked)
-                oracle = _stored(oracle.astype(np.float32), dtype, path)
+                oracle = np.empty((m, hw * hw), np.float32)
+                for k, rows in rows_of(pre.oracle[:, None]):
+                    oracle[k] = rows[:, 0]
+                oracle = _stored(oracle, dtype, path)
                 images["oracle"][start:stop] = oracle.reshape(m, hw, hw)
             for name in ("lon", "lat", "psi", "masked_fraction"):
                 vectors[name][start:stop] = getattr(draws, name)
@@ -343,14 +346,6 @@ def write_shard(
         "draws_per_cutout": attempts / max(n, 1),
         "seconds": seconds,
     }
-
-
-def _bilinear_map(values: np.ndarray, pix4: np.ndarray, w4: np.ndarray, zero: np.ndarray):
-    out = np.zeros(zero.shape)
-    for k in range(4):
-        out += np.asarray(values)[pix4[:, k]] * w4[:, k]
-    out[zero] = 0.0
-    return out
 
 
 def _stored(values: np.ndarray, dtype: type, path: str) -> np.ndarray:
