@@ -56,8 +56,9 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import healpy as hp
@@ -360,30 +361,31 @@ def _cube_files(path: str | os.PathLike) -> list[str]:
     return [path]
 
 
-def _velocity_axis(table: _Table, nchan: int) -> np.ndarray:
-    path = table.path
-    missing = [k for k in ("CTYPE1", "CRVAL1", "CDELT1", "CRPIX1") if _keyword(table, k) is None]
+def _spectral_axis(path: str, get: Callable, axis: int, nchan: int) -> np.ndarray:
+    """Channel-centre velocities (km/s) from the WCS keywords of FITS axis ``axis``;
+    ``get(key, default)`` reads a header keyword."""
+    keys = [f"{k}{axis}" for k in ("CTYPE", "CRVAL", "CDELT", "CRPIX")]
+    missing = [k for k in keys if get(k, None) is None]
     if missing:
         raise InputError(
-            f"{path}: velocity axis keywords {missing} missing; expected CTYPE1 (VRAD), "
-            "CRVAL1, CDELT1, CRPIX1 (and CUNIT1) describing the spectral axis"
+            f"{path}: velocity axis keywords {missing} missing; expected CTYPE{axis} (VRAD), "
+            f"CRVAL{axis}, CDELT{axis}, CRPIX{axis} (and CUNIT{axis}) describing the spectral "
+            "axis"
         )
-    ctype = str(_keyword(table, "CTYPE1")).strip().upper()
+    ctype = str(get(keys[0], None)).strip().upper()
     if ctype not in VELOCITY_CTYPES:
         raise InputError(
-            f"{path}: CTYPE1 is {ctype!r}; expected a velocity axis, one of {VELOCITY_CTYPES}"
+            f"{path}: CTYPE{axis} is {ctype!r}; expected a velocity axis, one of {VELOCITY_CTYPES}"
         )
-    cunit = str(_keyword(table, "CUNIT1", "m/s")).strip().lower()
+    cunit = str(get(f"CUNIT{axis}", "m/s")).strip().lower()
     scale = {"m/s": 1e-3, "m s-1": 1e-3, "km/s": 1.0, "km s-1": 1.0}.get(cunit)
     if scale is None:
-        raise InputError(f"{path}: CUNIT1 is {cunit!r}; expected 'm/s' or 'km/s'")
-    crval = float(_keyword(table, "CRVAL1"))
-    cdelt = float(_keyword(table, "CDELT1"))
-    crpix = float(_keyword(table, "CRPIX1"))
+        raise InputError(f"{path}: CUNIT{axis} is {cunit!r}; expected 'm/s' or 'km/s'")
+    crval, cdelt, crpix = (float(get(k, None)) for k in keys[1:])
     if cdelt == 0.0 or not np.isfinite([crval, cdelt, crpix]).all():
         raise InputError(
-            f"{path}: velocity axis CRVAL1={crval}, CDELT1={cdelt}, CRPIX1={crpix}; "
-            "expected finite values and CDELT1 != 0"
+            f"{path}: velocity axis CRVAL{axis}={crval}, CDELT{axis}={cdelt}, "
+            f"CRPIX{axis}={crpix}; expected finite values and CDELT{axis} != 0"
         )
     return (crval + (np.arange(nchan) + 1.0 - crpix) * cdelt) * scale
 
@@ -395,6 +397,7 @@ class _CubePart:
     column: str
     nchan: int
     velocities: np.ndarray
+    factor: float  # column unit -> K
 
 
 def _cube_parts(
@@ -421,8 +424,16 @@ def _cube_parts(
                 f"{expected_rows} for FIRSTPIX..LASTPIX = {info.firstpix}..{info.lastpix} "
                 f"(npix = 12 * {info.nside}**2 = {info.npix} for a full-sky file)"
             )
-        _unit_factor(file, name, table.header.get(f"TUNIT{n}"), HI_UNITS)
-        parts.append(_CubePart(table, info, name, nchan, _velocity_axis(table, nchan)))
+        parts.append(
+            _CubePart(
+                table,
+                info,
+                name,
+                nchan,
+                _spectral_axis(table.path, partial(_keyword, table), 1, nchan),
+                _unit_factor(file, name, table.header.get(f"TUNIT{n}"), HI_UNITS),
+            )
+        )
     first = parts[0]
     for part in parts[1:]:
         if (part.info.nside, part.info.nested) != (first.info.nside, first.info.nested):
@@ -509,25 +520,7 @@ def _find_image_cube(path: str | os.PathLike) -> _ImageCube | None:
             f"{path}: image axes are {lon!r}, {lat!r}; expected galactic GLON/GLAT axes "
             "(an equatorial cube must be regridded to galactic first)"
         )
-    missing = [k for k in ("CTYPE3", "CRVAL3", "CDELT3", "CRPIX3") if k not in header]
-    if missing:
-        raise InputError(
-            f"{path}: velocity axis keywords {missing} missing; expected CTYPE3 (VRAD), "
-            "CRVAL3, CDELT3, CRPIX3 (and CUNIT3) describing the spectral axis"
-        )
-    ctype = str(header["CTYPE3"]).strip().upper()
-    if ctype not in VELOCITY_CTYPES:
-        raise InputError(
-            f"{path}: CTYPE3 is {ctype!r}; expected a velocity axis, one of {VELOCITY_CTYPES}"
-        )
-    cunit = str(header.get("CUNIT3", "m/s")).strip().lower()
-    scale = {"m/s": 1e-3, "m s-1": 1e-3, "km/s": 1.0, "km s-1": 1.0}.get(cunit)
-    if scale is None:
-        raise InputError(f"{path}: CUNIT3 is {cunit!r}; expected 'm/s' or 'km/s'")
-    velocities = (
-        float(header["CRVAL3"])
-        + (np.arange(nchan) + 1.0 - float(header["CRPIX3"])) * float(header["CDELT3"])
-    ) * scale
+    velocities = _spectral_axis(path, header.get, 3, nchan)
     factor = _unit_factor(path, "BUNIT", header.get("BUNIT"), HI_UNITS)
     step_lon, step_lat = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
     if abs(nx * step_lon - 360.0) > step_lon:
@@ -691,10 +684,7 @@ def read_hi_channels(
     if image is not None:
         return _read_image_channels(image, idx, np.arange(npix), out)
     for part in parts:
-        n = part.table.column_index(part.column) + 1
-        factor = _unit_factor(
-            part.table.path, part.column, part.table.header.get(f"TUNIT{n}"), HI_UNITS
-        )
+        factor = part.factor
         # Plain reads rather than a memory map: mapped pages of a 47 GB file would count
         # as resident memory of the job and hide its real footprint.
         rowbytes = part.table.row_dtype.itemsize
@@ -761,14 +751,10 @@ def read_hi_spectra(
         sel = np.flatnonzero((file_pix >= part.info.firstpix) & (file_pix <= part.info.lastpix))
         if sel.size == 0:
             continue
-        n = part.table.column_index(part.column) + 1
-        factor = _unit_factor(
-            part.table.path, part.column, part.table.header.get(f"TUNIT{n}"), HI_UNITS
-        )
         rows = part.table.memmap()
         values = np.asarray(rows[part.column][file_pix[sel] - part.info.firstpix], np.float32)
         _check_values(part.table.path, f"column {part.column!r}", values)
-        out[sel] = values * np.float32(factor)
+        out[sel] = values * np.float32(part.factor)
         del rows
     return out
 
