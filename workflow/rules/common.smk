@@ -128,16 +128,23 @@ def evaluation_targets():
     return targets
 
 
+def runs_of(names):
+    """[experiment, seed] of every run of the experiments `names`."""
+    return [[name, seed] for name in names for seed in seeds_of(name)]
+
+
+def run_tables(runs, table):
+    """The evaluation table `table` (per_cutout, r_ell, wins) of each run, in order."""
+    return [f"results/tables/{name}/seed{seed}/{table}.csv" for name, seed in runs]
+
+
 def summary_runs():
     """(experiment, seed) of every run, in the order of summary_inputs()."""
-    return [[name, seed] for name in experiment_names() for seed in seeds_of(name)]
+    return runs_of(experiment_names())
 
 
 def summary_inputs(wildcards):
-    return [
-        f"results/tables/{name}/seed{seed}/per_cutout.csv"
-        for name, seed in summary_runs()
-    ]
+    return run_tables(summary_runs(), "per_cutout")
 
 
 def split_of_wildcards(wildcards):
@@ -171,14 +178,11 @@ def lambda_of(name):
 
 
 def lambda_sweep_runs():
-    return [[name, seed] for name in lambda_sweep() for seed in seeds_of(name)]
+    return runs_of(lambda_sweep())
 
 
 def lambda_sweep_inputs(wildcards):
-    return [
-        f"results/tables/{name}/seed{seed}/r_ell.csv"
-        for name, seed in lambda_sweep_runs()
-    ]
+    return run_tables(lambda_sweep_runs(), "r_ell")
 
 
 def lambda_sweep_lambdas():
@@ -191,8 +195,7 @@ def east_west_experiment():
 
 
 def east_west_inputs(wildcards):
-    name = east_west_experiment()
-    return [f"results/tables/{name}/seed{seed}/r_ell.csv" for seed in seeds_of(name)]
+    return run_tables(runs_of([east_west_experiment()]), "r_ell")
 
 
 def seeds_of_wildcards(wildcards):
@@ -200,19 +203,11 @@ def seeds_of_wildcards(wildcards):
 
 
 def seed_ensemble_r_ell(wildcards):
-    return expand(
-        "results/tables/{experiment}/seed{seed}/r_ell.csv",
-        experiment=wildcards.experiment,
-        seed=seeds_of(wildcards.experiment),
-    )
+    return run_tables(runs_of([wildcards.experiment]), "r_ell")
 
 
 def seed_ensemble_per_cutout(wildcards):
-    return expand(
-        "results/tables/{experiment}/seed{seed}/per_cutout.csv",
-        experiment=wildcards.experiment,
-        seed=seeds_of(wildcards.experiment),
-    )
+    return run_tables(runs_of([wildcards.experiment]), "per_cutout")
 
 
 # --- raw inputs: download and preprocess (stages download, preprocess) ---
