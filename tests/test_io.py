@@ -28,6 +28,19 @@ def write_cube(path, cube, nested=False, **kwargs):
     return path
 
 
+def write_cube_part(path, cube, first, last, velocities=VELOCITIES):
+    """Pixels ``first..last`` (RING) of ``cube`` as one file of a split cube."""
+    io.write_table_stream(
+        path,
+        [("TB", "E", VELOCITIES.size, "K")],
+        last - first + 1,
+        [{"TB": cube[first : last + 1]}],
+        io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
+        + io.hi_axis_cards(velocities),
+    )
+    return path
+
+
 def write_map_table(path, columns, *, cards=None, nested=False, units=None, npix=NPIX):
     """Write a HEALPix-style table with astropy (headers fully controlled by the test)."""
     cols = [
@@ -109,14 +122,7 @@ def test_cube_split_over_files_in_a_directory(tmp_path, cube):
     directory = tmp_path / "hi"
     directory.mkdir()
     for first, last in ((0, 299), (300, 599), (600, NPIX - 1)):
-        io.write_table_stream(
-            directory / f"part{first:04d}.fits",
-            [("TB", "E", VELOCITIES.size, "K")],
-            last - first + 1,
-            [{"TB": cube[first : last + 1]}],
-            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
-            + io.hi_axis_cards(VELOCITIES),
-        )
+        write_cube_part(directory / f"part{first:04d}.fits", cube, first, last)
     np.testing.assert_array_equal(io.read_hi_channels(directory, [4, 7]), cube[:, [4, 7]])
     np.testing.assert_allclose(io.hi_velocity_axis(directory), VELOCITIES, atol=1e-9)
 
@@ -327,14 +333,7 @@ def test_error_split_cube_with_gap(tmp_path, cube):
     directory = tmp_path / "hi"
     directory.mkdir()
     for first, last in ((0, 299), (400, NPIX - 1)):
-        io.write_table_stream(
-            directory / f"p{first}.fits",
-            [("TB", "E", 16, "K")],
-            last - first + 1,
-            [{"TB": cube[first : last + 1]}],
-            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
-            + io.hi_axis_cards(VELOCITIES),
-        )
+        write_cube_part(directory / f"p{first}.fits", cube, first, last)
     with pytest.raises(InputError, match="starts at pixel 400; expected pixel 300"):
         io.read_hi_channels(directory, [0])
 
@@ -343,14 +342,7 @@ def test_error_split_cube_with_different_velocity_axes(tmp_path, cube):
     directory = tmp_path / "hi"
     directory.mkdir()
     for first, last, shift in ((0, 299, 0.0), (300, NPIX - 1, 0.5)):
-        io.write_table_stream(
-            directory / f"p{first}.fits",
-            [("TB", "E", 16, "K")],
-            last - first + 1,
-            [{"TB": cube[first : last + 1]}],
-            io.healpix_header(NSIDE, nested=False, firstpix=first, lastpix=last)
-            + io.hi_axis_cards(VELOCITIES + shift),
-        )
+        write_cube_part(directory / f"p{first}.fits", cube, first, last, VELOCITIES + shift)
     with pytest.raises(InputError, match="velocity axis differs"):
         io.hi_velocity_axis(directory)
 
