@@ -8,7 +8,8 @@ bins of width ``ell_F = 2 pi / side`` starting at ``ell_F`` (bin j covers
 zero in both maps. r is invariant to a positive rescaling of the prediction.
 
 Functions take numpy arrays of shape (..., H, W) and return numpy arrays; the ``*_torch``
-twin shares the mode geometry and is differentiable (used by :mod:`dustpred.losses`).
+functions are differentiable twins sharing the mode geometry and amplitude floor
+(:func:`mode_correlation_torch` is what :mod:`dustpred.losses` uses).
 
 A mode of (numerically) zero amplitude has no phase; its r_k is defined as 0. To get there
 without NaN, each map's mode amplitude is floored at ``sqrt(EPS_POWER)`` times that map's
