@@ -186,13 +186,8 @@ def r50_r150(
     Inputs of shape (..., n, n) with masked pixels zero; returns two float64 arrays of
     shape (...).
     """
-    target = np.asarray(target)
-    prediction = np.asarray(prediction)
-    _check_shapes(target.shape, prediction.shape)
-    _, bands, _ = _weights(tuple(target.shape[-2:]), float(side_deg))
-    rk = mode_correlation(target, prediction).reshape(*target.shape[:-2], -1)
-    r = rk @ bands
-    return r[..., 0], r[..., 1]
+    _, _, r50, r150 = r_ell_r50_r150(target, prediction, side_deg=side_deg)
+    return r50, r150
 
 
 def r_ell_r50_r150(
