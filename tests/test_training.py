@@ -96,6 +96,12 @@ def test_resume_after_a_kill_ends_with_the_same_weights_as_an_uninterrupted_run(
     )
 
 
+def test_same_seed_and_config_give_a_byte_identical_model_file(shards, tmp_path):
+    _train(shards, tmp_path / "a", {**TINY, "epochs": 1})
+    _train(shards, tmp_path / "b", {**TINY, "epochs": 1})
+    assert (tmp_path / "a" / "unet.pt").read_bytes() == (tmp_path / "b" / "unet.pt").read_bytes()
+
+
 def test_resume_state_of_another_configuration_is_ignored(shards, tmp_path):
     def stop(epoch, result):
         raise KeyboardInterrupt

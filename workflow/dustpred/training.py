@@ -55,7 +55,7 @@ import torch.distributed as dist
 from torch import nn
 
 import dustpred
-from dustpred.atomic import atomic_write
+from dustpred.atomic import atomic_path, atomic_write
 from dustpred.errors import ConfigError, InputError
 from dustpred.losses import PaperLoss
 from dustpred.models.inputs import InputStats, ShardSet, fit_input_stats, prepare_features
@@ -1006,7 +1006,7 @@ def run_training(
         if info.is_main:
             state = trainer.state(epoch, res)
             state["fingerprint"] = fp
-            atomic_write(spec.resume_path, lambda tmp: torch.save(state, tmp))
+            _save_torch(state, spec.resume_path)
         if info.active:
             dist.barrier()
         if _on_epoch_end is not None:
@@ -1054,6 +1054,13 @@ def run_training(
 # --- model files ----------------------------------------------------------------------------
 
 
+def _save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically, through a file handle: saved to a path, torch names the
+    archive inside after the (temporary) file, which would make the bytes differ per run."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def save_model(path, net: UNet, result: TrainResult, *, params, stats: InputStats, seed, meta):
     """Write the final model file atomically (a dict saved by ``torch.save``)."""
     model = {
@@ -1077,7 +1084,7 @@ def save_model(path, net: UNet, result: TrainResult, *, params, stats: InputStat
         "versions": versions(),
         **meta,
     }
-    atomic_write(path, lambda tmp: torch.save(model, tmp))
+    _save_torch(model, path)
 
 
 def load_model(path, *, which: str = "best", device="cpu") -> tuple[UNet, InputStats, dict]:
