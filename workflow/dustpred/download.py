@@ -324,17 +324,20 @@ def download(
             )
             break
         except _Transient as exc:
-            kept = (
-                f"partial file kept at {part} ({_size(part)} bytes): run again to resume"
-                if os.path.exists(part)
-                else f"{destination} was not written"
-            )
             if attempt == retries:
+                kept = (
+                    f"partial file kept at {part} ({_size(part)} bytes): run again to resume"
+                    if os.path.exists(part)
+                    else f"{destination} was not written"
+                )
                 raise InputError(
                     f"{url}: {exc}; gave up after {retries + 1} attempt(s), {kept}"
                 ) from exc
             wait = min(backoff_s * 2**attempt, MAX_BACKOFF_S)
-            log.warning("%s: %s; %s; retrying in %.1f s", url, exc, kept, wait)
+            log.warning(
+                "%s: %s; %d bytes kept in %s; retry %d of %d in %.1f s",
+                *(url, exc, _size(part), part, attempt + 1, retries, wait),
+            )
             time.sleep(wait)
     if sha256:
         found = sha256_of(part, chunk_bytes)
