@@ -5,7 +5,8 @@
 bins of width ``ell_F = 2 pi / side`` starting at ``ell_F`` (bin j covers
 ``[j ell_F, (j + 1) ell_F)``, j = 1 .. n/2); ``r50`` is the mean of r_k over
 ``ell_F <= ell < 100`` and ``r150`` over ``100 <= ell < 200``. Masked pixels must already be
-zero in both maps. r is invariant to a positive rescaling of the prediction.
+zero in both maps (or the mask be passed, which zeroes them). r is invariant to a positive
+rescaling of the prediction.
 
 Functions take numpy arrays of shape (..., H, W) and return numpy arrays; the ``*_torch``
 functions are differentiable twins sharing the mode geometry and amplitude floor
