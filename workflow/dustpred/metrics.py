@@ -180,7 +180,7 @@ def _distance_to_mask(mask: np.ndarray, reach: float) -> np.ndarray:
             d = float(np.hypot(dy, dx))
             if 0 < d < reach:
                 shifted = padded[..., r + dy : r + dy + h, r + dx : r + dx + w]
-                distance = np.where(shifted, np.minimum(distance, d), distance)
+                np.minimum(distance, d, out=distance, where=shifted)
     return distance
 
 
