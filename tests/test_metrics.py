@@ -13,6 +13,9 @@ import torch
 
 from dustpred.errors import InputError
 from dustpred.metrics import (
+    TAPER_PIX,
+    apodisation_window,
+    apodise,
     bin_edges,
     ell_fundamental,
     ell_grid,
@@ -257,6 +260,130 @@ def test_mismatched_or_non_square_shapes_raise_input_error():
         r_ell(np.zeros((N, N)), np.zeros((N, N - 1)))
     with pytest.raises(InputError, match="square"):
         r50_r150(np.zeros((N, N // 2)), np.zeros((N, N // 2)))
+
+
+# --- offset-robust form ------------------------------------------------------------------------
+
+
+def red_fields(rng, n, mean_over_rms=2.0, slope=-2.5):
+    """n Gaussian fields (n, N, N) with power ~ |k|^slope, unit rms and the given mean."""
+    k = np.sqrt(integer_k2())
+    amp = np.where(k > 0, np.maximum(k, 1.0) ** (slope / 2), 0.0)
+    f = np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, N, N))) * amp).real
+    return f / f.std(axis=(-2, -1), keepdims=True) + mean_over_rms
+
+
+def blob_mask(frac=0.3, centre=(40, 24)):
+    """(N, N) disc masking ``frac`` of the cutout (29.9 % for 0.3), off the centre."""
+    y, x = np.mgrid[:N, :N]
+    return np.hypot(y - centre[0], x - centre[1]) < math.sqrt(frac * N * N / math.pi)
+
+
+def test_window_is_zero_on_the_mask_a_cosine_taper_near_it_and_one_beyond():
+    mask = np.zeros((N, N), bool)
+    mask[30, 30] = True
+    a = apodisation_window(mask, taper_pix=4.0)
+
+    def taper(d):
+        return 0.5 * (1 - math.cos(math.pi * d / 4.0))
+
+    assert a[30, 30] == 0.0
+    assert a[30, 31] == pytest.approx(taper(1.0), abs=1e-15)  # 0.146
+    assert a[31, 31] == pytest.approx(taper(math.sqrt(2)), abs=1e-15)
+    assert a[33, 32] == pytest.approx(taper(math.sqrt(13)), abs=1e-15)
+    assert a[34, 30] == 1.0 and a[0, 0] == 1.0
+    assert np.count_nonzero(a < 1) == np.count_nonzero(integer_k2() < 16)  # |offset| < 4
+    np.testing.assert_array_equal(apodisation_window(mask, taper_pix=0), ~mask)
+    np.testing.assert_array_equal(apodisation_window(np.zeros((2, N, N), bool)), 1.0)
+
+
+def test_window_does_not_taper_the_cutout_border():
+    mask = np.zeros((N, N), bool)
+    mask[:, :10] = True  # a mask touching the border tapers only along its own edge
+    a = apodisation_window(mask, taper_pix=TAPER_PIX)
+    np.testing.assert_array_equal(a[:, 14:], 1.0)
+    np.testing.assert_allclose(a[0, 10:14], a[N // 2, 10:14], rtol=0, atol=0)
+
+
+def test_apodised_map_has_zero_sum_and_ignores_an_offset():
+    rng = np.random.default_rng(20)
+    x = rng.normal(size=(3, N, N))
+    a = apodisation_window(blob_mask())
+    np.testing.assert_allclose(apodise(x, a).sum(axis=(-2, -1)), 0.0, atol=1e-10)
+    np.testing.assert_allclose(apodise(x + 5.0, a), apodise(x, a), atol=1e-12)
+
+
+def test_independent_fields_under_a_shared_mask_correlate_only_in_the_papers_form():
+    """Two independent red fields with mean/rms = 2 under a 30 % masked blob (issue 16):
+    the paper's form gives r50 = 0.32 averaged over 20 pairs (offset leaking through the
+    mask); the robust form gives 0 within 0.1 (its per-pair sd is 0.1, so the mean of 20
+    has sd 0.025: the bound is 4 sd)."""
+    rng = np.random.default_rng(21)
+    t, p = red_fields(rng, 20), red_fields(rng, 20)
+    mask = blob_mask()
+    paper50, _ = r50_r150(t, p, mask=mask)
+    robust50, robust150 = r50_r150(t, p, mask=mask, robust=True)
+    assert paper50.mean() > 0.2
+    assert abs(robust50.mean()) < 0.1 and abs(robust150.mean()) < 0.1
+
+
+def test_robust_form_ignores_an_offset_of_either_map_and_the_papers_does_not():
+    rng = np.random.default_rng(22)
+    t = red_fields(rng, 4)
+    p = t + 0.5 * red_fields(rng, 4, mean_over_rms=0.0)
+    mask = blob_mask()
+    robust = r50_r150(t, p, mask=mask, robust=True)
+    for shifted in (
+        r50_r150(t + 3.0, p, mask=mask, robust=True),
+        r50_r150(t, p - 7.0, mask=mask, robust=True),
+    ):
+        np.testing.assert_allclose(shifted, robust, atol=1e-9)
+    paper, _ = r50_r150(t, p, mask=mask)
+    paper_shifted, _ = r50_r150(t, p - 7.0, mask=mask)
+    assert np.abs(paper_shifted - paper).min() > 0.05
+
+
+@pytest.mark.parametrize("robust", [False, True])
+@pytest.mark.parametrize(("a_target", "a_prediction"), [(1.0, 1e-3), (7.0, 1.0), (1.0, 1e4)])
+def test_rescaling_either_map_leaves_both_forms_unchanged(robust, a_target, a_prediction):
+    rng = np.random.default_rng(23)
+    t, p = red_fields(rng, 3), red_fields(rng, 3)
+    mask = blob_mask()
+    _, r, r50, r150 = r_ell_r50_r150(t, p, mask=mask, robust=robust)
+    _, r_s, r50_s, r150_s = r_ell_r50_r150(a_target * t, a_prediction * p, mask=mask, robust=robust)
+    for got, want in ((r_s, r), (r50_s, r50), (r150_s, r150)):
+        np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_robust_form_without_mask_or_offset_equals_the_papers_form():
+    """Without a mask the window is 1 and only the mean (k = 0, in no bin) is removed; the
+    difference is the amplitude floor's, < FLOOR_TOL."""
+    rng = np.random.default_rng(24)
+    t = red_fields(rng, 3, mean_over_rms=0.0)
+    p = t + red_fields(rng, 3, mean_over_rms=0.0)
+    _, r, r50, r150 = r_ell_r50_r150(t, p)
+    _, r_rob, r50_rob, r150_rob = r_ell_r50_r150(t, p, robust=True)
+    for got, want in ((r_rob, r), (r50_rob, r50), (r150_rob, r150)):
+        np.testing.assert_allclose(got, want, atol=FLOOR_TOL)
+    _, r_pow = r_ell(t, p, form="power")
+    _, r_pow_rob = r_ell(t, p, form="power", robust=True)
+    np.testing.assert_allclose(r_pow_rob, r_pow, atol=1e-12)
+
+
+def test_papers_form_with_a_mask_equals_it_on_maps_already_zeroed():
+    rng = np.random.default_rng(25)
+    t, p = red_fields(rng, 3), red_fields(rng, 3)
+    mask = rng.random((3, N, N)) < 0.3
+    zeroed = np.where(mask, 0.0, t), np.where(mask, 0.0, p)
+    for got, want in zip(r_ell_r50_r150(t, p, mask=mask), r_ell_r50_r150(*zeroed), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bad_mask_or_taper_raises_input_error():
+    with pytest.raises(InputError, match="mask has shape"):
+        r50_r150(np.zeros((2, N, N)), np.zeros((2, N, N)), mask=np.zeros((3, N, N)))
+    with pytest.raises(InputError, match="taper_pix"):
+        apodisation_window(np.zeros((N, N), bool), taper_pix=-1.0)
 
 
 # --- torch twin -------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 - ``sampling``    sky splits, cutout centres and rotations
 - ``projection``  gnomonic cutouts identical to healpy's geometry
 - ``shards``      HDF5 cutout shards
-- ``metrics``     flat-sky r(ell), r50, r150
+- ``metrics``     flat-sky r(ell), r50, r150 (paper's form and an offset-robust one)
+- ``resampling``  block bootstrap/jackknife errors over sky regions, win fractions
 - ``losses``      the paper's loss
 - ``models``      integrated, linear and U-Net predictors
 - ``training``    U-Net training (resumable, DDP)

@@ -5,7 +5,8 @@
 bins of width ``ell_F = 2 pi / side`` starting at ``ell_F`` (bin j covers
 ``[j ell_F, (j + 1) ell_F)``, j = 1 .. n/2); ``r50`` is the mean of r_k over
 ``ell_F <= ell < 100`` and ``r150`` over ``100 <= ell < 200``. Masked pixels must already be
-zero in both maps. r is invariant to a positive rescaling of the prediction.
+zero in both maps (or the mask be passed, which zeroes them). r is invariant to a positive
+rescaling of the prediction.
 
 Functions take numpy arrays of shape (..., H, W) and return numpy arrays; the ``*_torch``
 functions are differentiable twins sharing the mode geometry and amplitude floor
@@ -15,6 +16,19 @@ A mode of (numerically) zero amplitude has no phase; its r_k is defined as 0. To
 without NaN, each map's mode amplitude is floored at ``sqrt(EPS_POWER)`` times that map's
 largest amplitude (``|T_k| -> sqrt(|T_k|^2 + EPS_POWER max|T|^2)``), identically in numpy and
 torch. The floor is 1e-6 of the largest amplitude, far below any mode of a real map.
+
+**Offset-robust form (not the paper's).** Zeroing masked pixels multiplies each map by the
+mask, so a map's mean (its offset) leaks into every mode through the mask's Fourier
+transform; two maps sharing a mask then correlate even when their fluctuations are
+independent. With ``robust=True`` (and the mask passed) each map is first replaced by
+``a (X - <X>_a)``, where ``a`` is :func:`apodisation_window` (0 on masked pixels, a cosine
+taper rising to 1 over ``taper_pix`` pixels from the mask edge, 1 elsewhere) and ``<X>_a``
+the a-weighted mean of X over the unmasked pixels. The weighted map then has no offset
+at all (its k = 0 mode is zero), so r is exactly invariant to adding a constant to either
+map, and the taper keeps the mask's sharp edge from scattering power between modes. The
+cutout's own border is not tapered: without a mask the robust form differs from the
+paper's only by the removed mean (the k = 0 mode, outside every bin), i.e. not beyond the
+amplitude floor. The paper's form (``robust=False``) stays the default and is unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +46,8 @@ R150_RANGE = (100.0, 200.0)
 EPS_POWER = 1e-12
 # Absolute floor so that an all-zero map gives r_k = 0 (not 0/0) and finite gradients.
 _TINY = 1e-30
+# Width of the robust form's cosine taper at the mask edge, in pixels (4 x 23.4' = 1.56 deg).
+TAPER_PIX = 4.0
 
 
 def ell_fundamental(side_deg: float = DEFAULT_SIDE_DEG) -> float:
@@ -121,6 +137,104 @@ def modes_per_bin(npix: int, side_deg: float = DEFAULT_SIDE_DEG) -> np.ndarray:
     return np.count_nonzero(bins, axis=0)
 
 
+def apodisation_window(mask: np.ndarray, taper_pix: float = TAPER_PIX) -> np.ndarray:
+    """Window of the offset-robust r: 0 on masked pixels, a cosine taper near the mask, else 1.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (..., H, W)
+        True (or 1) = masked.
+    taper_pix : float
+        Taper width in pixels (default :data:`TAPER_PIX`); 0 gives the plain unmasked
+        indicator.
+
+    Returns
+    -------
+    window : ndarray of float64, shape (..., H, W)
+        ``(1 - cos(pi min(d, taper_pix) / taper_pix)) / 2``, with d the Euclidean distance
+        in pixels from a pixel's centre to the nearest masked pixel's centre (0 on masked
+        pixels, so a pixel next to the mask has d = 1). Pixels beyond the cutout's border are
+        not masked: the border itself is not tapered.
+    """
+    mask = np.asarray(mask).astype(bool)
+    if not np.isfinite(taper_pix) or taper_pix < 0:
+        raise InputError(f"r(ell): taper_pix = {taper_pix!r}; expected a finite number >= 0")
+    if taper_pix == 0:
+        return (~mask).astype(np.float64)
+    distance = _distance_to_mask(mask, float(taper_pix))
+    return 0.5 * (1.0 - np.cos(np.pi * np.minimum(distance, taper_pix) / taper_pix))
+
+
+def _distance_to_mask(mask: np.ndarray, reach: float) -> np.ndarray:
+    """Distance (pixels) of every pixel to the nearest masked one, capped at ``reach``.
+
+    Brute force over the offsets shorter than ``reach`` (about pi reach^2 array shifts over
+    the whole batch), which is exact and fast for tapers of a few pixels.
+    """
+    r = int(np.ceil(reach))
+    h, w = mask.shape[-2:]
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(r, r), (r, r)])
+    distance = np.where(mask, 0.0, reach)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            d = float(np.hypot(dy, dx))
+            if 0 < d < reach:
+                shifted = padded[..., r + dy : r + dy + h, r + dx : r + dx + w]
+                np.minimum(distance, d, out=distance, where=shifted)
+    return distance
+
+
+def apodise(maps: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """``window (X - <X>_window)``: a map stripped of its offset and tapered at the mask.
+
+    ``maps`` (..., H, W) and ``window`` (broadcastable, from :func:`apodisation_window`);
+    ``<X>_window`` is the window-weighted mean of each map over its last two axes, so the
+    result sums to zero. A map whose window is all zero (fully masked) becomes zero.
+    Returns float64 of the broadcast shape.
+    """
+    x = np.asarray(maps, dtype=np.float64)
+    window = np.broadcast_to(np.asarray(window, dtype=np.float64), x.shape)
+    total = window.sum(axis=(-2, -1), keepdims=True)
+    weighted = (window * x).sum(axis=(-2, -1), keepdims=True)
+    mean = np.divide(weighted, total, out=np.zeros_like(total), where=total > 0)
+    return window * (x - mean)
+
+
+def _prepared(
+    target: np.ndarray,
+    prediction: np.ndarray,
+    mask: np.ndarray | None,
+    robust: bool,
+    taper_pix: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two maps as the chosen form transforms them before the FFT.
+
+    Paper's form: unchanged (masked pixels zeroed if ``mask`` is given, which leaves maps
+    that already have zeros there value for value the same); robust form: :func:`apodise`.
+    """
+    target = np.asarray(target)
+    prediction = np.asarray(prediction)
+    _check_shapes(target.shape, prediction.shape)
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        try:
+            mask = np.broadcast_to(mask, target.shape)
+        except ValueError:
+            raise InputError(
+                f"r(ell): mask has shape {mask.shape} but the maps have shape {target.shape}; "
+                f"expected a mask broadcastable to the maps"
+            ) from None
+    if not robust:
+        if mask is None:
+            return target, prediction
+        return np.where(mask, 0.0, target), np.where(mask, 0.0, prediction)
+    if mask is None:
+        window = np.ones(target.shape[-2:])
+    else:
+        window = apodisation_window(mask, taper_pix)
+    return apodise(target, window), apodise(prediction, window)
+
+
 def _floored_amplitude(power: np.ndarray) -> np.ndarray:
     """sqrt(|X_k|^2 + EPS_POWER max_k |X_k|^2 + tiny), per map over the last two axes."""
     floor = EPS_POWER * power.max(axis=(-2, -1), keepdims=True) + _TINY
@@ -141,18 +255,30 @@ def r_ell(
     *,
     side_deg: float = DEFAULT_SIDE_DEG,
     form: str = "mode",
+    mask: np.ndarray | None = None,
+    robust: bool = False,
+    taper_pix: float = TAPER_PIX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Binned cross-correlation coefficient r(ell).
 
     Parameters
     ----------
     target, prediction : ndarray, shape (..., n, n)
-        Maps with masked pixels already zero (any units; r is dimensionless).
+        Maps with masked pixels already zero, or ``mask`` given (any units; r is
+        dimensionless).
     side_deg : float
         Side of the cutout in degrees (default 24.96).
     form : {"mode", "power"}
         ``"mode"``: mean of per-mode r_k in each bin (the paper's definition);
         ``"power"``: ``C_TP / sqrt(C_TT C_PP)`` from the bin-averaged spectra.
+    mask : ndarray of bool, shape broadcastable to (..., n, n), optional
+        True = masked. The paper's form zeroes these pixels (a no-op on maps already zero
+        there); the robust form needs it for its window.
+    robust : bool
+        False (default): the paper's definition. True: the offset-robust form of the
+        module docstring (mean removed, mask edge tapered over ``taper_pix`` pixels).
+    taper_pix : float
+        Width of the robust form's taper in pixels (default :data:`TAPER_PIX`).
 
     Returns
     -------
@@ -160,9 +286,7 @@ def r_ell(
         ``(j + 1/2) ell_F`` for bins j = 1 .. n/2.
     r : ndarray, shape (..., n/2)
     """
-    target = np.asarray(target)
-    prediction = np.asarray(prediction)
-    _check_shapes(target.shape, prediction.shape)
+    target, prediction = _prepared(target, prediction, mask, robust, taper_pix)
     bins, _, centres = _weights(tuple(target.shape[-2:]), float(side_deg))
     lead = target.shape[:-2]
     if form == "mode":
@@ -179,28 +303,42 @@ def r_ell(
 
 
 def r50_r150(
-    target: np.ndarray, prediction: np.ndarray, *, side_deg: float = DEFAULT_SIDE_DEG
+    target: np.ndarray,
+    prediction: np.ndarray,
+    *,
+    side_deg: float = DEFAULT_SIDE_DEG,
+    mask: np.ndarray | None = None,
+    robust: bool = False,
+    taper_pix: float = TAPER_PIX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean per-mode r over ``ell_F <= ell < 100`` (r50) and ``100 <= ell < 200`` (r150).
 
-    Inputs of shape (..., n, n) with masked pixels zero; returns two float64 arrays of
-    shape (...).
+    Inputs of shape (..., n, n) with masked pixels zero (or ``mask`` given); ``mask``,
+    ``robust`` and ``taper_pix`` as in :func:`r_ell`. Returns two float64 arrays of shape
+    (...).
     """
-    _, _, r50, r150 = r_ell_r50_r150(target, prediction, side_deg=side_deg)
+    _, _, r50, r150 = r_ell_r50_r150(
+        target, prediction, side_deg=side_deg, mask=mask, robust=robust, taper_pix=taper_pix
+    )
     return r50, r150
 
 
 def r_ell_r50_r150(
-    target: np.ndarray, prediction: np.ndarray, *, side_deg: float = DEFAULT_SIDE_DEG
+    target: np.ndarray,
+    prediction: np.ndarray,
+    *,
+    side_deg: float = DEFAULT_SIDE_DEG,
+    mask: np.ndarray | None = None,
+    robust: bool = False,
+    taper_pix: float = TAPER_PIX,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`r_ell` (mode form) and :func:`r50_r150` from one per-mode correlation.
 
     Returns ``(ell_centres (nbins,), r (..., nbins), r50 (...), r150 (...))``; equal to the
-    two functions' results, at half the FFTs.
+    two functions' results, at half the FFTs. ``mask``, ``robust`` and ``taper_pix`` as in
+    :func:`r_ell` (``robust=True`` with the mask gives the offset-robust form).
     """
-    target = np.asarray(target)
-    prediction = np.asarray(prediction)
-    _check_shapes(target.shape, prediction.shape)
+    target, prediction = _prepared(target, prediction, mask, robust, taper_pix)
     bins, bands, centres = _weights(tuple(target.shape[-2:]), float(side_deg))
     rk = mode_correlation(target, prediction).reshape(*target.shape[:-2], -1)
     r = rk @ bands
