@@ -35,9 +35,11 @@ from typing import Any
 import healpy as hp
 import numpy as np
 
-from dustpred import harmonic, io
+from dustpred import harmonic
 from dustpred.atomic import atomic_path, atomic_write
 from dustpred.errors import InputError
+from dustpred.healpix_maps import DUST_UNITS, read_healpix_map
+from dustpred.hi_cube import HI_COLUMN, open_hi_cube
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def filtered_map(
     ell_cutoff: float,
     butterworth_order: int,
     map2alm_iters: int = 3,
-    units: dict[str, float] | None = io.DUST_UNITS,
+    units: dict[str, float] | None = DUST_UNITS,
     coordsys_if_missing: str | None = None,
 ) -> np.ndarray:
     """Read a HEALPix map column and low-pass/resample it like the stack's dust.
@@ -71,7 +73,7 @@ def filtered_map(
     numpy.ndarray
         ``(12 nside**2,)`` float32 RING map in the canonical unit (µK_RJ for dust).
     """
-    values = io.read_healpix_map(path, column, units=units, coordsys_if_missing=coordsys_if_missing)
+    values = read_healpix_map(path, column, units=units, coordsys_if_missing=coordsys_if_missing)
     out = harmonic.lowpass_to_nside(
         values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
     )
@@ -97,7 +99,7 @@ def preprocess(
     butterworth_order: int,
     mask_field: str = "LR72",
     dust_column: str = "I_ML_FULL",
-    hi_column: str = io.HI_COLUMN,
+    hi_column: str = HI_COLUMN,
     mask_threshold: float = 0.5,
     map2alm_iters: int = 3,
     coordsys_if_missing: str | None = None,
@@ -128,25 +130,25 @@ def preprocess(
     """
     t0 = time.monotonic()
     vmin, vmax = (float(v) for v in velocity_kms)
-    axis = io.hi_velocity_axis(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
-    channels = io.channels_in_range(axis, vmin, vmax, source=os.fspath(hi_path))
-    velocities = axis[channels]
+    cube = open_hi_cube(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
+    channels = cube.channels_in_range(vmin, vmax)
+    velocities = cube.velocities[channels]
     nchan = channels.size
-    hi_nside = io.hi_nside(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
+    hi_nside = cube.nside
     log.info(
         "HI cube %s: Nside %d, %d channels; selecting %d channels %.3f..%.3f km/s",
         hi_path,
         hi_nside,
-        axis.size,
+        cube.nchan,
         nchan,
         velocities[0],
         velocities[-1],
     )
     # Read everything needed before writing anything, so bad inputs fail fast.
-    dust = io.read_healpix_map(
-        dust_path, dust_column, units=io.DUST_UNITS, coordsys_if_missing=coordsys_if_missing
+    dust = read_healpix_map(
+        dust_path, dust_column, units=DUST_UNITS, coordsys_if_missing=coordsys_if_missing
     )
-    keep = io.read_healpix_map(mask_path, mask_field, coordsys_if_missing=coordsys_if_missing)
+    keep = read_healpix_map(mask_path, mask_field, coordsys_if_missing=coordsys_if_missing)
     if keep.min() < 0.0 or keep.max() > 1.0:
         raise InputError(
             f"{mask_path}: field {mask_field!r} has values in [{keep.min()}, {keep.max()}]; "
@@ -165,9 +167,7 @@ def preprocess(
         masked.mean(),
     )
 
-    hi = io.read_hi_channels(
-        hi_path, channels, column=hi_column, coordsys_if_missing=coordsys_if_missing
-    )
+    hi = cube.read_channels(channels)
     log.info(
         "read %d HI channels (%.1f MB) in %.1f s", nchan, hi.nbytes / 2**20, time.monotonic() - t0
     )
