@@ -1,13 +1,16 @@
 """dustpred.preprocess on small hand-made inputs: layout, channel selection, filter, mask."""
 
 import json
+from pathlib import Path
 
 import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import harmonic, io, preprocess
+from dustpred import fits_table, harmonic, healpix_maps, hi_cube, preprocess
 from dustpred.errors import InputError
+from dustpred.healpix_maps import write_healpix_maps
+from dustpred.hi_cube import open_hi_cube, write_hi_cube
 
 NSIDE_HI, NSIDE_DUST, NSIDE_MASK, NSIDE_OUT = 16, 32, 8, 16
 DV = 1.28821496
@@ -27,9 +30,9 @@ def inputs(tmp_path_factory):
     rng = np.random.default_rng(0)
     npix = 12 * NSIDE_HI**2
     cube = (rng.normal(size=(npix, VELOCITIES.size)) + np.arange(VELOCITIES.size)).astype("f4")
-    io.write_hi_cube(d / "hi.fits", NSIDE_HI, VELOCITIES, [cube])
+    write_hi_cube(d / "hi.fits", NSIDE_HI, VELOCITIES, [cube])
     dust = rng.normal(size=12 * NSIDE_DUST**2).astype("f4")
-    io.write_healpix_maps(
+    write_healpix_maps(
         d / "dust.fits",
         {"I_ML_FULL": hp.reorder(dust, r2n=True)},
         nested=True,
@@ -37,7 +40,7 @@ def inputs(tmp_path_factory):
     )
     keep = np.ones(12 * NSIDE_MASK**2, dtype="f4")
     keep[:100] = 0.0  # the northern cap is masked
-    io.write_healpix_maps(
+    write_healpix_maps(
         d / "mask.fits",
         {"LR16": np.zeros_like(keep), "LR72": hp.reorder(keep, r2n=True)},
         nested=True,
@@ -68,7 +71,7 @@ def test_stack_layout_is_pixel_major_float32_memmappable(outputs):
 
 
 def test_selected_channels_follow_the_header_axis(outputs, inputs):
-    axis = io.hi_velocity_axis(inputs["dir"] / "hi.fits")
+    axis = open_hi_cube(inputs["dir"] / "hi.fits").velocities
     expected = axis[(axis >= -64.5) & (axis <= 17.0)]
     meta = outputs["meta"]
     np.testing.assert_allclose(meta["velocities_kms"], expected)
@@ -131,7 +134,7 @@ def test_oracle_is_filtered_like_the_dust(outputs, inputs, tmp_path):
 
 def test_bad_mask_values_are_refused_and_nothing_is_written(inputs, tmp_path):
     bad = np.full(12 * NSIDE_MASK**2, 2.0, dtype="f4")
-    io.write_healpix_maps(tmp_path / "mask.fits", {"LR72": bad}, nested=True)
+    write_healpix_maps(tmp_path / "mask.fits", {"LR72": bad}, nested=True)
     d = inputs["dir"]
     with pytest.raises(InputError, match=r"mask.fits: field 'LR72' has values in \[2.0, 2.0\]"):
         preprocess.preprocess(
@@ -159,3 +162,25 @@ def test_velocity_range_outside_cube_is_refused(inputs, tmp_path):
             **{**SETTINGS, "velocity_kms": (-120.0, 17.0)},
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_input_table_is_opened_once(inputs, tmp_path, monkeypatch):
+    opened = []
+
+    def counting_open(path):
+        opened.append(Path(path).name)
+        return fits_table.open_bintable(path)
+
+    monkeypatch.setattr(healpix_maps, "open_bintable", counting_open)
+    monkeypatch.setattr(hi_cube, "open_bintable", counting_open)
+    d = inputs["dir"]
+    preprocess.preprocess(
+        d / "hi.fits",
+        d / "dust.fits",
+        d / "mask.fits",
+        tmp_path / "stack.npy",
+        tmp_path / "mask.npy",
+        tmp_path / "meta.json",
+        **SETTINGS,
+    )
+    assert sorted(opened) == ["dust.fits", "hi.fits", "mask.fits"]

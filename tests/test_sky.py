@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dustpred import io, sky
+from dustpred import sky
+from dustpred.healpix_maps import read_healpix_map
+from dustpred.hi_cube import channels_in_range, open_hi_cube
 
 NSIDE = 32
 
@@ -26,8 +28,8 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cube(sim):
-    v = io.hi_velocity_axis(sim["hi"])
-    return v, io.read_hi_channels(sim["hi"], np.arange(v.size))
+    opened = open_hi_cube(sim["hi"])
+    return opened.velocities, opened.read_channels(np.arange(opened.nchan))
 
 
 # --- determinism ----------------------------------------------------------------------
@@ -43,8 +45,8 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 def test_other_seed_gives_other_sky(tmp_path):
     a = simulate(tmp_path / "a", nside=16, seed=11)
     b = simulate(tmp_path / "b", nside=16, seed=12)
-    da = io.read_healpix_map(a["dust"], "I_ML_FULL")
-    db = io.read_healpix_map(b["dust"], "I_ML_FULL")
+    da = read_healpix_map(a["dust"], "I_ML_FULL")
+    db = read_healpix_map(b["dust"], "I_ML_FULL")
     assert abs(np.corrcoef(da, db)[0, 1]) < 0.5
 
 
@@ -63,7 +65,7 @@ def test_channel_grid_is_hi4pi_like():
     v = sky.channel_velocities((-120.0, 80.0), sky.HI4PI_CHANNEL_KMS)
     assert v.size == 156 and v[0] >= -120 and v[-1] <= 80
     np.testing.assert_allclose(v / sky.HI4PI_CHANNEL_KMS, np.round(v / sky.HI4PI_CHANNEL_KMS))
-    assert io.channels_in_range(v, -64.5, 17.0).size == 64  # the paper's 64 maps
+    assert channels_in_range(v, -64.5, 17.0).size == 64  # the paper's 64 maps
 
 
 def test_power_spectrum_of_gaussian_field():
@@ -131,7 +133,7 @@ def test_latitude_profile_brighter_toward_plane():
 def test_most_hi_emission_is_inside_the_paper_range(cube):
     # Fig. 1 of the paper: -64.5..17 km/s "contains most of the 21 cm signal".
     v, t = cube
-    inside = io.channels_in_range(v, -64.5, 17.0)
+    inside = channels_in_range(v, -64.5, 17.0)
     assert t[:, inside].sum() / t.sum() > 0.9
 
 
@@ -156,8 +158,8 @@ def test_cold_gas_is_optically_thick():
 
 def test_dust_is_not_a_linear_function_of_the_channels(sim, cube):
     v, t = cube
-    oracle = io.read_healpix_map(sim["oracle"], "I_ML_FULL")
-    x = np.c_[t[:, io.channels_in_range(v, -64.5, 17.0)], np.ones(t.shape[0])]
+    oracle = read_healpix_map(sim["oracle"], "I_ML_FULL")
+    x = np.c_[t[:, channels_in_range(v, -64.5, 17.0)], np.ones(t.shape[0])]
     w = np.linalg.lstsq(x, oracle, rcond=None)[0]
     r2 = 1 - np.sum((x @ w - oracle) ** 2) / np.sum((oracle - oracle.mean()) ** 2)
     assert r2 < 0.9  # ~0.78 on this sky: line widths and the molecular term are nonlinear
@@ -165,8 +167,8 @@ def test_dust_is_not_a_linear_function_of_the_channels(sim, cube):
 
 def test_dust_minus_oracle_is_cib_plus_noise(sim):
     s = sky.SkySettings(nside=NSIDE)
-    dust = io.read_healpix_map(sim["dust"], "I_ML_FULL") / sky.DUST_UK_PER_1E20
-    oracle = io.read_healpix_map(sim["oracle"], "I_ML_FULL") / sky.DUST_UK_PER_1E20
+    dust = read_healpix_map(sim["dust"], "I_ML_FULL") / sky.DUST_UK_PER_1E20
+    oracle = read_healpix_map(sim["oracle"], "I_ML_FULL") / sky.DUST_UK_PER_1E20
     ell = np.arange(3 * NSIDE)
     cib_var = np.sum((2 * ell + 1) * sky.power_law_cl(1.0, 3 * NSIDE - 1)) / (4 * np.pi)
     noise = s.dust_noise * 23.4 / hp.nside2resol(256, arcmin=True) * NSIDE / 256
@@ -176,7 +178,7 @@ def test_dust_minus_oracle_is_cib_plus_noise(sim):
 
 def test_masks_keep_their_sky_fraction_and_nest(sim):
     mask_nside = NSIDE // 2
-    keep = {f: io.read_healpix_map(sim["mask"], f) for f in sky.MASK_FIELDS}
+    keep = {f: read_healpix_map(sim["mask"], f) for f in sky.MASK_FIELDS}
     for name, m in keep.items():
         if name[-1] not in "NS":
             assert m.mean() == pytest.approx(int(name[2:4]) / 100, abs=1 / m.size)
@@ -189,8 +191,8 @@ def test_masks_keep_their_sky_fraction_and_nest(sim):
 
 
 def test_masks_remove_the_dusty_plane(sim):
-    dust = io.read_healpix_map(sim["dust"], "I_ML_FULL")
-    keep = hp.ud_grade(io.read_healpix_map(sim["mask"], "LR72"), NSIDE)
+    dust = read_healpix_map(sim["dust"], "I_ML_FULL")
+    keep = hp.ud_grade(read_healpix_map(sim["mask"], "LR72"), NSIDE)
     assert dust[keep < 0.5].mean() > 2 * dust[keep > 0.5].mean()
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dustpred import io
 from dustpred.errors import InputError
+from dustpred.healpix_maps import write_healpix_maps
+from dustpred.hi_cube import write_hi_cube
 from dustpred.spectrum import COLUMNS, plot_velocity_spectrum, unmasked_pointings
 
 NSIDE = 8
@@ -23,8 +24,8 @@ def inputs(tmp_path_factory):
     # masked pointing would show in the sums.
     base = np.where(keep > 0, np.arange(npix), 1e6)
     cube = (base[:, None] + np.arange(VELOCITIES.size)[None, :]).astype(np.float32)
-    io.write_hi_cube(d / "hi.fits", NSIDE, VELOCITIES, [cube])
-    io.write_healpix_maps(d / "mask.fits", {"LR72": keep}, nested=False)
+    write_hi_cube(d / "hi.fits", NSIDE, VELOCITIES, [cube])
+    write_healpix_maps(d / "mask.fits", {"LR72": keep}, nested=False)
     return d, cube, keep
 
 

@@ -7,7 +7,10 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 - ``config``      experiment resolution (base config + per-experiment overrides)
 - ``sky``         the synthetic sky with known truth
 - ``download``    resumable, checksummed downloads of the real inputs
-- ``io``          validated FITS readers/writers for HEALPix maps and cubes
+- ``fits_table``  low-level FITS binary tables (headers, row memory maps, streamed writes)
+- ``healpix_maps`` validated reader/writer of HEALPix map tables (dust, masks)
+- ``hi_cube``     the HI cube opened once (``open_hi_cube``): HEALPix tables or CAR image
+- ``hi_car``      the all-sky CAR image layout of the HI cube, interpolated to HEALPix
 - ``harmonic``    Butterworth low-pass in ell and Nside changes in one harmonic step
 - ``preprocess``  channel selection, filtering, masking -> pixel-major stack
 - ``sampling``    sky splits, cutout centres and rotations

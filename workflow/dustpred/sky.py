@@ -1,7 +1,8 @@
 r"""A synthetic 21-cm + dust sky on HEALPix with a known HI-traced dust component.
 
 The simulator writes the three inputs of the workflow in the layouts of the real
-products (see :mod:`dustpred.io`) plus the HI-traced dust alone (the "oracle"):
+products (see :mod:`dustpred.healpix_maps` and :mod:`dustpred.hi_cube`) plus the HI-traced
+dust alone (the "oracle"):
 
 - ``hi.fits``: HI brightness temperature cube (K), RING, one spectrum per pixel,
   channels of ``channel_kms`` (HI4PI's 1.288 km/s) over ``velocity_kms`` (default
@@ -110,7 +111,7 @@ from dataclasses import dataclass
 import healpy as hp
 import numpy as np
 
-from dustpred import io
+from dustpred import healpix_maps, hi_cube
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +449,7 @@ def simulate_sky(
     header_extra = {"ORIGIN": ("dustpred.sky", "synthetic sky"), "SEED": settings.seed}
     ring_of_nest = hp.nest2ring(nside, np.arange(npix))
     for path, values in ((dust_path, dust), (oracle_path, oracle)):
-        io.write_healpix_maps(
+        healpix_maps.write_healpix_maps(
             path,
             {"I_ML_FULL": (values * DUST_UK_PER_1E20).astype(np.float32)[ring_of_nest]},
             nested=True,
@@ -457,11 +458,11 @@ def simulate_sky(
             extra=header_extra,
         )
     mask_nest = {k: hp.reorder(v, r2n=True).astype(np.float32) for k, v in masks.items()}
-    io.write_healpix_maps(
+    healpix_maps.write_healpix_maps(
         mask_path, mask_nest, nested=True, coordsys="GALACTIC", extra=header_extra
     )
     log.info("wrote %s, %s, %s", dust_path, oracle_path, mask_path)
-    io.write_hi_cube(
+    hi_cube.write_hi_cube(
         hi_path,
         nside,
         velocities,

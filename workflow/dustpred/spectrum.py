@@ -22,9 +22,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from dustpred import io  # noqa: E402
 from dustpred.atomic import atomic_write  # noqa: E402
 from dustpred.errors import InputError  # noqa: E402
+from dustpred.healpix_maps import read_healpix_map  # noqa: E402
+from dustpred.hi_cube import open_hi_cube  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def velocity_spectrum(
     Parameters
     ----------
     hi_path
-        Raw HI cube (file or directory, see :mod:`dustpred.io`), all channels used.
+        Raw HI cube (file or directory, see :mod:`dustpred.hi_cube`), all channels used.
     mask_path
         Mask table; column ``mask_field`` is a keep-mask (1 = unmasked).
     n_pointings
@@ -103,7 +104,7 @@ def velocity_spectrum(
     velocity_kms
         Selected range, flagged in column ``in_range``.
     hi_column, coordsys_if_missing
-        As in :func:`dustpred.io.read_hi_spectra` (spectrum column; coordinate system to
+        As in :func:`dustpred.hi_cube.open_hi_cube` (spectrum column; coordinate system to
         assume for files without ``COORDSYS``).
 
     Returns
@@ -112,13 +113,13 @@ def velocity_spectrum(
         One row per channel: ``channel``, ``velocity_kms``, ``total_K`` (sum over pointings),
         ``mean_K``, ``in_range``; sorted by velocity.
     """
-    cube = {"coordsys_if_missing": coordsys_if_missing}
-    velocities = io.hi_velocity_axis(hi_path, column=hi_column, **cube)
-    nside = io.hi_nside(hi_path, column=hi_column, **cube)
-    keep = io.read_healpix_map(mask_path, mask_field, **cube)
+    cube = open_hi_cube(hi_path, column=hi_column, coordsys_if_missing=coordsys_if_missing)
+    velocities = cube.velocities
+    nside = cube.nside
+    keep = read_healpix_map(mask_path, mask_field, coordsys_if_missing=coordsys_if_missing)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
     pixels = unmasked_pointings(keep, nside, int(n_pointings), rng, source=os.fspath(mask_path))
-    spectra = io.read_hi_spectra(hi_path, np.sort(pixels), column=hi_column, **cube)
+    spectra = cube.read_spectra(np.sort(pixels))
     spectra = spectra.astype(np.float64)
     total = spectra.sum(axis=0)
     lo, hi = sorted(float(v) for v in velocity_kms)
