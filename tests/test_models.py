@@ -19,7 +19,7 @@ from dustpred.models.linear import (
     solve_normal_equations,
     weights_table,
 )
-from dustpred.models.unet import UNet, forward_flops
+from dustpred.models.unet import VARIANTS, UNet, forward_flops
 from dustpred.training import ResidentData, dihedral_permutations, load_model, save_model
 
 # --- integrated and linear -------------------------------------------------------------------
@@ -136,7 +136,101 @@ def test_scale_dependent_prediction_with_equal_bins_is_the_weighted_sum_minus_th
 # --- U-Net -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["paper", "residual"])
+def n_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def double_conv_parameters(c_in: int, c_out: int) -> int:
+    # Two 3x3 convolutions without bias, each followed by a BatchNorm (weight and bias).
+    return 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out
+
+
+def test_unet_variant_names():
+    assert VARIANTS == ("paper", "halving", "residual")
+    with pytest.raises(InputError, match="unet.variant.*'unet'.*expected one of"):
+        UNet(3, widths=(4, 8), variant="unet")
+
+
+def test_paper_unet_parameter_count_at_the_papers_widths():
+    # The authors' network (chitingchiang/unet_21cm_dust, pytorch/unet.py) on the paper's 64
+    # velocity maps: encoder 64-128-256-512, bottleneck 512; each decoder level is a 2x2
+    # transposed convolution c -> c (weights 4 c^2, bias c) and a double convolution from
+    # c + skip channels to 256, 128, 64, 64; a 1x1 head 64 -> 1 with bias.
+    encoder = sum(
+        double_conv_parameters(a, b)
+        for a, b in [(64, 64), (64, 128), (128, 256), (256, 512), (512, 512)]
+    )
+    decoder = sum(
+        4 * c * c + c + double_conv_parameters(c + skip, out)
+        for c, skip, out in [(512, 512, 256), (256, 256, 128), (128, 128, 64), (64, 64, 64)]
+    )
+    head = 64 + 1
+    assert encoder + decoder + head == 14_820_097
+    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512, variant="paper")
+    assert n_parameters(net) == 14_820_097
+
+
+def test_halving_unet_parameter_count_at_the_papers_widths():
+    # The former decoder: transposed convolution c -> w (4 c w + w), double convolution 2w -> w.
+    encoder = sum(
+        double_conv_parameters(a, b)
+        for a, b in [(64, 64), (64, 128), (128, 256), (256, 512), (512, 512)]
+    )
+    decoder = sum(
+        4 * c * w + w + double_conv_parameters(2 * w, w)
+        for c, w in [(512, 512), (512, 256), (256, 128), (128, 64)]
+    )
+    assert encoder + decoder + 65 == 20_584_961
+    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512, variant="halving")
+    assert n_parameters(net) == 20_584_961
+
+
+def test_paper_unet_decoder_keeps_channels_in_its_transposed_convolutions():
+    # Widths that do not double, so that the mapping of the module docstring is visible.
+    net = UNet(3, widths=(4, 6, 10), bottleneck=12, variant="paper")
+    assert [(m.in_channels, m.out_channels) for m in net.up] == [(12, 12), (6, 6), (4, 4)]
+    dec_convs = [[m for m in block if isinstance(m, torch.nn.Conv2d)] for block in net.dec]
+    assert [(c[0].in_channels, c[0].out_channels) for c in dec_convs] == [(22, 6), (12, 4), (8, 4)]
+    assert all(m.bias is not None for m in net.up) and net.head.in_channels == 4
+
+
+@pytest.mark.parametrize(
+    ("variant", "kind"), [("paper", torch.nn.Dropout2d), ("halving", torch.nn.Dropout)]
+)
+def test_unet_dropout_type_after_every_convolution(variant, kind):
+    net = UNet(3, widths=(4, 8), dropout=0.3, variant=variant)
+    convs = [m for m in net.modules() if type(m) is torch.nn.Conv2d and m.kernel_size == (3, 3)]
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d)]
+    assert len(drops) == len(convs) == 2 * (2 + 1 + 2)
+    assert all(type(m) is kind and m.p == 0.3 for m in drops)
+    assert all(m.bias is None for m in convs)
+
+
+def test_paper_unet_dropout_zeroes_whole_feature_maps():
+    # Dropout2d: in training mode each (sample, channel) map is either all zero or all kept.
+    torch.manual_seed(0)
+    drop = UNet(3, widths=(4, 8), dropout=0.5, variant="paper").down[0][3]
+    y = drop(torch.ones(8, 4, 16, 16))
+    per_map = y.flatten(2)
+    assert ((per_map == 0).all(-1) | (per_map == 2.0).all(-1)).all()
+    assert (per_map == 0).all(-1).any()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unet_forward_backward_at_the_default_configs_widths(variant):
+    # config/config.yaml: 64 velocity maps (+ the integrated map for residual), 64x64 pixels,
+    # widths 8-16-32-64 and the bottleneck = last width.
+    torch.manual_seed(0)
+    c = 64 + (variant == "residual")
+    net = UNet(c, widths=(8, 16, 32, 64), bottleneck=None, dropout=0.3, variant=variant)
+    x = torch.randn(2, c, 64, 64)
+    out = net(x)
+    assert out.shape == (2, 64, 64)
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("size", [16, 32])
 def test_unet_forward_backward(variant, size):
     torch.manual_seed(0)
@@ -163,9 +257,25 @@ def test_residual_unet_starts_at_the_integrated_channel():
 
 
 def test_forward_flops_of_the_paper_network():
-    # 64 input maps of 64x64, widths 64-128-256-512, bottleneck 512: about 6.0 GFLOP, which
-    # times 3 (forward + backward) times 50,000 x 40 samples is the issue's ~35 PFLOP.
-    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512)
+    # 64 input maps of 64x64, widths 64-128-256-512, bottleneck 512, the authors' decoder:
+    # 4.287 GFLOP (2 per multiply-add; 3x3 convs 18 h w c_in c_out, transposed 8 h w c^2 at
+    # the input's h w, head 2 h w 64), which times 3 (forward + backward) times
+    # 50,000 x 40 samples is ~26 PFLOP.
+    encoder = sum(
+        18 * s * s * (a * b + b * b)
+        for s, a, b in [(64, 64, 64), (32, 64, 128), (16, 128, 256), (8, 256, 512), (4, 512, 512)]
+    )
+    decoder = sum(
+        8 * (s // 2) ** 2 * c * c + 18 * s * s * ((c + c) * out + out * out)
+        for s, c, out in [(8, 512, 256), (16, 256, 128), (32, 128, 64), (64, 64, 64)]
+    )
+    assert encoder + decoder + 2 * 64 * 64 * 64 == 4_287_102_976
+    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512, variant="paper")
+    assert forward_flops(net, 64, 64) == 4_287_102_976
+
+
+def test_forward_flops_of_the_halving_network():
+    net = UNet(64, widths=(64, 128, 256, 512), bottleneck=512, variant="halving")
     assert forward_flops(net, 64, 64) == pytest.approx(5.973e9, rel=1e-3)
 
 

@@ -3,7 +3,7 @@
 - :mod:`~dustpred.models.integrated`: ``T = sum_i I_i`` (no fit).
 - :mod:`~dustpred.models.linear`: ``T = sum_i w_i I_i``, weights from the normal equations of
   the paper's appendix A (scale-independent, or one vector per ell bin).
-- :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 and its residual variant.
+- :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 (the authors' network) and its variants.
 - :mod:`~dustpred.models.inputs`: shard reading and the U-Net's input normalisation.
 """
 

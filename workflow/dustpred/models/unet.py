@@ -1,19 +1,44 @@
-"""The U-Net of the paper (Fig. 2, section 2.3) and its residual variant.
+"""The U-Net of the paper (Fig. 2, section 2.3), as its authors built it, and two variants.
 
 The network maps a stack of prepared input maps (B, C, H, W) to one predicted map (B, H, W).
 Inputs are prepared by :mod:`dustpred.models.inputs` (asinh + per-channel standardisation);
 the model knows nothing of units.
 
-Architecture (paper): ``depth = len(widths)`` levels of a double convolution
-(3x3, stride 1, same padding; BatchNorm; ReLU; Dropout) each followed by a 2x2 max-pool; a
-double convolution at the bottleneck; on the way up a 2x2 transposed convolution of stride 2,
-concatenation with the skip of the same level and a double convolution; a final 1x1
-convolution to one map. The paper uses widths 64-128-256-512 and a 512-wide bottleneck.
+All variants share the encoder: ``depth = len(widths)`` levels of a double convolution
+(twice: 3x3 convolution without bias, stride 1, same padding; BatchNorm; ReLU; dropout), each
+followed by a 2x2 max-pool, then a double convolution of width ``bottleneck`` at the bottom.
+On the way up each level applies a 2x2 transposed convolution of stride 2 (with bias),
+concatenates the skip of that level and applies a double convolution; a final 1x1
+convolution (with bias) gives one map. The variants differ in the decoder's widths and in
+the dropout:
 
-Residual variant: the last input channel is the integrated-intensity map (linearly scaled,
-see :mod:`dustpred.models.inputs`); the output is ``head(features) + scale * integrated`` with
-a learnable ``scale`` (initially 1) and a zero-initialised head, so the network starts from
-the integrated-intensity baseline and learns the correction.
+``paper`` -- the authors' network (GitHub ``chitingchiang/unet_21cm_dust``,
+``pytorch/unet.py``). Their ``UNet(n_channel_in, n_channel_first=64, n_depth=4)`` is, in
+the terms here, ``widths = [64, 128, 256, 512]`` (their ``in_conv`` and the first three
+``DownConv``; each width doubles) and ``bottleneck = 512`` (their last ``DownConv``, which keeps
+the width). Mapping for any ``widths = [w_0, ..., w_{n-1}]`` and bottleneck ``b``:
+
+- the transposed convolution keeps its channel count (``c -> c``, with ``c = b`` at the
+  bottom);
+- the double convolution of level ``j`` takes ``c + w_j`` channels and outputs ``w_{j-1}``
+  (``w_0`` at the top level, ``j = 0``): for the paper's widths the decoder blocks output
+  256, 128, 64, 64 from inputs of 1024, 512, 256, 128 channels;
+- the dropout is ``Dropout2d`` (whole feature maps are dropped), after every convolution
+  including the bottleneck and the decoder.
+
+The authors' activation is ``LeakyReLU(negative_slope=0)``, the same function and gradient as
+ReLU. The paper's widths give 14,820,097 parameters for 64 input maps
+(``tests/test_models.py`` derives the number layer by layer).
+
+``halving`` -- the decoder this package had before (issue 15): the transposed convolution of
+level ``j`` maps ``c -> w_j`` channels, the double convolution ``2 w_j -> w_j``, and dropout is
+element-wise (``nn.Dropout``).
+
+``residual`` -- the ``halving`` network (same layers, same initialisation), where the last
+input channel is the integrated-intensity map (linearly scaled, see
+:mod:`dustpred.models.inputs`); the output is ``head(features) + scale * integrated`` with a
+learnable ``scale`` (initially 1) and a zero-initialised head, so the network starts from the
+integrated-intensity baseline and learns the correction.
 """
 
 from __future__ import annotations
@@ -25,13 +50,19 @@ from torch import nn
 
 from dustpred.errors import InputError
 
-VARIANTS = ("paper", "residual")
+VARIANTS = ("paper", "halving", "residual")
 
 
 class DoubleConv(nn.Sequential):
-    """Two times (3x3 conv, same padding -> BatchNorm -> ReLU -> Dropout)."""
+    """Two times (3x3 conv, same padding -> BatchNorm -> ReLU -> dropout).
 
-    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+    ``channel_dropout`` picks ``nn.Dropout2d`` (drops whole feature maps, as the authors do)
+    instead of element-wise ``nn.Dropout``. No dropout layer when ``dropout`` is 0.
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, dropout: float, channel_dropout: bool = False
+    ) -> None:
         layers: list[nn.Module] = []
         for c in (c_in, c_out):
             # No conv bias: the BatchNorm that follows has its own shift.
@@ -41,7 +72,8 @@ class DoubleConv(nn.Sequential):
                 nn.ReLU(inplace=True),
             ]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                drop = nn.Dropout2d if channel_dropout else nn.Dropout
+                layers.append(drop(dropout))
         super().__init__(*layers)
 
 
@@ -59,8 +91,10 @@ class UNet(nn.Module):
         Width of the bottleneck double convolution (default: ``widths[-1]``, as in the paper).
     dropout : float
         Dropout rate after every convolution (paper: 0.3).
-    variant : {"paper", "residual"}
-        ``"residual"`` adds ``scale * x[:, -1]`` to the output (see module docstring).
+    variant : {"paper", "halving", "residual"}
+        ``"paper"``: the authors' decoder and ``Dropout2d``; ``"halving"``: channel-halving
+        transposed convolutions and element-wise dropout; ``"residual"``: ``"halving"`` plus
+        ``scale * x[:, -1]`` added to the output (see module docstring).
 
     Notes
     -----
@@ -92,19 +126,29 @@ class UNet(nn.Module):
         self.widths = widths
         self.variant = variant
         self.down = nn.ModuleList()
+        channel_dropout = variant == "paper"
         c = self.in_channels
         for w in widths:
-            self.down.append(DoubleConv(c, w, dropout))
+            self.down.append(DoubleConv(c, w, dropout, channel_dropout))
             c = w
         self.pool = nn.MaxPool2d(2)
-        self.bottom = DoubleConv(c, bottleneck, dropout)
+        self.bottom = DoubleConv(c, bottleneck, dropout, channel_dropout)
         c = bottleneck
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
-        for w in reversed(widths):
-            self.up.append(nn.ConvTranspose2d(c, w, kernel_size=2, stride=2))
-            self.dec.append(DoubleConv(2 * w, w, dropout))
-            c = w
+        if variant == "paper":
+            # The authors' UpConv: the transposed convolution keeps the channels, the block
+            # outputs the width of the level above (the top level keeps widths[0]).
+            outs = widths[-2::-1] + [widths[0]]
+            for skip, w in zip(reversed(widths), outs, strict=True):
+                self.up.append(nn.ConvTranspose2d(c, c, kernel_size=2, stride=2))
+                self.dec.append(DoubleConv(c + skip, w, dropout, channel_dropout))
+                c = w
+        else:
+            for w in reversed(widths):
+                self.up.append(nn.ConvTranspose2d(c, w, kernel_size=2, stride=2))
+                self.dec.append(DoubleConv(2 * w, w, dropout))
+                c = w
         self.head = nn.Conv2d(c, 1, kernel_size=1)
         if variant == "residual":
             # Start exactly at the integrated-intensity baseline.
