@@ -30,6 +30,18 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# One definition per wildcard, for every rule (the patterns are in common.smk).
+wildcard_constraints:
+    filename=download_filenames(),
+    prep=prep_constraint(),
+    split=SPLIT_PATTERN,
+    experiment=EXPERIMENT_PATTERN,
+    seed=SEED_PATTERN,
+    subset=SUBSET_PATTERN,
+
+
 include: "workflow/rules/sky.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/preprocess.smk"

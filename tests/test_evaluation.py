@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from fake_predictions import write_fake_predictions
 
+from dustpred.config import experiment_settings
 from dustpred.errors import InputError
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
@@ -15,8 +16,6 @@ from dustpred.evaluation import (
     WINS_COLUMNS,
     Predictions,
     evaluate,
-    experiment_settings,
-    find_lambda_sweep,
     seed_spread,
     summarize,
     wins_table,
@@ -228,31 +227,3 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
 def test_summary_lists_missing_table_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.csv"):
         summarize({("x", 0): tmp_path / "nope.csv"}, tmp_path / "s.csv", tmp_path / "s.txt")
-
-
-def _exp(lam, split="north_south", seeds=(0,), widths=(8, 16)):
-    return {
-        "split": split,
-        "velocity_kms": [-64.5, 17.0],
-        "seeds": list(seeds),
-        "unet": {"loss_lambda": lam, "widths": list(widths)},
-        "linear": {"ridge": 0.0},
-    }
-
-
-def test_lambda_sweep_is_the_largest_group_differing_only_in_lambda():
-    resolved = {
-        "baseline": _exp(30.0),
-        "lam0": _exp(0.0, seeds=(0, 1)),  # a different seed list still belongs to the sweep
-        "lam120": _exp(120.0),
-        "eastwest": _exp(30.0, split="east_west"),
-        "ew0": _exp(0.0, split="east_west"),
-        "wide": _exp(60.0, widths=(16, 32)),
-        "dup30": _exp(30.0),  # same lambda as baseline: baseline (first) is kept
-    }
-    assert find_lambda_sweep(resolved) == ["lam0", "baseline", "lam120"]
-
-
-def test_no_lambda_sweep_without_two_lambdas():
-    assert find_lambda_sweep({"a": _exp(30.0), "b": _exp(30.0, split="east_west")}) == []
-    assert find_lambda_sweep({"a": _exp(30.0)}) == []

@@ -4,7 +4,7 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 
 - ``atomic``      atomic output files (temporary name, renamed when complete)
 - ``errors``      InputError and friends (bad files, bad config values)
-- ``config``      experiment resolution (base config + per-experiment overrides)
+- ``config``      experiment resolution (base config + overrides), the lambda sweep; no h5py/pandas
 - ``sky``         the synthetic sky with known truth
 - ``download``    resumable, checksummed downloads of the real inputs
 - ``fits_table``  low-level FITS binary tables (headers, row memory maps, streamed writes)

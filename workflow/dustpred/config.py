@@ -3,11 +3,18 @@
 An experiment may override ``velocity_kms``, ``split``, ``seeds`` and any key of the
 ``unet`` and ``linear`` sections. Preprocessing and cutouts depend only on the velocity
 range and the split, so experiments that share them share those jobs.
+
+Also the helpers that read resolved experiments to build the DAG: the settings that the
+summary tables list (:func:`experiment_settings`) and the lambda sweep of Fig. 6
+(:func:`find_lambda_sweep`). ``workflow/rules/common.smk`` imports only this module and
+:mod:`dustpred.errors`, so building the DAG loads neither h5py, pandas nor torch; keep it so.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from dustpred.errors import ConfigError
@@ -52,6 +59,50 @@ def resolve_experiment(config: dict[str, Any], name: str) -> dict[str, Any]:
         "linear": config["linear"],
     }
     return deep_merge(base, override)
+
+
+# Columns of the summary tables that describe an experiment (see dustpred.evaluation).
+SETTING_COLUMNS = ["split", "velocity_kms", "input_kind", "loss_lambda"]
+
+
+def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`SETTING_COLUMNS` of one resolved experiment (see :func:`resolve_experiment`).
+
+    ``velocity_kms`` becomes a label such as ``'-64.5..17'`` (km/s); missing keys give None
+    (``'nan..nan'`` for the velocity range).
+    """
+    unet = resolved.get("unet", {}) or {}
+    lo, hi = resolved.get("velocity_kms", (float("nan"), float("nan")))
+    return {
+        "split": resolved.get("split"),
+        "velocity_kms": f"{lo:g}..{hi:g}",
+        "input_kind": unet.get("input_kind"),
+        "loss_lambda": unet.get("loss_lambda"),
+    }
+
+
+def find_lambda_sweep(resolved: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Experiments that form a lambda sweep (the paper's Fig. 6), sorted by lambda.
+
+    A sweep is a group of experiments whose resolved settings are equal except for
+    ``unet.loss_lambda`` (and the seed list), with at least two distinct lambdas; of
+    several such groups the largest wins (ties: the one whose first experiment comes first).
+    Returns [] when there is none. When two experiments of the group share a lambda, the
+    first one (in ``resolved`` order) is kept.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, settings in resolved.items():
+        rest = {k: v for k, v in settings.items() if k != "seeds"}
+        rest["unet"] = {k: v for k, v in (settings.get("unet") or {}).items() if k != "loss_lambda"}
+        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(name)
+    best: list[str] = []
+    for names in groups.values():
+        by_lambda: dict[float, str] = {}
+        for name in names:
+            by_lambda.setdefault(float(resolved[name]["unet"]["loss_lambda"]), name)
+        if len(by_lambda) >= 2 and len(by_lambda) > len(best):
+            best = [by_lambda[lam] for lam in sorted(by_lambda)]
+    return best
 
 
 def canonical(value: Any) -> Any:

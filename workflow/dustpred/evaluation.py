@@ -13,7 +13,6 @@ the paper's reference: a model "wins" on a cutout when its r is strictly larger.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dustpred.atomic import atomic_write
+from dustpred.config import SETTING_COLUMNS
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, r_ell_r50_r150
 
@@ -45,8 +45,6 @@ MODEL_LABELS = {
 PER_CUTOUT_COLUMNS = ["subset", "cutout", "lon", "lat", "psi", "masked_fraction", "model", *METRICS]
 R_ELL_COLUMNS = ["subset", "model", "ell", "ell_lo", "ell_hi", "r_mean", "r_sem", "r_std", "n"]
 WINS_COLUMNS = ["subset", "model", "metric", "wins", "n", "fraction"]
-# Settings of each experiment that the summary tables carry (after the key columns).
-SETTING_COLUMNS = ["split", "velocity_kms", "input_kind", "loss_lambda"]
 SUMMARY_COLUMNS = [
     "experiment",
     "seed",
@@ -390,18 +388,6 @@ def summary_lines(per_cutout: pd.DataFrame, wins: pd.DataFrame, subset: str = "t
     return lines
 
 
-def experiment_settings(resolved: Mapping[str, object]) -> dict[str, object]:
-    """The :data:`SETTING_COLUMNS` of one resolved experiment (see dustpred.config)."""
-    unet = resolved.get("unet", {}) or {}
-    lo, hi = resolved.get("velocity_kms", (np.nan, np.nan))
-    return {
-        "split": resolved.get("split"),
-        "velocity_kms": f"{lo:g}..{hi:g}",
-        "input_kind": unet.get("input_kind"),
-        "loss_lambda": unet.get("loss_lambda"),
-    }
-
-
 def summarize(
     per_cutout_paths: Mapping[tuple[str, int], str | os.PathLike],
     summary_csv: str | os.PathLike,
@@ -424,7 +410,7 @@ def summarize(
         model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
     settings
         Experiment name -> its :data:`SETTING_COLUMNS` values (see
-        :func:`experiment_settings`); fills those columns of both tables.
+        :func:`dustpred.config.experiment_settings`); fills those columns of both tables.
 
     Adding experiments or seeds only adds rows (and paragraphs of the text).
     """
@@ -495,30 +481,6 @@ def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
             f"({int(row['n_seeds'])} seeds)"
         )
     return lines
-
-
-def find_lambda_sweep(resolved: Mapping[str, Mapping[str, object]]) -> list[str]:
-    """Experiments that form a lambda sweep (the paper's Fig. 6), sorted by lambda.
-
-    A sweep is a group of experiments whose resolved settings are equal except for
-    ``unet.loss_lambda`` (and the seed list), with at least two distinct lambdas; of
-    several such groups the largest wins (ties: the one whose first experiment comes first).
-    Returns [] when there is none. When two experiments of the group share a lambda, the
-    first one (in ``resolved`` order) is kept.
-    """
-    groups: dict[str, list[str]] = {}
-    for name, settings in resolved.items():
-        rest = {k: v for k, v in settings.items() if k != "seeds"}
-        rest["unet"] = {k: v for k, v in (settings.get("unet") or {}).items() if k != "loss_lambda"}
-        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(name)
-    best: list[str] = []
-    for names in groups.values():
-        by_lambda: dict[float, str] = {}
-        for name in names:
-            by_lambda.setdefault(float(resolved[name]["unet"]["loss_lambda"]), name)
-        if len(by_lambda) >= 2 and len(by_lambda) > len(best):
-            best = [by_lambda[lam] for lam in sorted(by_lambda)]
-    return best
 
 
 def read_table(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:

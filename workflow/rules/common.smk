@@ -1,30 +1,30 @@
-# Helpers shared by all stages: input resolution, experiment settings, target lists.
-# No rules here. Rules take only the config slice they use, so an edit reruns only the jobs
-# that depend on it.
+# Helpers shared by all stages: experiment settings, input resolution, target lists; one
+# section per stage in data-flow order (sky/download -> preprocess -> cutouts -> models ->
+# predict -> evaluate), like the rule files. No rules here. Rules take only the config slice
+# they use, so an edit reruns only the jobs that depend on it. Import only light modules:
+# dustpred.config and dustpred.errors (tests/test_config.py checks that building the DAG
+# loads neither h5py, pandas nor torch).
 import re
 
-from dustpred.config import resolve_experiment, velocity_label
+from dustpred.config import (
+    experiment_settings,
+    find_lambda_sweep,
+    resolve_experiment,
+    velocity_label,
+)
 from dustpred.errors import ConfigError
-from dustpred.evaluation import experiment_settings, find_lambda_sweep
+
+# The software of every rule (relative to the rule files in workflow/rules/).
+CONDA_ENV = "../../envs/dustpred.yaml"
 
 RAW_KINDS = ("hi", "dust", "mask")
+EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
+SEED_PATTERN = r"\d+"
+SPLIT_PATTERN = "north_south|east_west"
+SUBSET_PATTERN = "train|test"
 
 
-def raw_input(kind):
-    """Path of the raw FITS input `kind` (hi, dust, mask): a local file from config
-    `data.<kind>` if set, else the synthetic or downloaded file."""
-    local = config["data"][kind]
-    if local:
-        return local
-    if config["data"]["source"] == "synthetic":
-        return f"resources/synthetic/{kind}.fits"
-    return download_path(kind)
-
-
-def oracle_input():
-    """The HI-traced part of the synthetic dust (the best any HI model can do), or []."""
-    synthetic = config["data"]["source"] == "synthetic" and not config["data"]["dust"]
-    return "resources/synthetic/dust_hi_traced.fits" if synthetic else []
+# --- experiments and the final targets ---
 
 
 def experiment(name):
@@ -63,10 +63,175 @@ def all_targets():
     return targets
 
 
-# --- evaluation, figures and summary (stage evaluate) ---
+# --- raw inputs: synthetic sky or download (stages sky, download) ---
 
-EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
-SEED_PATTERN = r"\d+"
+
+def raw_input(kind):
+    """Path of the raw FITS input `kind` (hi, dust, mask): a local file from config
+    `data.<kind>` if set, else the synthetic or downloaded file."""
+    local = config["data"][kind]
+    if local:
+        return local
+    if config["data"]["source"] == "synthetic":
+        return f"resources/synthetic/{kind}.fits"
+    return download_path(kind)
+
+
+def oracle_input():
+    """The HI-traced part of the synthetic dust (the best any HI model can do), or []."""
+    synthetic = config["data"]["source"] == "synthetic" and not config["data"]["dust"]
+    return "resources/synthetic/dust_hi_traced.fits" if synthetic else []
+
+
+def download_spec_of(kind):
+    """Config `download.<kind>` (url, sha256, filename); an error naming the key if absent."""
+    spec = config["download"].get(kind)
+    if not spec:
+        raise ConfigError(
+            f"config key 'download.{kind}' is missing; data.source is 'download' and "
+            f"data.{kind} is not set, so a URL and filename are needed"
+        )
+    return spec
+
+
+def download_path(kind):
+    """Local path of the downloaded input `kind` (hi, dust, mask)."""
+    return f"resources/download/{download_spec_of(kind)['filename']}"
+
+
+def download_spec(wildcards):
+    """URL, sha256 and filename of the input whose filename is `wildcards.filename`."""
+    for kind in RAW_KINDS:
+        spec = config["download"].get(kind)
+        if spec and spec["filename"] == wildcards.filename:
+            return spec
+    raise ConfigError(
+        f"resources/download/{wildcards.filename}: no entry of config 'download' "
+        f"has this filename"
+    )
+
+
+def download_filenames():
+    """Regex of the configured download file names (so the rule claims nothing else)."""
+    names = [spec["filename"] for spec in config["download"].values() if spec]
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+# --- preprocessed HEALPix stacks (stage preprocess) ---
+
+
+def velocity_of_prep(wildcards):
+    """Velocity range (km/s) of the experiments whose preprocessing label is {prep}."""
+    for name in experiment_names():
+        velocity = experiment(name)["velocity_kms"]
+        if velocity_label(velocity) == wildcards.prep:
+            return [float(v) for v in velocity]
+    raise ConfigError(
+        f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
+        f"has this velocity range (labels: {sorted(prep_labels())})"
+    )
+
+
+def prep_labels():
+    return {prep_of(name) for name in experiment_names()}
+
+
+def preprocess_settings(wildcards):
+    """The preprocess section with the velocity range of {prep}."""
+    settings = {k: v for k, v in config["preprocess"].items() if k != "velocity_kms"}
+    settings["velocity_kms"] = velocity_of_prep(wildcards)
+    return settings
+
+
+def filter_settings(wildcards):
+    """The preprocess keys that shape the filtered dust (the oracle uses the same)."""
+    keys = ("nside", "ell_cutoff", "butterworth_order", "map2alm_iters")
+    return {k: config["preprocess"][k] for k in keys}
+
+
+def oracle_raw(wildcards):
+    path = oracle_input()
+    if not path:
+        raise ConfigError(
+            "results/preprocess/*/oracle.npy exists only for the synthetic sky "
+            "(config data.source: synthetic and no data.dust)"
+        )
+    return path
+
+
+def prep_constraint():
+    return "|".join(re.escape(label) for label in sorted(prep_labels()))
+
+
+# --- cutout shards and Fig. 1 (stage cutouts) ---
+# Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
+# them does not remake the shards.
+SPECTRUM_KEYS = ("spectrum_pointings",)
+
+
+def cutout_settings(wildcards):
+    """The shard jobs' config slice, with the split of the requested directory."""
+    settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
+    settings["split"] = wildcards.split
+    return settings
+
+
+def cutout_oracle(wildcards):
+    """The preprocessed oracle map (synthetic sky only), else nothing."""
+    return f"results/preprocess/{wildcards.prep}/oracle.npy" if oracle_input() else []
+
+
+def cutout_shard_mem_mb(wildcards, input):
+    """Memory of a shard job: the memory-mapped stack plus chunk buffers."""
+    return int(input.size_mb) + 1024
+
+
+def subset_shards(name, subset):
+    """The K shard files of subset `subset` (train | test) of experiment `name`."""
+    return gather.cutouts(f"{cutout_dir(name)}/{subset}/shard-{{scatteritem}}.h5")
+
+
+def cutout_index(wildcards):
+    """The gather job's index: the shards were checked together before any model uses them."""
+    return f"{cutout_dir(wildcards.experiment)}/index.json"
+
+
+# --- linear weights and U-Net (stage models) ---
+
+
+def train_shards(wildcards):
+    return subset_shards(wildcards.experiment, "train")
+
+
+def linear_params(wildcards):
+    return experiment(wildcards.experiment)["linear"]
+
+
+def unet_params(wildcards):
+    return experiment(wildcards.experiment)["unet"]
+
+
+def train_seed(wildcards):
+    return int(wildcards.seed)
+
+
+def resume_state(wildcards):
+    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/resume/state.pt"
+
+
+def train_mem_mb(wildcards, input):
+    """The prepared training set is held in memory (float16/32): about the shards' size."""
+    return int(input.size_mb) + 3072
+
+
+# --- predictions (stage predict) ---
+
+
+def predict_shards_input(wildcards):
+    return subset_shards(wildcards.experiment, wildcards.subset)
+
+
+# --- evaluation, figures and summary (stage evaluate) ---
 
 
 def evaluation_targets():
@@ -138,22 +303,20 @@ def run_tables(runs, table):
     return [f"results/tables/{name}/seed{seed}/{table}.csv" for name, seed in runs]
 
 
-def summary_runs():
-    """(experiment, seed) of every run, in the order of summary_inputs()."""
-    return runs_of(experiment_names())
-
-
-def summary_inputs(wildcards):
-    return run_tables(summary_runs(), "per_cutout")
-
-
 def split_of_wildcards(wildcards):
     return split_of(wildcards.experiment)
 
 
-def summary_settings():
-    """Experiment name -> the settings the summary tables list (split, velocities, ...)."""
-    return {name: experiment_settings(experiment(name)) for name in experiment_names()}
+def seeds_of_wildcards(wildcards):
+    return seeds_of(wildcards.experiment)
+
+
+def seed_ensemble_r_ell(wildcards):
+    return run_tables(runs_of([wildcards.experiment]), "r_ell")
+
+
+def seed_ensemble_per_cutout(wildcards):
+    return run_tables(runs_of([wildcards.experiment]), "per_cutout")
 
 
 def lambda_sweep():
@@ -198,158 +361,15 @@ def east_west_inputs(wildcards):
     return run_tables(runs_of([east_west_experiment()]), "r_ell")
 
 
-def seeds_of_wildcards(wildcards):
-    return seeds_of(wildcards.experiment)
+def summary_runs():
+    """(experiment, seed) of every run, in the order of summary_inputs()."""
+    return runs_of(experiment_names())
 
 
-def seed_ensemble_r_ell(wildcards):
-    return run_tables(runs_of([wildcards.experiment]), "r_ell")
+def summary_inputs(wildcards):
+    return run_tables(summary_runs(), "per_cutout")
 
 
-def seed_ensemble_per_cutout(wildcards):
-    return run_tables(runs_of([wildcards.experiment]), "per_cutout")
-
-
-# --- raw inputs: download and preprocess (stages download, preprocess) ---
-
-
-def download_spec_of(kind):
-    """Config `download.<kind>` (url, sha256, filename); an error naming the key if absent."""
-    spec = config["download"].get(kind)
-    if not spec:
-        raise ConfigError(
-            f"config key 'download.{kind}' is missing; data.source is 'download' and "
-            f"data.{kind} is not set, so a URL and filename are needed"
-        )
-    return spec
-
-
-def download_path(kind):
-    """Local path of the downloaded input `kind` (hi, dust, mask)."""
-    return f"resources/download/{download_spec_of(kind)['filename']}"
-
-
-def download_spec(wildcards):
-    """URL, sha256 and filename of the input whose filename is `wildcards.filename`."""
-    for kind in RAW_KINDS:
-        spec = config["download"].get(kind)
-        if spec and spec["filename"] == wildcards.filename:
-            return spec
-    raise ConfigError(
-        f"resources/download/{wildcards.filename}: no entry of config 'download' "
-        f"has this filename"
-    )
-
-
-def download_filenames():
-    """Regex of the configured download file names (so the rule claims nothing else)."""
-    names = [spec["filename"] for spec in config["download"].values() if spec]
-    return "|".join(re.escape(name) for name in names) or "(?!)"
-
-
-def velocity_of_prep(wildcards):
-    """Velocity range (km/s) of the experiments whose preprocessing label is {prep}."""
-    for name in experiment_names():
-        velocity = experiment(name)["velocity_kms"]
-        if velocity_label(velocity) == wildcards.prep:
-            return [float(v) for v in velocity]
-    raise ConfigError(
-        f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
-        f"has this velocity range (labels: {sorted(prep_labels())})"
-    )
-
-
-def prep_labels():
-    return {prep_of(name) for name in experiment_names()}
-
-
-def preprocess_settings(wildcards):
-    """The preprocess section with the velocity range of {prep}."""
-    settings = {k: v for k, v in config["preprocess"].items() if k != "velocity_kms"}
-    settings["velocity_kms"] = velocity_of_prep(wildcards)
-    return settings
-
-
-def filter_settings(wildcards):
-    """The preprocess keys that shape the filtered dust (the oracle uses the same)."""
-    keys = ("nside", "ell_cutoff", "butterworth_order", "map2alm_iters")
-    return {k: config["preprocess"][k] for k in keys}
-
-
-def oracle_raw(wildcards):
-    path = oracle_input()
-    if not path:
-        raise ConfigError(
-            "results/preprocess/*/oracle.npy exists only for the synthetic sky "
-            "(config data.source: synthetic and no data.dust)"
-        )
-    return path
-
-
-def prep_constraint():
-    return "|".join(re.escape(label) for label in sorted(prep_labels()))
-
-
-# --- models and predictions (stages models, predict) ---
-
-
-def unet_params(wildcards):
-    return experiment(wildcards.experiment)["unet"]
-
-
-def linear_params(wildcards):
-    return experiment(wildcards.experiment)["linear"]
-
-
-def subset_shards(name, subset):
-    """The K shard files of subset `subset` (train | test) of experiment `name`."""
-    return gather.cutouts(f"{cutout_dir(name)}/{subset}/shard-{{scatteritem}}.h5")
-
-
-def train_shards(wildcards):
-    return subset_shards(wildcards.experiment, "train")
-
-
-def cutout_index(wildcards):
-    """The gather job's index: the shards were checked together before any model uses them."""
-    return f"{cutout_dir(wildcards.experiment)}/index.json"
-
-
-def train_seed(wildcards):
-    return int(wildcards.seed)
-
-
-def resume_state(wildcards):
-    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/resume/state.pt"
-
-
-def train_mem_mb(wildcards, input):
-    """The prepared training set is held in memory (float16/32): about the shards' size."""
-    return int(input.size_mb) + 3072
-
-
-def predict_shards_input(wildcards):
-    return subset_shards(wildcards.experiment, wildcards.subset)
-
-
-# --- cutout shards and Fig. 1 (stage cutouts) ---
-# Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
-# them does not remake the shards.
-SPECTRUM_KEYS = ("spectrum_pointings",)
-
-
-def cutout_settings(wildcards):
-    """The shard jobs' config slice, with the split of the requested directory."""
-    settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
-    settings["split"] = wildcards.split
-    return settings
-
-
-def cutout_oracle(wildcards):
-    """The preprocessed oracle map (synthetic sky only), else nothing."""
-    return f"results/preprocess/{wildcards.prep}/oracle.npy" if oracle_input() else []
-
-
-def cutout_shard_mem_mb(wildcards, input):
-    """Memory of a shard job: the memory-mapped stack plus chunk buffers."""
-    return int(input.size_mb) + 1024
+def summary_settings():
+    """Experiment name -> the settings the summary tables list (split, velocities, ...)."""
+    return {name: experiment_settings(experiment(name)) for name in experiment_names()}

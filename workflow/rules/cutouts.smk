@@ -18,11 +18,10 @@ rule cutout_shard:
         test="results/cutouts/{prep}/{split}/test/shard-{scatteritem}.h5",
     log:
         "logs/cutouts/{prep}/{split}/shard-{scatteritem}.log",
-    wildcard_constraints:
-        prep=prep_constraint(),
-        split="north_south|east_west",
+    benchmark:
+        "benchmarks/cutout_shard/{prep}/{split}/shard-{scatteritem}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=cutout_shard_mem_mb,
@@ -45,11 +44,10 @@ rule gather_cutouts:
         "results/cutouts/{prep}/{split}/index.json",
     log:
         "logs/cutouts/{prep}/{split}/gather.log",
-    wildcard_constraints:
-        prep=prep_constraint(),
-        split="north_south|east_west",
+    benchmark:
+        "benchmarks/gather_cutouts/{prep}/{split}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 4
     params:
         cutouts=cutout_settings,
@@ -72,8 +70,10 @@ rule velocity_spectrum:
         csv="results/tables/fig1_velocity_spectrum.csv",
     log:
         "logs/figures/fig1_velocity_spectrum.log",
+    benchmark:
+        "benchmarks/velocity_spectrum.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         n_pointings=config["cutouts"]["spectrum_pointings"],
         velocity_kms=config["preprocess"]["velocity_kms"],

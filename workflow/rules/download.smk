@@ -7,11 +7,11 @@ rule download:
         "resources/download/{filename}",
     log:
         "logs/download/{filename}.log",
-    wildcard_constraints:
-        filename=download_filenames(),
+    benchmark:
+        "benchmarks/download/{filename}.tsv"
     retries: 2
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     resources:
         downloads=1,
     params:

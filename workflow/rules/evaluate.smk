@@ -35,11 +35,10 @@ rule evaluate:
         wins_parquet="results/tables/{experiment}/seed{seed}/wins.parquet",
     log:
         "logs/evaluate/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/evaluate/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     resources:
         mem_mb=4000,
     script:
@@ -60,11 +59,10 @@ rule plot_example:
         pdf="results/figures/{experiment}/seed{seed}/fig3_example.pdf",
     log:
         "logs/plot_example/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/plot_example/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         example_cutout=config["plots"]["example_cutout"],
         cmap=config["plots"]["cmap"],
@@ -88,11 +86,10 @@ rule plot_per_cutout:
         pdf="results/figures/{experiment}/seed{seed}/fig4_per_cutout.pdf",
     log:
         "logs/plot_per_cutout/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/plot_per_cutout/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         dpi=config["plots"]["dpi"],
     script:
@@ -113,11 +110,10 @@ rule plot_r_ell:
         pdf="results/figures/{experiment}/seed{seed}/fig5_r_ell.pdf",
     log:
         "logs/plot_r_ell/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/plot_r_ell/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         split=split_of_wildcards,
         dpi=config["plots"]["dpi"],
@@ -139,11 +135,10 @@ rule plot_training:
         pdf="results/figures/{experiment}/seed{seed}/training_curves.pdf",
     log:
         "logs/plot_training/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/plot_training/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         dpi=config["plots"]["dpi"],
     script:
@@ -165,10 +160,10 @@ rule plot_seed_ensemble:
         pdf="results/figures/{experiment}/seed_ensemble.pdf",
     log:
         "logs/plot_seed_ensemble/{experiment}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
+    benchmark:
+        "benchmarks/plot_seed_ensemble/{experiment}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         seeds=seeds_of_wildcards,
         dpi=config["plots"]["dpi"],
@@ -189,8 +184,10 @@ rule plot_lambda_sweep:
         pdf="results/figures/fig6_lambda_sweep.pdf",
     log:
         "logs/plot_lambda_sweep.log",
+    benchmark:
+        "benchmarks/plot_lambda_sweep.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         lambdas=lambda_sweep_lambdas(),
         dpi=config["plots"]["dpi"],
@@ -211,8 +208,10 @@ rule plot_east_west:
         pdf="results/figures/fig7_east_west.pdf",
     log:
         "logs/plot_east_west.log",
+    benchmark:
+        "benchmarks/plot_east_west.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         experiment=east_west_experiment(),
         dpi=config["plots"]["dpi"],
@@ -246,8 +245,10 @@ rule summary:
         ),
     log:
         "logs/summary.log",
+    benchmark:
+        "benchmarks/summary.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     params:
         runs=summary_runs(),
         settings=summary_settings(),

@@ -13,10 +13,10 @@ rule fit_linear:
         "results/models/{experiment}/linear.csv",
     log:
         "logs/fit_linear/{experiment}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
+    benchmark:
+        "benchmarks/fit_linear/{experiment}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2048,
@@ -38,11 +38,10 @@ rule train_unet:
         table="results/models/{experiment}/seed{seed}/training.csv",
     log:
         "logs/train_unet/{experiment}/seed{seed}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
+    benchmark:
+        "benchmarks/train_unet/{experiment}/seed{seed}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 8
     resources:
         gpu=1,

@@ -12,12 +12,10 @@ rule predict:
         "results/predictions/{experiment}/seed{seed}/{subset}.h5",
     log:
         "logs/predict/{experiment}/seed{seed}/{subset}.log",
-    wildcard_constraints:
-        experiment=EXPERIMENT_PATTERN,
-        seed=SEED_PATTERN,
-        subset="train|test",
+    benchmark:
+        "benchmarks/predict/{experiment}/seed{seed}/{subset}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=3072,

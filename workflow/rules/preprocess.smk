@@ -15,10 +15,10 @@ rule preprocess:
         meta="results/preprocess/{prep}/meta.json",
     log:
         "logs/preprocess/{prep}.log",
-    wildcard_constraints:
-        prep=prep_constraint(),
+    benchmark:
+        "benchmarks/preprocess/{prep}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=8000,
@@ -36,10 +36,10 @@ rule preprocess_oracle:
         "results/preprocess/{prep}/oracle.npy",
     log:
         "logs/preprocess_oracle/{prep}.log",
-    wildcard_constraints:
-        prep=prep_constraint(),
+    benchmark:
+        "benchmarks/preprocess_oracle/{prep}.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -10,8 +10,10 @@ rule simulate_sky:
         oracle="resources/synthetic/dust_hi_traced.fits",
     log:
         "logs/simulate_sky.log",
+    benchmark:
+        "benchmarks/simulate_sky.tsv"
     conda:
-        "../../envs/dustpred.yaml"
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,
