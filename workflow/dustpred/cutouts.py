@@ -334,22 +334,9 @@ def write_shard(
             attempts += int(draws.attempts.sum())
             rows_of = _row_reader(pre, draws, settings, plane)
             writer.write(start, _cutout_values(pre, stack, draws, rows_of, buffers))
-    seconds = time.monotonic() - t0
-    log.info(
-        "%s: %d %s cutouts (%.2f draws each) in %.1f s",
-        path,
-        n,
-        subset,
-        attempts / max(n, 1),
-        seconds,
-    )
-    return {
-        "path": path,
-        "subset": subset,
-        "count": n,
-        "draws_per_cutout": attempts / max(n, 1),
-        "seconds": seconds,
-    }
+    seconds, per = time.monotonic() - t0, attempts / max(n, 1)
+    log.info("%s: %d %s cutouts (%.2f draws each) in %.1f s", path, n, subset, per, seconds)
+    return {"path": path, "subset": subset, "count": n, "draws_per_cutout": per, "seconds": seconds}
 
 
 def write_shards(

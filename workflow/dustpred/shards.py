@@ -21,8 +21,9 @@ object: inputs, target, oracle), ``velocities_kms``, ``nside``, ``reso_arcmin``,
 ``min_separation_deg``, ``dtype``, ``format_version``. :attr:`ShardSet.attrs` holds them
 decoded. The arrays are chunked one cutout per chunk, uncompressed, so sequential reads stream.
 
-The cutout stage (:mod:`dustpred.cutouts`) writes shards and their ``index.json``; the models,
-the evaluation inputs and the tests read them through :class:`ShardSet`.
+The cutout stage (:mod:`dustpred.cutouts`) writes shards through :class:`ShardWriter`; its
+index step, the models (linear fit, U-Net training, prediction) and the tests read them
+through :class:`ShardSet`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class ShardWriter:
         e.g. (m, C, H*W)) and cast to the storage dtype; ``mask`` as bool or uint8.
         Raises InputError if float16 storage cannot hold the values.
         """
+        unknown = sorted(set(values) - set(self._datasets))
+        if unknown:
+            raise ValueError(f"{self.path}: no dataset(s) {unknown}; has {list(self._datasets)}")
+        # In creation order, whatever the order of ``values`` (byte-identical files).
         for name, dataset in self._datasets.items():
             if name not in values:
                 continue
