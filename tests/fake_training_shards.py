@@ -1,11 +1,16 @@
-"""Tiny cutout shards following the shard contract, for the model/training/predict tests."""
+"""Tiny cutout shards following the shard contract, for the model/training/predict tests.
+
+The cutouts are synthetic fields, not projections of a sky; the file is written by the
+format's one writer, :class:`dustpred.shards.ShardWriter`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from dustpred.shards import ShardWriter
 
 SIDE_DEG = 24.96
 
@@ -49,18 +54,22 @@ def write_fake_shards(
         target *= 1 - mask
         truth *= 1 - mask
         path = directory / f"shard-{i}.h5"
-        with h5py.File(path, "w") as f:
-            f["inputs"] = inputs.astype(np.float32)
-            f["target"] = target.astype(np.float32)
-            f["mask"] = mask
-            if oracle:
-                f["oracle"] = truth.astype(np.float32)
-            f["lon"] = rng.uniform(0, 360, n)
-            f["lat"] = rng.uniform(30, 90, n)
-            f["psi"] = rng.uniform(0, 360, n)
-            f["masked_fraction"] = mask.reshape(n, -1).mean(axis=1)
-            f.attrs["velocities_kms"] = velocities
-            f.attrs["reso_arcmin"] = SIDE_DEG * 60.0 / npix
-            f.attrs["npix"] = npix
+        attrs = {"velocities_kms": velocities, "reso_arcmin": SIDE_DEG * 60.0 / npix, "npix": npix}
+        values = {
+            "inputs": inputs.astype(np.float32),
+            "target": target.astype(np.float32),
+            "mask": mask,
+            "lon": rng.uniform(0, 360, n),
+            "lat": rng.uniform(30, 90, n),
+            "psi": rng.uniform(0, 360, n),
+            "masked_fraction": mask.reshape(n, -1).mean(axis=1),
+            "slot": np.arange(n),
+        }
+        if oracle:
+            values["oracle"] = truth.astype(np.float32)
+        with ShardWriter(
+            path, n, channels=channels, npix=npix, dtype="float32", oracle=oracle, attrs=attrs
+        ) as writer:
+            writer.write(0, values)
         paths.append(str(path))
     return paths

@@ -8,7 +8,7 @@ from fake_training_shards import SIDE_DEG, write_fake_shards
 
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid
-from dustpred.models.inputs import ShardSet, fit_input_stats, prepare_inputs
+from dustpred.models.inputs import fit_input_stats, prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import (
     TABLE_COLUMNS,
@@ -20,6 +20,7 @@ from dustpred.models.linear import (
     weights_table,
 )
 from dustpred.models.unet import VARIANTS, UNet, forward_flops
+from dustpred.shards import ShardSet
 from dustpred.training import ResidentData, dihedral_permutations, load_model, save_model
 
 # --- integrated and linear -------------------------------------------------------------------

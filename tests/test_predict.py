@@ -10,6 +10,7 @@ from dustpred.errors import InputError
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.linear import fit_linear, predict_linear, read_weights
 from dustpred.predict import predict_shards
+from dustpred.shards import ShardSet
 from dustpred.training import load_model, train_unet
 
 PARAMS = {
@@ -40,7 +41,7 @@ def trained(tmp_path_factory):
 
 
 def _read(paths, name):
-    return np.concatenate([h5py.File(p, "r")[name][...] for p in paths])
+    return ShardSet(paths).load([name])[name]
 
 
 def test_prediction_file_has_every_map_and_coordinate(trained):

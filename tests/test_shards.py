@@ -1,4 +1,5 @@
-"""dustpred.shards: the shard contract, K-independence, readers, index, atomic writes.
+"""dustpred.cutouts and dustpred.shards: the shard contract, K-independence, the reader
+(ShardSet), the index, atomic writes.
 
 Uses a fake preprocessed directory (random stack, latitude-band mask, oracle) at Nside 16.
 """
@@ -11,7 +12,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import shards
+from dustpred import cutouts, shards
 from dustpred.errors import InputError
 from dustpred.projection import gnomonic_cutouts
 
@@ -46,19 +47,19 @@ def prep(tmp_path_factory):
 
 def write_set(prep, out, k, oracle=True, **overrides):
     """All K scatter jobs of one cutout set; returns (train paths, test paths)."""
-    cutouts = {**CUTOUTS, "shards": k, **overrides}
+    section = {**CUTOUTS, "shards": k, **overrides}
     train, test = [], []
     for i in range(1, k + 1):
         train.append(out / "train" / f"shard-{i}-of-{k}.h5")
         test.append(out / "test" / f"shard-{i}-of-{k}.h5")
-        shards.write_shards(
+        cutouts.write_shards(
             prep / "stack.npy",
             prep / "mask.npy",
             prep / "meta.json",
             prep / "oracle.npy" if oracle else None,
             train[-1],
             test[-1],
-            cutouts=cutouts,
+            cutouts=section,
             seed=42,
             scatteritem=f"{i}-of-{k}",
         )
@@ -73,13 +74,12 @@ def one_shard(prep, tmp_path_factory):
 def test_k1_and_k4_give_identical_cutouts_byte_for_byte(prep, one_shard, tmp_path):
     four = write_set(prep, tmp_path, 4)
     for subset in (0, 1):
-        a = shards.load_shards(one_shard[subset])
-        b = shards.load_shards(four[subset])
+        a = shards.ShardSet(one_shard[subset]).load()
+        b = shards.ShardSet(four[subset]).load()
         assert set(a) == set(b)
         for name in a:
-            if name != "attrs":
-                assert a[name].dtype == b[name].dtype
-                assert a[name].tobytes() == b[name].tobytes(), name
+            assert a[name].dtype == b[name].dtype
+            assert a[name].tobytes() == b[name].tobytes(), name
 
 
 def test_shard_layout_follows_the_contract(one_shard):
@@ -92,14 +92,14 @@ def test_shard_layout_follows_the_contract(one_shard):
         assert h5["mask"].dtype == np.uint8
         for name in ("lon", "lat", "psi", "masked_fraction", "slot"):
             assert h5[name].shape == (23,)
-    d = shards.read_shard(one_shard[0][0])
-    attrs = d["attrs"]
+    shard_set = shards.ShardSet([one_shard[0][0]])
+    attrs = shard_set.attrs
     assert attrs["units"] == {"inputs": "K", "target": "uK_RJ", "oracle": "uK_RJ"}
     np.testing.assert_array_equal(attrs["velocities_kms"], VELOCITIES)
     assert (attrs["nside"], attrs["npix"], attrs["reso_arcmin"]) == (NSIDE, 16, 90.0)
     assert (attrs["seed"], attrs["split"], attrs["subset"]) == (42, "north_south", "train")
     assert attrs["interpolation"] == "nearest"
-    np.testing.assert_array_equal(d["slot"], np.arange(23))
+    np.testing.assert_array_equal(shard_set.load(["slot"])["slot"], np.arange(23))
 
 
 def test_cutouts_are_the_projection_of_the_stack_with_masked_pixels_zero(prep, one_shard):
@@ -107,7 +107,7 @@ def test_cutouts_are_the_projection_of_the_stack_with_masked_pixels_zero(prep, o
     oracle = np.load(prep / "oracle.npy")
     mask = np.load(prep / "mask.npy")
     for paths in one_shard:
-        d = shards.read_shard(paths[0])
+        d = shards.ShardSet([paths[0]]).load()
         kw = dict(npix=16, reso_arcmin=90.0)
         full = gnomonic_cutouts(stack, d["lon"], d["lat"], d["psi"], **kw)
         keep = d["mask"] == 0
@@ -122,20 +122,22 @@ def test_cutouts_are_the_projection_of_the_stack_with_masked_pixels_zero(prep, o
 
 
 def test_subsets_are_in_their_hemispheres(one_shard):
-    train = shards.read_shard(one_shard[0][0], ["lat"])
-    test = shards.read_shard(one_shard[1][0], ["lat"])
-    assert train["lat"].min() > 0 and test["lat"].max() < 0
+    train = shards.ShardSet(one_shard[0]).load(["lat"])["lat"]
+    test = shards.ShardSet(one_shard[1]).load(["lat"])["lat"]
+    assert train.min() > 0 and test.max() < 0
 
 
 def test_no_oracle_dataset_without_an_oracle_map(prep, tmp_path):
     train, _ = write_set(prep, tmp_path, 1, oracle=False, n_train=3, n_test=2)
-    assert "oracle" not in shards.read_shard(train[0])
+    shard_set = shards.ShardSet(train)
+    assert "oracle" not in shard_set.fields and not shard_set.has_oracle
+    assert "oracle" not in shard_set.load()
 
 
 def test_float16_storage(prep, one_shard, tmp_path):
     train, _ = write_set(prep, tmp_path, 1, dtype="float16")
-    half = shards.read_shard(train[0], ["inputs", "target", "oracle"])
-    full = shards.read_shard(one_shard[0][0], ["inputs", "target", "oracle"])
+    half = shards.ShardSet(train).load(["inputs", "target", "oracle"])
+    full = shards.ShardSet(one_shard[0]).load(["inputs", "target", "oracle"])
     for name in ("inputs", "target", "oracle"):
         assert half[name].dtype == np.float16
         np.testing.assert_array_equal(half[name], full[name].astype(np.float16))
@@ -154,7 +156,7 @@ def test_float16_overflow_is_refused(prep, tmp_path):
 
 def test_bilinear_shards_match_bilinear_projection(prep, tmp_path):
     train, _ = write_set(prep, tmp_path, 1, interpolation="bilinear", n_train=5, n_test=2)
-    d = shards.read_shard(train[0])
+    d = shards.ShardSet(train).load()
     stack = np.load(prep / "stack.npy")
     full = gnomonic_cutouts(
         stack, d["lon"], d["lat"], d["psi"], npix=16, reso_arcmin=90.0, interpolation="bilinear"
@@ -165,7 +167,7 @@ def test_bilinear_shards_match_bilinear_projection(prep, tmp_path):
 
 def test_bilinear_oracle_matches_bilinear_projection_of_the_oracle_map(prep, tmp_path):
     train, _ = write_set(prep, tmp_path, 1, interpolation="bilinear", n_train=5, n_test=2)
-    d = shards.read_shard(train[0])
+    d = shards.ShardSet(train).load()
     oracle = np.load(prep / "oracle.npy")
     full = gnomonic_cutouts(
         oracle, d["lon"], d["lat"], d["psi"], npix=16, reso_arcmin=90.0, interpolation="bilinear"
@@ -181,7 +183,7 @@ def test_failed_job_leaves_no_shard(prep, tmp_path):
 
 
 def test_index_counts_checksums_and_config(one_shard, tmp_path):
-    index = shards.write_index(
+    index = cutouts.write_index(
         tmp_path / "index.json", *one_shard, cutouts=CUTOUTS, seed=42, threads=2
     )
     on_disk = json.loads((tmp_path / "index.json").read_text())
@@ -197,7 +199,7 @@ def test_index_counts_checksums_and_config(one_shard, tmp_path):
 def test_index_refuses_shards_out_of_order(prep, tmp_path):
     train, test = write_set(prep, tmp_path, 2, n_train=6, n_test=4)
     with pytest.raises(InputError, match="slots"):
-        shards.write_index(
+        cutouts.write_index(
             tmp_path / "index.json",
             train[::-1],
             test,
@@ -208,24 +210,47 @@ def test_index_refuses_shards_out_of_order(prep, tmp_path):
 
 def test_index_refuses_a_wrong_count(one_shard, tmp_path):
     with pytest.raises(InputError, match="n_train"):
-        shards.write_index(
+        cutouts.write_index(
             tmp_path / "index.json", *one_shard, cutouts={**CUTOUTS, "n_train": 24}, seed=42
         )
 
 
-def test_load_shards_concatenates_selected_fields(prep, tmp_path):
-    train, _ = write_set(prep, tmp_path, 3, n_train=7, n_test=3)
-    d = shards.load_shards(train, fields=["target", "slot"])
-    assert set(d) == {"target", "slot", "attrs"}
+@pytest.fixture(scope="module")
+def three_shards(prep, tmp_path_factory):
+    train, _ = write_set(prep, tmp_path_factory.mktemp("k3"), 3, n_train=7, n_test=3)
+    return train
+
+
+def test_shard_set_loads_selected_fields_of_all_shards_in_order(three_shards):
+    shard_set = shards.ShardSet(three_shards)
+    assert shard_set.counts.tolist() == [2, 2, 3] and shard_set.n == 7
+    d = shard_set.load(["target", "slot"])
+    assert set(d) == {"target", "slot"}
     assert d["target"].shape == (7, 16, 16)
     np.testing.assert_array_equal(d["slot"], np.arange(7))
     with pytest.raises(InputError, match="no dataset"):
-        shards.read_shard(train[0], ["nonexistent"])
+        shards.ShardSet([three_shards[0]]).load(["nonexistent"])
 
 
-def test_load_shards_refuses_mixed_subsets(one_shard):
+def test_shard_set_reads_any_cutouts_across_shards_as_loaded(three_shards):
+    shard_set = shards.ShardSet(three_shards)
+    every = shard_set.load(["inputs", "slot"])
+    picked = np.array([6, 0, 3, 2, 5])  # unsorted, from all three shards
+    d = shard_set.read(["inputs", "slot"], picked)
+    np.testing.assert_array_equal(d["slot"], picked)
+    np.testing.assert_array_equal(d["inputs"], every["inputs"][picked])
+
+
+def test_shard_set_chunks_cover_every_cutout_once_in_order(three_shards):
+    shard_set = shards.ShardSet(three_shards)
+    chunks = list(shard_set.iter_chunks(["slot"], chunk=2))
+    assert [start for start, _ in chunks] == [0, 2, 4, 6]
+    np.testing.assert_array_equal(np.concatenate([d["slot"] for _, d in chunks]), np.arange(7))
+
+
+def test_shard_set_refuses_mixed_subsets(one_shard):
     with pytest.raises(InputError, match="subset"):
-        shards.load_shards([one_shard[0][0], one_shard[1][0]])
+        shards.ShardSet([one_shard[0][0], one_shard[1][0]])
 
 
 @pytest.mark.parametrize(
@@ -247,16 +272,16 @@ def test_inconsistent_preprocessed_inputs_are_refused(prep, tmp_path, broken, ma
     else:
         (tmp_path / "meta.json").write_text(json.dumps({**meta, "velocities_kms": [1.0]}))
     with pytest.raises(InputError, match=match):
-        shards.load_preprocessed(
+        cutouts.load_preprocessed(
             tmp_path / "stack.npy", tmp_path / "mask.npy", tmp_path / "meta.json"
         )
 
 
 def test_shard_slots_partition_every_cutout_once():
     for n, k in ((10, 3), (5, 5), (3, 4), (50000, 16)):
-        parts = [shards.shard_slots(n, i, k) for i in range(k)]
+        parts = [cutouts.shard_slots(n, i, k) for i in range(k)]
         np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
         assert max(p.size for p in parts) - min(p.size for p in parts) <= 1
-    assert shards.parse_scatteritem("3-of-4") == (2, 4)
+    assert cutouts.parse_scatteritem("3-of-4") == (2, 4)
     with pytest.raises(InputError, match="i-of-K"):
-        shards.parse_scatteritem("5-of-4")
+        cutouts.parse_scatteritem("5-of-4")

@@ -1,4 +1,4 @@
-"""HDF5 cutout shards: writing them from the preprocessed stack, reading them, indexing them.
+"""The HDF5 cutout shard format: its one writer (:class:`ShardWriter`), reader (:class:`ShardSet`).
 
 Layout of one shard file (**contract**, see ARCHITECTURE.md), ``N`` cutouts of ``H = W = npix``:
 
@@ -18,334 +18,130 @@ Masked pixels are 0 in ``inputs``, ``target`` and ``oracle``. Attributes: ``unit
 object: inputs, target, oracle), ``velocities_kms``, ``nside``, ``reso_arcmin``, ``npix``,
 ``seed``, ``split``, ``subset``, ``interpolation``, ``shard_index``, ``n_shards``,
 ``n_total`` (cutouts of the subset over all shards), ``max_masked_fraction``,
-``min_separation_deg``, ``dtype``, ``format_version``. :func:`read_shard` returns them
+``min_separation_deg``, ``dtype``, ``format_version``. :attr:`ShardSet.attrs` holds them
 decoded. The arrays are chunked one cutout per chunk, uncompressed, so sequential reads stream.
 
-Shard ``i`` of ``K`` holds the subset's slots ``[i*n//K, (i+1)*n//K)``; each slot's cutout
-depends only on the seed, subset and slot (:mod:`dustpred.sampling`), so the concatenated
-shards are identical for every K.
+The cutout stage (:mod:`dustpred.cutouts`) writes shards through :class:`ShardWriter`; its
+index step, the models (linear fit, U-Net training, prediction) and the tests read them
+through :class:`ShardSet`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
-from functools import partial
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import h5py
-import healpy as hp
 import numpy as np
 
-from dustpred import projection, sampling
-from dustpred.atomic import atomic_path, atomic_write
-from dustpred.download import sha256_of
-from dustpred.errors import ConfigError, InputError
-
-log = logging.getLogger(__name__)
+from dustpred.atomic import atomic_path
+from dustpred.errors import InputError
 
 FORMAT_VERSION = 1
+IMAGE_FIELDS = ("inputs", "target", "mask", "oracle")
 VECTOR_FIELDS = ("lon", "lat", "psi", "masked_fraction", "slot")
+REQUIRED = ("inputs", "target", "mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 _JSON_ATTRS = ("units",)
-_SCATTERITEM = re.compile(r"^(\d+)-of-(\d+)$")
+# Attributes every shard of one set must share (besides channels, shape and reso).
+_SAME_ATTRS = ("nside", "npix", "reso_arcmin", "split", "subset", "seed", "interpolation")
 
 
-@dataclass(frozen=True)
-class CutoutSettings:
-    """The ``cutouts`` config keys the shard jobs use (see config/README.md)."""
-
-    npix: int = 64
-    reso_arcmin: float = 23.4
-    split: str = "north_south"
-    n_train: int = 3000
-    n_test: int = 300
-    max_masked_fraction: float = 0.7
-    shards: int = 2
-    dtype: str = "float32"
-    interpolation: str = "nearest"
-    east_west_buffer_deg: float = 36.0
-    max_draws: int = 1000
-    chunk: int = 32
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> CutoutSettings:
-        """Build from the config ``cutouts`` section (unknown keys, e.g. Fig. 1's, ignored)."""
-        names = {f.name for f in fields(cls)}
-        settings = cls(**{k: v for k, v in section.items() if k in names})
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        checks = [
-            ("npix", self.npix >= 2, "an integer >= 2"),
-            ("reso_arcmin", self.reso_arcmin > 0, "a positive number"),
-            ("split", self.split in sampling.SPLITS, f"one of {list(sampling.SPLITS)}"),
-            ("n_train", self.n_train >= 1, "an integer >= 1"),
-            ("n_test", self.n_test >= 1, "an integer >= 1"),
-            ("max_masked_fraction", 0 <= self.max_masked_fraction <= 1, "in [0, 1]"),
-            ("shards", self.shards >= 1, "an integer >= 1"),
-            ("dtype", self.dtype in DTYPES, f"one of {list(DTYPES)}"),
-            (
-                "interpolation",
-                self.interpolation in projection.INTERPOLATIONS,
-                f"one of {list(projection.INTERPOLATIONS)}",
-            ),
-            ("east_west_buffer_deg", 0 <= self.east_west_buffer_deg < 180, "in [0, 180)"),
-            ("max_draws", self.max_draws >= 1, "an integer >= 1"),
-            ("chunk", self.chunk >= 1, "an integer >= 1"),
-        ]
-        for key, ok, expected in checks:
-            if not ok:
-                raise ConfigError(
-                    f"config key 'cutouts.{key}': found {getattr(self, key)!r}; expected {expected}"
-                )
-
-    def count(self, subset: str) -> int:
-        return {"train": self.n_train, "test": self.n_test}[subset]
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Preprocessed:
-    """The preprocessed inputs of the cutout stage (see :mod:`dustpred.preprocess`)."""
+class ShardWriter:
+    """Write one shard file atomically, a run of cutouts at a time.
 
-    stack: np.ndarray  # (npix_healpix, nchan + 1) float32, memory-mapped; dust last
-    mask: np.ndarray  # (npix_healpix,) uint8, 1 = masked
-    meta: dict[str, Any]
-    oracle: np.ndarray | None  # (npix_healpix,) float32 or None
-    nside: int
+    Used as a context manager: entering creates the file under a temporary name with
+    ``attrs`` and every dataset of the layout (``oracle`` only if ``oracle``); leaving
+    renames it onto ``path``, or removes it if the block raised.
 
-    @property
-    def nchan(self) -> int:
-        return self.stack.shape[1] - 1
-
-
-def load_preprocessed(
-    stack_path: str | os.PathLike,
-    mask_path: str | os.PathLike,
-    meta_path: str | os.PathLike,
-    oracle_path: str | os.PathLike | None = None,
-) -> Preprocessed:
-    """Open ``stack.npy`` (memory-mapped), ``mask.npy``, ``meta.json`` and ``oracle.npy``.
-
-    Raises InputError naming the file when shapes, dtypes or Nside disagree.
+    Parameters
+    ----------
+    path : path
+        The shard file.
+    n : int
+        Number of cutouts N.
+    channels, npix : int
+        C and H = W.
+    dtype : str
+        Storage dtype of the image fields, a key of :data:`DTYPES`.
+    oracle : bool
+        Whether the shard has an ``oracle`` dataset.
+    attrs : dict
+        File attributes (see the module docstring), written as given.
     """
-    stack_path, mask_path, meta_path = map(os.fspath, (stack_path, mask_path, meta_path))
-    try:
-        stack = np.load(stack_path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise InputError(
-            f"{stack_path}: cannot read as .npy ({err}); expected np.save output"
-        ) from err
-    if stack.ndim != 2 or stack.shape[1] < 2 or stack.dtype.kind != "f":
-        raise InputError(
-            f"{stack_path}: found {stack.dtype} array of shape {stack.shape}; expected a "
-            "float (npix, nchan + 1) pixel-major stack (HI channels, then dust)"
-        )
-    try:
-        nside = int(hp.npix2nside(stack.shape[0]))
-    except ValueError:
-        raise InputError(
-            f"{stack_path}: {stack.shape[0]} rows; expected 12 * Nside**2 HEALPix pixels"
-        ) from None
-    with open(meta_path) as fh:
-        meta = json.load(fh)
-    if int(meta.get("nside", -1)) != nside:
-        raise InputError(
-            f"{meta_path}: nside {meta.get('nside')!r}; expected {nside} (from {stack_path})"
-        )
-    velocities = meta.get("velocities_kms")
-    if velocities is None or len(velocities) != stack.shape[1] - 1:
-        raise InputError(
-            f"{meta_path}: velocities_kms has {None if velocities is None else len(velocities)} "
-            f"entries; expected {stack.shape[1] - 1} (HI columns of {stack_path})"
-        )
-    mask = np.load(mask_path)
-    if mask.shape != (stack.shape[0],):
-        raise InputError(
-            f"{mask_path}: shape {mask.shape}; expected ({stack.shape[0]},) like {stack_path}"
-        )
-    oracle = None
-    if oracle_path:
-        oracle = np.load(os.fspath(oracle_path), mmap_mode="r")
-        if oracle.shape != (stack.shape[0],):
-            raise InputError(
-                f"{oracle_path}: shape {oracle.shape}; expected ({stack.shape[0]},) like "
-                f"{stack_path}"
-            )
-    return Preprocessed(stack=stack, mask=mask, meta=meta, oracle=oracle, nside=nside)
 
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n: int,
+        *,
+        channels: int,
+        npix: int,
+        dtype: str,
+        oracle: bool,
+        attrs: dict[str, Any],
+    ) -> None:
+        self.path = os.fspath(path)
+        self.n, self.channels, self.npix = int(n), int(channels), int(npix)
+        self.dtype = DTYPES[dtype]
+        self.oracle = bool(oracle)
+        self.attrs = attrs
+        self._stack = ExitStack()
+        self._datasets: dict[str, h5py.Dataset] = {}
 
-def parse_scatteritem(item: str) -> tuple[int, int]:
-    """``'3-of-4'`` (Snakemake's scatteritem) -> ``(2, 4)``: 0-based shard index and K."""
-    found = _SCATTERITEM.match(str(item))
-    if not found or not 1 <= int(found[1]) <= int(found[2]):
-        raise InputError(f"scatteritem: found {item!r}; expected 'i-of-K' with 1 <= i <= K")
-    return int(found[1]) - 1, int(found[2])
+    def __enter__(self) -> ShardWriter:
+        with ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            h5 = stack.enter_context(h5py.File(tmp, "w"))
+            h5.attrs.update(self.attrs)
+            self._create_datasets(h5)
+            self._stack = stack.pop_all()
+        return self
 
+    def __exit__(self, *exc_info: object) -> bool:
+        return bool(self._stack.__exit__(*exc_info))
 
-def shard_slots(n_total: int, index: int, n_shards: int) -> np.ndarray:
-    """Global slots of shard ``index`` (0-based) of ``n_shards``: a contiguous, balanced run."""
-    if not 0 <= index < n_shards:
-        raise InputError(f"shard index {index}: expected 0 <= index < {n_shards}")
-    return np.arange(index * n_total // n_shards, (index + 1) * n_total // n_shards)
+    def _create_datasets(self, h5: h5py.File) -> None:
+        # Creation order fixes the file's byte layout: keep it (byte-identical reruns).
+        n, c, hw = self.n, self.channels, self.npix
+        for name in IMAGE_FIELDS:
+            if name == "oracle" and not self.oracle:
+                continue
+            shape = (n, c, hw, hw) if name == "inputs" else (n, hw, hw)
+            dtype = np.uint8 if name == "mask" else self.dtype
+            chunks = (1, *shape[1:]) if n else None
+            self._datasets[name] = h5.create_dataset(name, shape, dtype=dtype, chunks=chunks)
+        for name in VECTOR_FIELDS:
+            dtype = np.int64 if name == "slot" else "f8"
+            self._datasets[name] = h5.create_dataset(name, (n,), dtype=dtype)
 
+    def write(self, start: int, values: dict[str, np.ndarray]) -> None:
+        """Write cutouts ``start, start + 1, ...`` of the datasets in ``values``.
 
-def write_shard(
-    path: str | os.PathLike,
-    pre: Preprocessed,
-    slots: np.ndarray,
-    *,
-    subset: str,
-    settings: CutoutSettings,
-    seed: int,
-    shard_index: int = 0,
-    n_shards: int = 1,
-) -> dict[str, Any]:
-    """Draw, project and write the cutouts of ``slots`` to one HDF5 shard (atomically).
-
-    Cutouts are processed ``settings.chunk`` at a time and streamed to the file, so memory
-    beyond the memory-mapped stack stays ~ chunk * (C + 4) * npix**2 * 8 bytes.
-
-    Returns
-    -------
-    dict
-        Summary: path, subset, count, mean attempts per cutout, seconds.
-    """
-    t0 = time.monotonic()
-    path = os.fspath(path)
-    slots = np.asarray(slots, dtype=np.int64)
-    n, hw, c = slots.size, settings.npix, pre.nchan
-    p = hw * hw
-    dtype = DTYPES[settings.dtype]
-    region = sampling.split_region(
-        settings.split,
-        subset,
-        npix=settings.npix,
-        reso_arcmin=settings.reso_arcmin,
-        east_west_buffer_deg=settings.east_west_buffer_deg,
-    )
-    plane = projection.plane_vectors(settings.npix, settings.reso_arcmin)
-    stack = np.asarray(pre.stack)
-    units = pre.meta.get("units", {})
-    attrs = {
-        "units": json.dumps(
-            {
-                "inputs": units.get("hi", "K"),
-                "target": units.get("dust", "unknown"),
-                "oracle": units.get("dust", "unknown"),
-            }
-        ),
-        "velocities_kms": np.asarray(pre.meta["velocities_kms"], dtype=np.float64),
-        "nside": pre.nside,
-        "reso_arcmin": float(settings.reso_arcmin),
-        "npix": int(settings.npix),
-        "seed": int(seed),
-        "split": settings.split,
-        "subset": subset,
-        "interpolation": settings.interpolation,
-        "shard_index": int(shard_index),
-        "n_shards": int(n_shards),
-        "n_total": int(settings.count(subset)),
-        "max_masked_fraction": float(settings.max_masked_fraction),
-        "min_separation_deg": float(region.min_separation_deg),
-        "dtype": settings.dtype,
-        "format_version": FORMAT_VERSION,
-    }
-    attempts = 0
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update(attrs)
-        images = {
-            "inputs": h5.create_dataset(
-                "inputs", (n, c, hw, hw), dtype=dtype, chunks=(1, c, hw, hw) if n else None
-            ),
-            "target": h5.create_dataset(
-                "target", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
-            ),
-            "mask": h5.create_dataset(
-                "mask", (n, hw, hw), dtype=np.uint8, chunks=(1, hw, hw) if n else None
-            ),
-        }
-        if pre.oracle is not None:
-            images["oracle"] = h5.create_dataset(
-                "oracle", (n, hw, hw), dtype=dtype, chunks=(1, hw, hw) if n else None
-            )
-        vectors = {
-            name: h5.create_dataset(name, (n,), dtype=np.int64 if name == "slot" else "f8")
-            for name in VECTOR_FIELDS
-        }
-        # Gathered in the stack's precision; float16 storage is a cast of whole chunks.
-        inputs = np.empty((settings.chunk, c, p), dtype=np.float32)
-        target = np.empty((settings.chunk, p), dtype=np.float32)
-        for start in range(0, n, settings.chunk):
-            stop = min(start + settings.chunk, n)
-            m = stop - start
-            draws = sampling.draw_cutouts(
-                pre.mask,
-                slots[start:stop],
-                region=region,
-                seed=seed,
-                subset=subset,
-                npix=settings.npix,
-                reso_arcmin=settings.reso_arcmin,
-                max_masked_fraction=settings.max_masked_fraction,
-                max_draws=settings.max_draws,
-                plane=plane,
-            )
-            attempts += int(draws.attempts.sum())
-            # rows_of(values2d) iterates over the cutouts' pixel rows of a pixel-major array.
-            if settings.interpolation == "nearest":
-                rows_of = partial(projection.iter_cutout_rows, pix=draws.pixels, zero=draws.masked)
-            else:
-                pix4, w4 = projection.bilinear_weights(
-                    pre.nside,
-                    draws.lon,
-                    draws.lat,
-                    draws.psi,
-                    npix=settings.npix,
-                    reso_arcmin=settings.reso_arcmin,
-                    plane=plane,
-                )
-                rows_of = partial(
-                    projection.iter_bilinear_rows, pix4=pix4, weights4=w4, zero=draws.masked
-                )
-            for k, rows in rows_of(stack):
-                inputs[k] = rows[:, :c].T
-                target[k] = rows[:, c]
-            images["inputs"][start:stop] = _stored(inputs[:m], dtype, path).reshape(m, c, hw, hw)
-            images["target"][start:stop] = _stored(target[:m], dtype, path).reshape(m, hw, hw)
-            images["mask"][start:stop] = draws.masked.reshape(m, hw, hw)
-            if pre.oracle is not None:
-                oracle = np.empty((m, hw * hw), np.float32)
-                for k, rows in rows_of(pre.oracle[:, None]):
-                    oracle[k] = rows[:, 0]
-                oracle = _stored(oracle, dtype, path)
-                images["oracle"][start:stop] = oracle.reshape(m, hw, hw)
-            for name in ("lon", "lat", "psi", "masked_fraction"):
-                vectors[name][start:stop] = getattr(draws, name)
-            vectors["slot"][start:stop] = draws.slots
-    seconds = time.monotonic() - t0
-    log.info(
-        "%s: %d %s cutouts (%.2f draws each) in %.1f s",
-        path,
-        n,
-        subset,
-        attempts / max(n, 1),
-        seconds,
-    )
-    return {
-        "path": path,
-        "subset": subset,
-        "count": n,
-        "draws_per_cutout": attempts / max(n, 1),
-        "seconds": seconds,
-    }
+        Image fields are given in float32 (any shape that reshapes to the dataset's rows,
+        e.g. (m, C, H*W)) and cast to the storage dtype; ``mask`` as bool or uint8.
+        Raises InputError if float16 storage cannot hold the values.
+        """
+        unknown = sorted(set(values) - set(self._datasets))
+        if unknown:
+            raise ValueError(f"{self.path}: no dataset(s) {unknown}; has {list(self._datasets)}")
+        # In creation order, whatever the order of ``values`` (byte-identical files).
+        for name, dataset in self._datasets.items():
+            if name not in values:
+                continue
+            rows = np.asarray(values[name])
+            m = rows.shape[0]
+            if name in IMAGE_FIELDS and name != "mask":
+                rows = _stored(rows, self.dtype, self.path)
+            dataset[start : start + m] = rows.reshape(m, *dataset.shape[1:])
 
 
 def _stored(values: np.ndarray, dtype: type, path: str) -> np.ndarray:
@@ -363,56 +159,14 @@ def _stored(values: np.ndarray, dtype: type, path: str) -> np.ndarray:
     return values.astype(dtype)
 
 
-def write_shards(
-    stack_path: str | os.PathLike,
-    mask_path: str | os.PathLike,
-    meta_path: str | os.PathLike,
-    oracle_path: str | os.PathLike | None,
-    train_path: str | os.PathLike,
-    test_path: str | os.PathLike,
-    *,
-    cutouts: dict[str, Any],
-    seed: int,
-    scatteritem: str,
-) -> list[dict[str, Any]]:
-    """One scatter job: shard ``scatteritem`` ('i-of-K') of the train and of the test subset.
-
-    Parameters
-    ----------
-    cutouts
-        The config ``cutouts`` section.
-    seed
-        The config's master ``seed``.
-    """
-    settings = CutoutSettings.from_config(cutouts)
-    # K comes from the job (Snakemake's --set-scatter may override config 'cutouts.shards');
-    # the cutouts do not depend on it.
-    index, n_shards = parse_scatteritem(scatteritem)
-    pre = load_preprocessed(stack_path, mask_path, meta_path, oracle_path)
-    summaries = []
-    for subset, path in (("train", train_path), ("test", test_path)):
-        slots = shard_slots(settings.count(subset), index, n_shards)
-        summaries.append(
-            write_shard(
-                path,
-                pre,
-                slots,
-                subset=subset,
-                settings=settings,
-                seed=seed,
-                shard_index=index,
-                n_shards=n_shards,
-            )
-        )
-    return summaries
-
-
 # --------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------
 
 
-def _decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
+def decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
+    """Shard attributes as Python values: ``units`` as a dict, strings decoded, numpy
+    scalars as Python scalars, arrays (``velocities_kms``) left as arrays."""
     attrs: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, bytes):
@@ -425,143 +179,164 @@ def _decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
     return attrs
 
 
-def read_shard(path: str | os.PathLike, fields: Sequence[str] | None = None) -> dict[str, Any]:
-    """Read one shard into memory.
+def _open(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open as HDF5 ({exc}); expected a cutout shard") from exc
+
+
+def _require(f: h5py.File, path: str, names: Sequence[str]) -> None:
+    missing = [k for k in names if k not in f]
+    if missing:
+        raise InputError(f"{path}: no dataset(s) {missing}; expected {list(names)}")
+
+
+def _describe(path: str) -> dict[str, Any]:
+    """Count, geometry, fields and attributes of one shard file; checks the required layout."""
+    with _open(path) as f:
+        for name in REQUIRED:
+            if name not in f:
+                raise InputError(f"{path}: no dataset '{name}'; expected datasets {list(REQUIRED)}")
+        shape = f["inputs"].shape
+        if len(shape) != 4:
+            raise InputError(f"{path}: 'inputs' has shape {shape}; expected (N, C, H, W)")
+        n, c, h, w = shape
+        for name in ("target", "mask"):
+            if f[name].shape != (n, h, w):
+                raise InputError(
+                    f"{path}: '{name}' has shape {f[name].shape}; expected {(n, h, w)}"
+                )
+        meta = {
+            "n": n,
+            "channels": c,
+            "shape": (h, w),
+            "fields": sorted(f.keys()),
+            "velocities_kms": np.asarray(f.attrs.get("velocities_kms", np.arange(c)), float),
+            "reso_arcmin": float(f.attrs.get("reso_arcmin", np.nan)),
+            "attrs": decode_attrs(f.attrs),
+        }
+    if not np.isfinite(meta["reso_arcmin"]):
+        raise InputError(f"{path}: no attribute 'reso_arcmin'; expected the pixel size")
+    return meta
+
+
+def _check_same(path: str, meta: dict[str, Any], first: dict[str, Any], first_path: str) -> None:
+    """Refuse a shard whose geometry or set attributes differ from the first shard's."""
+    geometry = ("channels", "shape", "reso_arcmin")
+    if tuple(meta[k] for k in geometry) != tuple(first[k] for k in geometry):
+        raise InputError(
+            f"{path}: {meta['channels']} channels of {meta['shape']} pixels at "
+            f"{meta['reso_arcmin']}'; expected {first['channels']} channels of "
+            f"{first['shape']} at {first['reso_arcmin']}' like {first_path}"
+        )
+    for key in _SAME_ATTRS:
+        found, expected = meta["attrs"].get(key), first["attrs"].get(key)
+        if found != expected:
+            raise InputError(
+                f"{path}: attribute {key}={found!r}; expected {expected!r} like {first_path}"
+            )
+
+
+class ShardSet:
+    """A list of cutout shards read as one indexable collection (the one shard reader).
 
     Parameters
     ----------
-    fields
-        Datasets to read (default: all present, e.g. ``('inputs', 'target', 'mask')``).
+    paths : sequence of path
+        Shard files, in order; cutout ``i`` of the set is the i-th over all files. They must
+        agree on channels, cutout shape, pixel size and the attributes ``nside``, ``npix``,
+        ``reso_arcmin``, ``split``, ``subset``, ``seed``, ``interpolation`` (absent counts
+        as a value).
 
-    Returns
-    -------
-    dict
-        ``{name: array}`` for each dataset (image fields in their stored dtype) plus
-        ``'attrs'``: the decoded attributes (``units`` as a dict, ``velocities_kms`` array).
+    Attributes
+    ----------
+    n : int
+        Cutouts over all shards; ``counts`` (per shard) and ``offsets`` (K + 1,) place them.
+    channels : int
+        C; ``velocities_kms`` (C,) their velocities (0, 1, ... if the shard has none).
+    shape : tuple of int
+        (H, W) of a cutout; ``reso_arcmin`` its pixel size.
+    has_oracle : bool
+        Whether every shard has an ``oracle`` dataset.
+    fields : list of str
+        Datasets present in every shard, sorted.
+    attrs : dict
+        Decoded attributes of the first shard (:func:`decode_attrs`); ``shard_index`` and
+        ``n_shards`` describe that shard only.
     """
-    path = os.fspath(path)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise InputError(f"{path}: cannot open as HDF5 ({err}); expected a cutout shard") from err
-    with h5:
-        names = list(fields) if fields is not None else list(h5.keys())
-        missing = [name for name in names if name not in h5]
-        if missing:
-            raise InputError(f"{path}: no dataset(s) {missing}; found {sorted(h5.keys())}")
-        out: dict[str, Any] = {name: h5[name][()] for name in names}
-        out["attrs"] = _decode_attrs(h5.attrs)
-    return out
 
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        if not self.paths:
+            raise InputError("cutout shards: got an empty list of shard files; expected >= 1")
+        metas = [_describe(path) for path in self.paths]
+        first = metas[0]
+        for path, meta in zip(self.paths[1:], metas[1:], strict=True):
+            _check_same(path, meta, first, self.paths[0])
+        self.counts = np.asarray([meta["n"] for meta in metas], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.n = int(self.offsets[-1])
+        self.channels = int(first["channels"])
+        self.shape = tuple(int(s) for s in first["shape"])
+        self.velocities_kms = first["velocities_kms"]
+        self.reso_arcmin = first["reso_arcmin"]
+        self.fields = sorted(set.intersection(*(set(meta["fields"]) for meta in metas)))
+        self.has_oracle = "oracle" in self.fields
+        self.attrs = first["attrs"]
+        if self.n == 0:
+            raise InputError(f"cutout shards {self.paths}: 0 cutouts in all; expected >= 1")
 
-def iter_shards(
-    paths: Iterable[str | os.PathLike], fields: Sequence[str] | None = None
-) -> Iterator[dict[str, Any]]:
-    """:func:`read_shard` over ``paths``, one shard in memory at a time."""
-    for path in paths:
-        yield read_shard(path, fields)
+    @property
+    def npix(self) -> int:
+        return self.shape[0]
 
+    @property
+    def side_deg(self) -> float:
+        """Cutout side in degrees (npix * reso)."""
+        return self.shape[0] * self.reso_arcmin / 60.0
 
-def load_shards(
-    paths: Sequence[str | os.PathLike], fields: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Read shards and concatenate them along the cutout axis (in the order given).
+    def iter_chunks(self, names: Sequence[str], chunk: int) -> Iterator[tuple[int, dict]]:
+        """Yield ``(start, {name: array})`` over all cutouts in order, ``chunk`` at a time."""
+        for path, offset in zip(self.paths, self.offsets[:-1], strict=True):
+            with _open(path) as f:
+                _require(f, path, names)
+                n = f["inputs"].shape[0]
+                for lo in range(0, n, chunk):
+                    hi = min(lo + chunk, n)
+                    yield int(offset + lo), {k: f[k][lo:hi] for k in names}
 
-    Returns
-    -------
-    dict
-        ``{name: (N_total, ...) array}`` and ``'attrs'`` of the first shard (``n_shards``,
-        ``shard_index`` describe that shard only). Raises InputError if the shards disagree
-        on geometry, channels, split or subset.
-    """
-    paths = list(paths)
-    if not paths:
-        raise InputError("load_shards: no shard paths given; expected at least one")
-    parts = list(iter_shards(paths, fields))
-    first = parts[0]["attrs"]
-    for path, part in zip(paths[1:], parts[1:], strict=True):
-        attrs = part["attrs"]
-        for key in ("nside", "npix", "reso_arcmin", "split", "subset", "seed", "interpolation"):
-            if attrs.get(key) != first.get(key):
-                raise InputError(
-                    f"{os.fspath(path)}: attribute {key}={attrs.get(key)!r}; expected "
-                    f"{first.get(key)!r} like {os.fspath(paths[0])}"
-                )
-    names = [key for key in parts[0] if key != "attrs"]
-    out: dict[str, Any] = {name: np.concatenate([part[name] for part in parts]) for name in names}
-    out["attrs"] = first
-    return out
+    def load(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Every cutout of datasets ``names`` (default :attr:`fields`) in memory, in order.
 
+        Returns ``{name: (n, ...) array}`` in the stored dtypes.
+        """
+        names = list(self.fields if names is None else names)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        for path in self.paths:
+            with _open(path) as f:
+                _require(f, path, names)
+                for k in names:
+                    parts[k].append(f[k][()])
+        return {k: np.concatenate(parts[k]) for k in names}
 
-# --------------------------------------------------------------------------------------
-# Index (the gather step)
-# --------------------------------------------------------------------------------------
-
-
-def write_index(
-    index_path: str | os.PathLike,
-    train_paths: Sequence[str | os.PathLike],
-    test_paths: Sequence[str | os.PathLike],
-    *,
-    cutouts: dict[str, Any],
-    seed: int,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """Write ``index.json`` for a cutout set: counts, SHA-256 checksums and the config slice.
-
-    Checks that each subset's shards hold exactly the slots ``0..n-1`` in order.
-    """
-    settings = CutoutSettings.from_config(cutouts)
-    all_paths = [os.fspath(p) for p in (*train_paths, *test_paths)]
-    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
-        checksums = dict(zip(all_paths, pool.map(sha256_of, all_paths), strict=True))
-    config_slice = {k: v for k, v in asdict(settings).items() if k != "chunk"}
-    config_slice["shards"] = len(train_paths)
-    index: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "seed": int(seed),
-        "cutouts": config_slice,
-        "subsets": {},
-    }
-    directory = os.path.dirname(os.path.abspath(index_path))
-    for subset, paths in (("train", train_paths), ("test", test_paths)):
-        entries, total, attrs = [], 0, {}
-        for path in map(os.fspath, paths):
-            with h5py.File(path, "r") as h5:
-                slots = h5["slot"][()]
-                attrs = _decode_attrs(h5.attrs)
-                fields_present = sorted(h5.keys())
-            if attrs.get("subset") != subset or not np.array_equal(
-                slots, np.arange(total, total + slots.size)
-            ):
-                raise InputError(
-                    f"{path}: subset {attrs.get('subset')!r}, slots {slots[:1]}..; expected "
-                    f"{subset!r} slots from {total} (shards in order)"
-                )
-            entries.append(
-                {
-                    "path": os.path.relpath(os.path.abspath(path), directory),
-                    "count": int(slots.size),
-                    "bytes": os.path.getsize(path),
-                    "sha256": checksums[path],
-                }
-            )
-            total += slots.size
-        if total != settings.count(subset):
-            raise InputError(
-                f"{index_path}: {subset} shards hold {total} cutouts; expected "
-                f"{settings.count(subset)} (config 'cutouts.n_{subset}')"
-            )
-        index["subsets"][subset] = {
-            "count": total,
-            "shards": entries,
-            "fields": fields_present,
-        }
-    if attrs:
-        index["nside"] = attrs["nside"]
-        index["nchan"] = int(len(attrs["velocities_kms"]))
-        index["velocities_kms"] = [float(v) for v in attrs["velocities_kms"]]
-        index["units"] = attrs["units"]
-    atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n"))
-    log.info("%s: %s", index_path, {s: v["count"] for s, v in index["subsets"].items()})
-    return index
+    def read(self, names: Sequence[str], indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Read the cutouts ``indices`` (any order) of datasets ``names``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        shard = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
+        for s in np.unique(shard):
+            local = sorted_idx[shard == s] - self.offsets[s]
+            with _open(self.paths[s]) as f:
+                _require(f, self.paths[s], names)
+                for k in names:
+                    # One read per cutout: h5py's fancy indexing is ~100x slower here.
+                    parts[k].append(np.stack([f[k][int(i)] for i in local]))
+        out = {}
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        for k in names:
+            out[k] = np.concatenate(parts[k])[inverse]
+        return out

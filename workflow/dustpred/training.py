@@ -58,8 +58,9 @@ import dustpred
 from dustpred.atomic import atomic_path, atomic_write
 from dustpred.errors import ConfigError, InputError
 from dustpred.losses import PaperLoss
-from dustpred.models.inputs import InputStats, ShardSet, fit_input_stats, prepare_features
+from dustpred.models.inputs import InputStats, fit_input_stats, prepare_features
 from dustpred.models.unet import UNet, build_unet
+from dustpred.shards import ShardSet
 
 log = logging.getLogger("dustpred.training")  # also when run as __main__ by torchrun
 

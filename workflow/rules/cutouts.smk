@@ -1,6 +1,7 @@
 # Stage: cutouts. K scatter jobs each draw, project and write shard i of the training and of
 # the test subset (HDF5); a gather job checks them and writes the index. Fig. 1 (HI spectrum of
-# random unmasked pointings) comes from the raw cube. See dustpred.shards, dustpred.sampling.
+# random unmasked pointings) comes from the raw cube. See dustpred.cutouts (the stage),
+# dustpred.shards (the file format), dustpred.sampling.
 
 
 scattergather:

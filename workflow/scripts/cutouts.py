@@ -1,7 +1,7 @@
 """Rule cutout_shard: scatter job i-of-K, shard i of the train and of the test cutouts."""
 
+from dustpred.cutouts import write_shards
 from dustpred.logutil import setup_logging
-from dustpred.shards import write_shards
 
 setup_logging(snakemake.log[0])  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821

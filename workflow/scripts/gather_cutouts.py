@@ -1,7 +1,7 @@
 """Rule gather_cutouts: check the shards of a cutout set and write its index.json."""
 
+from dustpred.cutouts import write_index
 from dustpred.logutil import setup_logging
-from dustpred.shards import write_index
 
 setup_logging(snakemake.log[0])  # noqa: F821
 write_index(

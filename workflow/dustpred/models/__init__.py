@@ -4,7 +4,8 @@
 - :mod:`~dustpred.models.linear`: ``T = sum_i w_i I_i``, weights from the normal equations of
   the paper's appendix A (scale-independent, or one vector per ell bin).
 - :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 (the authors' network) and its variants.
-- :mod:`~dustpred.models.inputs`: shard reading and the U-Net's input normalisation.
+- :mod:`~dustpred.models.inputs`: the U-Net's input normalisation (shards are read by
+  :class:`dustpred.shards.ShardSet`).
 """
 
 from dustpred.models.integrated import integrated_intensity

@@ -1,9 +1,4 @@
-"""Reading cutout shards for the models, and the U-Net's input normalisation.
-
-Shards (contract, written by the cutout stage): HDF5 files with ``inputs`` (N, C, H, W)
-HI channel maps, ``target`` (N, H, W) dust, ``mask`` (N, H, W) uint8 (1 = masked; those
-pixels are already zero), ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,), optionally
-``oracle`` (N, H, W); attrs ``velocities_kms`` (C,), ``reso_arcmin``, ``npix``.
+"""The U-Net's input normalisation, fitted on shards read by :class:`dustpred.shards.ShardSet`.
 
 Normalisation (statistics from the training set, stored with the model):
 
@@ -25,135 +20,15 @@ Masked pixels are zero in every prepared channel (the standardised mean).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-import h5py
 import numpy as np
 import torch
 
 from dustpred.errors import InputError
+from dustpred.shards import ShardSet
 
 INPUT_KINDS = ("cube", "moments", "integrated")
-REQUIRED = ("inputs", "target", "mask")
-
-
-class ShardSet:
-    """A list of cutout shards read as one indexable collection.
-
-    Parameters
-    ----------
-    paths : sequence of path
-        Shard files, in order; cutout ``i`` of the set is the i-th over all files.
-    """
-
-    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
-        self.paths = [os.fspath(p) for p in paths]
-        if not self.paths:
-            raise InputError("cutout shards: got an empty list of shard files; expected >= 1")
-        counts = []
-        oracles = []
-        first = None
-        for path in self.paths:
-            try:
-                f = h5py.File(path, "r")
-            except OSError as exc:
-                raise InputError(
-                    f"{path}: cannot open as HDF5 ({exc}); expected a cutout shard"
-                ) from exc
-            with f:
-                for name in REQUIRED:
-                    if name not in f:
-                        raise InputError(
-                            f"{path}: no dataset '{name}'; expected datasets {list(REQUIRED)}"
-                        )
-                shape = f["inputs"].shape
-                if len(shape) != 4:
-                    raise InputError(f"{path}: 'inputs' has shape {shape}; expected (N, C, H, W)")
-                n, c, h, w = shape
-                for name in ("target", "mask"):
-                    if f[name].shape != (n, h, w):
-                        raise InputError(
-                            f"{path}: '{name}' has shape {f[name].shape}; expected {(n, h, w)}"
-                        )
-                meta = {
-                    "channels": c,
-                    "shape": (h, w),
-                    "has_oracle": "oracle" in f,
-                    "velocities_kms": np.asarray(
-                        f.attrs.get("velocities_kms", np.arange(c)), float
-                    ),
-                    "reso_arcmin": float(f.attrs.get("reso_arcmin", np.nan)),
-                }
-                if not np.isfinite(meta["reso_arcmin"]):
-                    raise InputError(f"{path}: no attribute 'reso_arcmin'; expected the pixel size")
-                if first is None:
-                    first = meta
-                elif (meta["channels"], meta["shape"], meta["reso_arcmin"]) != (
-                    first["channels"],
-                    first["shape"],
-                    first["reso_arcmin"],
-                ):
-                    raise InputError(
-                        f"{path}: {meta['channels']} channels of {meta['shape']} pixels at "
-                        f"{meta['reso_arcmin']}'; expected {first['channels']} channels of "
-                        f"{first['shape']} at {first['reso_arcmin']}' like {self.paths[0]}"
-                    )
-                counts.append(n)
-                oracles.append(meta["has_oracle"])
-        assert first is not None
-        self.counts = np.asarray(counts, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        self.n = int(self.offsets[-1])
-        self.channels = int(first["channels"])
-        self.shape = tuple(int(s) for s in first["shape"])
-        self.velocities_kms = first["velocities_kms"]
-        self.reso_arcmin = first["reso_arcmin"]
-        self.has_oracle = bool(all(oracles))
-        if self.n == 0:
-            raise InputError(f"cutout shards {self.paths}: 0 cutouts in all; expected >= 1")
-
-    @property
-    def npix(self) -> int:
-        return self.shape[0]
-
-    @property
-    def side_deg(self) -> float:
-        """Cutout side in degrees (npix * reso)."""
-        return self.shape[0] * self.reso_arcmin / 60.0
-
-    def iter_chunks(self, names: Sequence[str], chunk: int) -> Iterator[tuple[int, dict]]:
-        """Yield ``(start, {name: array})`` over all cutouts in order, ``chunk`` at a time."""
-        for path, offset in zip(self.paths, self.offsets[:-1], strict=True):
-            with h5py.File(path, "r") as f:
-                missing = [k for k in names if k not in f]
-                if missing:
-                    raise InputError(f"{path}: no dataset(s) {missing}; expected {list(names)}")
-                n = f["inputs"].shape[0]
-                for lo in range(0, n, chunk):
-                    hi = min(lo + chunk, n)
-                    yield int(offset + lo), {k: f[k][lo:hi] for k in names}
-
-    def read(self, names: Sequence[str], indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Read the cutouts ``indices`` (any order) of datasets ``names``."""
-        indices = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(indices, kind="stable")
-        sorted_idx = indices[order]
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
-        shard = np.searchsorted(self.offsets, sorted_idx, side="right") - 1
-        for s in np.unique(shard):
-            local = sorted_idx[shard == s] - self.offsets[s]
-            with h5py.File(self.paths[s], "r") as f:
-                for k in names:
-                    # One read per cutout: h5py's fancy indexing is ~100x slower here.
-                    parts[k].append(np.stack([f[k][int(i)] for i in local]))
-        out = {}
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        for k in names:
-            out[k] = np.concatenate(parts[k])[inverse]
-        return out
 
 
 @dataclass

@@ -31,7 +31,7 @@ import pandas as pd
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid, rfft_multiplicity
-from dustpred.models.inputs import ShardSet
+from dustpred.shards import ShardSet
 
 log = logging.getLogger(__name__)
 
