@@ -163,9 +163,15 @@ def tile_cutouts(
         )
     geometry = {"npix": tiles.npix, "reso_arcmin": tiles.reso_arcmin}
     cutouts = projection.gnomonic_cutouts(
-        stack, tiles.lon, tiles.lat, tiles.psi, **geometry, interpolation=interpolation,
-        chunk=chunk, threads=threads,
-    )  # fmt: skip
+        stack,
+        tiles.lon,
+        tiles.lat,
+        tiles.psi,
+        **geometry,
+        interpolation=interpolation,
+        chunk=chunk,
+        threads=threads,
+    )
     pix = projection.cutout_pixels(
         int(hp.npix2nside(mask.size)), tiles.lon, tiles.lat, tiles.psi, **geometry
     )
@@ -186,10 +192,15 @@ def region_map(nside: int, split: str, subset: str) -> np.ndarray:
     The hemispheres of :mod:`dustpred.sampling` (``train``: b > 0 or the east side around
     l = 270 deg; ``test``: the other side); pixel centres on the boundary belong to neither.
     """
-    region = sampling.split_region(split, subset, npix=2, reso_arcmin=1.0)
-    axis = region.frame()[0]
+    if subset not in sampling.SUBSETS:
+        raise InputError(f"region_map: subset {subset!r}; expected one of {sampling.SUBSETS}")
+    # Both hemispheres from the 'train' axis (rounded: healpy's cos(90 deg) is 6e-17), so a
+    # pixel centre on the boundary great circle is in neither, not in both.
+    region = sampling.split_region(split, "train", npix=2, reso_arcmin=1.0)
+    axis = np.round(region.frame()[0], 12)
     vec = np.asarray(hp.pix2vec(int(nside), np.arange(12 * int(nside) ** 2)))
-    return axis @ vec > 0
+    side = axis @ vec
+    return side > 1e-12 if subset == "train" else side < -1e-12
 
 
 def seen_pixels(
@@ -344,14 +355,16 @@ def tile_pixels(tiles: Tiles, t: int, nside: int, *, rotation=None, taper=1.0) -
     """
     n = tiles.npix
     if rotation is None:
-        rotation = projection.rotation_matrices(tiles.lon[t : t + 1], tiles.lat[t : t + 1],
-                                                tiles.psi[t : t + 1])[0]  # fmt: skip
+        rotation = projection.rotation_matrices(
+            tiles.lon[t : t + 1], tiles.lat[t : t + 1], tiles.psi[t : t + 1]
+        )[0]
     centre = hp.ang2vec(tiles.lon[t], tiles.lat[t], lonlat=True)
     # The window's support is the square of plane half-width h: radius arctan(sqrt(2) h).
     radius = np.arctan(np.sqrt(2.0) * tiles.half_width_rad) + hp.max_pixrad(nside)
     pix = hp.query_disc(int(nside), centre, radius)
-    fi, fj = plane_coordinates(np.asarray(hp.pix2vec(int(nside), pix)), rotation, n,
-                               tiles.reso_arcmin)  # fmt: skip
+    fi, fj = plane_coordinates(
+        np.asarray(hp.pix2vec(int(nside), pix)), rotation, n, tiles.reso_arcmin
+    )
     with np.errstate(invalid="ignore"):
         inside = (fi > 0) & (fi < n - 1) & (fj > 0) & (fj < n - 1)
     pix, fi, fj = pix[inside], fi[inside], fj[inside]

@@ -64,20 +64,26 @@ def provenance_cards(
     """Provenance header cards for :func:`write_template` (keys of at most 8 characters).
 
     ``model_sha256[k]`` (the model files' checksums), ``scales[k]``, ``offsets[k]`` (the
-    amplitude applied to model k's pixels) per fold; ``config_json``: the config slice as JSON
+    amplitude applied to model k's pixels) per fold k, as ``MODSHAk``, ``AMPSCLk``,
+    ``AMPOFFk``; ``config_json``: the config slice as JSON
     (long values continue over CONTINUE cards); software versions are added.
     """
     cards: dict[str, tuple[object, str]] = {}
-    for key, package in (("DPVER", "dustpred"), ("HPVER", "healpy"), ("NPVER", "numpy"),
-                         ("TORCHVER", "torch")):  # fmt: skip
+    for key, package in (
+        ("DPVER", "dustpred"),
+        ("HPVER", "healpy"),
+        ("NPVER", "numpy"),
+        ("TORCHVER", "torch"),
+    ):
         try:
             cards[key] = (metadata.version(package), f"{package} version")
         except metadata.PackageNotFoundError:
             continue
     if split is not None:
-        cards["SPLIT"] = (split, "cross-fitting split (FOLD k: model trained on region k)")
+        cards["SPLIT"] = (split, "FOLD k: model trained on region k of this split")
     for k, sha in enumerate(model_sha256):
-        cards[f"MODSHA{k}"] = (str(sha), f"sha256 of the model file of fold {k}")
+        # 64 hex digits fill the card: no room for a comment (astropy would truncate it).
+        cards[f"MODSHA{k}"] = (str(sha), "")
     for k, (scale, offset) in enumerate(zip(scales, offsets, strict=True)):
         cards[f"AMPSCL{k}"] = (float(scale), f"fitted scale applied to fold {k}")
         cards[f"AMPOFF{k}"] = (float(offset), f"fitted offset applied to fold {k} (TUNIT)")

@@ -118,8 +118,9 @@ def sphere_r_ell(
     ell = np.arange(lmax + 1)
     rows = []
     for region, hemisphere in zip(("train", "test"), HEMISPHERES[split], strict=True):
-        window = apodised_mask(np.asarray(keep, dtype=bool) & region_map(nside, split, region),
-                               apod_deg)  # fmt: skip
+        window = apodised_mask(
+            np.asarray(keep, dtype=bool) & region_map(nside, split, region), apod_deg
+        )
         if not window.sum() > 0:
             raise InputError(f"sphere_r_ell: no usable sky in the {hemisphere} hemisphere")
 
