@@ -10,7 +10,8 @@ Specifications with their tolerances:
   offsets (tile-to-tile disagreement of 8 % rms) breaks that bound, so the check can fail;
 - one tile reassembled alone equals an independent inverse projection (healpy's
   ``GnomonicProj.vec2xy`` plus a plain bilinear lookup) to 1e-10, and healpy's own
-  ``get_interp_val`` of the map within interpolation error (rms below 3 % of the map's rms; measured 1.7 %);
+  ``get_interp_val`` of the map within interpolation error (rms below 3 % of the map's
+  rms; measured 1.7 %);
 - cross-fitting: with models returning 1 and 2, every pixel holds 1 + FOLD exactly and no
   pixel read by a model's training cutouts is provided by that model;
 - the FITS table round-trips through ``healpy.read_map`` and ``dustpred.io.read_healpix_map``.
