@@ -23,6 +23,9 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 - ``training``    U-Net training (resumable, DDP)
 - ``evaluation``  tables of r(ell), r50/r150 and wins
 - ``plots``       the paper's figures
+- ``fullsky``     full-sky template: tiles, cross-fitting folds, reassembly on HEALPix
+- ``fullsky_output``   template amplitude fit and FITS table
+- ``fullsky_validate`` r_ell of the template on the sphere
 """
 
 __version__ = "0.1.0"

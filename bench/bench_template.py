@@ -1,0 +1,141 @@
+"""Benchmark: dustpred.fullsky.reassemble against a per-tile, per-pixel Python loop.
+
+Both put the same tile predictions (gnomonic cutouts of a random smooth map, one "model") back
+on a HEALPix grid with the same geometry, Hann window and bilinear interpolation. The loop is
+the straightforward implementation: for each tile, for each output pixel of the tile's disc,
+rotate its direction into the tile plane, evaluate the window and the bilinear weights in
+plain Python and accumulate ``sum w``, ``sum w p``. It is timed on ``--baseline-tiles`` tiles
+and its time per tile scaled to all tiles (wall and CPU time: CPU time is the fair measure on a
+shared machine); on those tiles its weighted mean is checked against
+``reassemble`` (same tiles only). Prints seconds for each, their ratio and the agreement.
+
+Usage (repository root): ``.venv/bin/python bench/bench_template.py [--nside 256]
+[--nside-tiles 4] [--npix 64] [--reso 40] [--baseline-tiles 4]``
+(Nside 256 with tile centres at Nside 4: 192 tiles of 64 x 40'.) Results: bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import healpy as hp
+import numpy as np
+
+from dustpred import fullsky, projection
+
+
+def random_smooth_map(nside: int, seed: int) -> np.ndarray:
+    lmax = 3 * nside - 1
+    ell = np.arange(lmax + 1)
+    cl = np.zeros(lmax + 1)
+    cl[2:] = ell[2:] ** -2.5
+    rng = np.random.default_rng(seed)
+    size = hp.Alm.getsize(lmax)
+    alm = (rng.standard_normal(size) + 1j * rng.standard_normal(size)) / np.sqrt(2)
+    return hp.alm2map(hp.almxfl(alm, np.sqrt(cl)), nside, lmax=lmax)
+
+
+def hann(u: float) -> float:
+    return math.sin(math.pi * u) ** 2 if 0.0 < u < 1.0 else 0.0
+
+
+def loop_reassemble(pred: np.ndarray, tiles: fullsky.Tiles, nside: int, which: range):
+    """The baseline: ``(sum w, sum w p)`` accumulated pixel by pixel in Python."""
+    n = tiles.npix
+    dx = tiles.reso_arcmin / 60.0 * math.pi / 180.0
+    c = 0.5 * (n - 1)
+    rotations = projection.rotation_matrices(tiles.lon, tiles.lat, tiles.psi)
+    total = np.zeros(12 * nside**2)
+    acc = np.zeros(12 * nside**2)
+    radius = math.atan(math.sqrt(2.0) * tiles.half_width_rad) + hp.max_pixrad(nside)
+    for t in which:
+        r = rotations[t].tolist()
+        image = pred[t].tolist()
+        centre = hp.ang2vec(tiles.lon[t], tiles.lat[t], lonlat=True)
+        for p in hp.query_disc(nside, centre, radius).tolist():
+            vx, vy, vz = hp.pix2vec(nside, p)
+            p0 = r[0][0] * vx + r[0][1] * vy + r[0][2] * vz
+            p1 = r[1][0] * vx + r[1][1] * vy + r[1][2] * vz
+            p2 = r[2][0] * vx + r[2][1] * vy + r[2][2] * vz
+            if p0 <= 0:
+                continue
+            fi, fj = p2 / p0 / dx + c, -p1 / p0 / dx + c
+            w = hann(fi / (n - 1)) * hann(fj / (n - 1))
+            if w <= 0:
+                continue
+            i0, j0 = min(int(fi), n - 2), min(int(fj), n - 2)
+            ti, tj = fi - i0, fj - j0
+            value = (
+                image[i0][j0] * (1 - ti) * (1 - tj)
+                + image[i0][j0 + 1] * (1 - ti) * tj
+                + image[i0 + 1][j0] * ti * (1 - tj)
+                + image[i0 + 1][j0 + 1] * ti * tj
+            )
+            total[p] += w
+            acc[p] += w * value
+    return total, acc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nside", type=int, default=256)
+    parser.add_argument("--nside-tiles", type=int, default=4)
+    parser.add_argument("--npix", type=int, default=64)
+    parser.add_argument("--reso", type=float, default=40.0)
+    parser.add_argument("--baseline-tiles", type=int, default=4)
+    args = parser.parse_args()
+
+    sky = random_smooth_map(args.nside, seed=0)
+    tiles = fullsky.tile_grid(args.npix, args.reso, seed=0, nside_tiles=args.nside_tiles)
+    t0 = time.perf_counter()
+    pred, _ = fullsky.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles)
+    t_cut = time.perf_counter() - t0
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    fullsky.reassemble(pred, tiles, args.nside)
+    t_vec, c_vec = time.perf_counter() - t0, time.process_time() - c0
+
+    sample = range(min(args.baseline_tiles, len(tiles)))
+    t0, c0 = time.perf_counter(), time.process_time()
+    total, acc = loop_reassemble(pred, tiles, args.nside, sample)
+    t_loop_sample, c_loop_sample = time.perf_counter() - t0, time.process_time() - c0
+    t_loop = t_loop_sample / len(sample) * len(tiles)
+    c_loop = c_loop_sample / len(sample) * len(tiles)
+
+    sub = fullsky.Tiles(
+        tiles.lon[sample.start : sample.stop],
+        tiles.lat[sample.start : sample.stop],
+        tiles.psi[sample.start : sample.stop],
+        tiles.npix,
+        tiles.reso_arcmin,
+        tiles.nside_tiles,
+    )
+    check = fullsky.reassemble(pred[sample.start : sample.stop], sub, args.nside)
+    hit = total > 0
+    agree = np.abs(acc[hit] / total[hit] - check.value[hit]).max() / sky.std()
+    same_pixels = np.array_equal(hit, check.weight > 0)
+
+    print(f"host: {platform.node()} ({platform.processor() or platform.machine()})")
+    print(
+        f"Nside {args.nside}, {len(tiles)} tiles of {args.npix} x {args.reso:g}' "
+        f"(centres at Nside {tiles.nside_tiles}); cutouts {t_cut:.2f} s"
+    )
+    print(
+        f"reassemble (vectorised): {t_vec:.2f} s wall, {c_vec:.2f} s CPU "
+        f"({c_vec / len(tiles) * 1e3:.1f} ms CPU per tile)"
+    )
+    print(
+        f"Python loop: {t_loop_sample:.2f} s wall for {len(sample)} tiles -> {t_loop:.1f} s wall, "
+        f"{c_loop:.1f} s CPU for {len(tiles)} tiles ({c_loop_sample / len(sample) * 1e3:.0f} ms "
+        "CPU per tile)"
+    )
+    print(f"ratio loop / vectorised: {t_loop / t_vec:.0f}x wall, {c_loop / c_vec:.0f}x CPU")
+    print(f"agreement on the sampled tiles: max |diff| / map rms = {agree:.1e}, ", end="")
+    print(f"same pixels covered: {same_pixels}")
+
+
+if __name__ == "__main__":
+    main()
