@@ -14,7 +14,8 @@ Specifications with their tolerances:
   rms; measured 1.7 %);
 - cross-fitting: with models returning 1 and 2, every pixel holds 1 + FOLD exactly and no
   pixel read by a model's training cutouts is provided by that model;
-- the FITS table round-trips through ``healpy.read_map`` and ``dustpred.io.read_healpix_map``.
+- the FITS table round-trips through ``healpy.read_map`` and
+  ``dustpred.healpix_maps.read_healpix_map``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import fullsky, io, sampling
+from dustpred import fullsky, healpix_maps, sampling
 from dustpred.errors import InputError
 from dustpred.fullsky_output import (
     TEMPLATE_COLUMNS,
@@ -254,7 +255,7 @@ def test_template_fits_round_trips_through_healpy_and_the_dust_reader(tmp_path):
     for k, name in enumerate(TEMPLATE_COLUMNS):
         values = hp.read_map(path, field=k)
         np.testing.assert_array_equal(values, maps[name].astype(np.float32))
-    dust = io.read_healpix_map(path, "I", units=io.DUST_UNITS)
+    dust = healpix_maps.read_healpix_map(path, "I", units=healpix_maps.DUST_UNITS)
     np.testing.assert_array_equal(dust, maps["I"].astype(np.float32))
     from astropy.io import fits
 

@@ -4,7 +4,7 @@ The U-Net's r is invariant to a rescaling, so the template's scale and offset ar
 least squares against the target (:func:`fit_amplitude`, on the unmasked pixels of a region
 the caller chooses: the fitted model's training region). :func:`write_template` writes the
 Planck-layout HEALPix table (RING, ``NSIDE``, ``COORDSYS = 'G'``, one row per pixel) through
-:func:`dustpred.io.write_table_stream` (atomic, no date card: same inputs, same bytes).
+:func:`dustpred.fits_table.write_table_stream` (atomic, no date card: same inputs, same bytes).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from importlib import metadata
 import healpy as hp
 import numpy as np
 
-from dustpred import io
+from dustpred import fits_table, healpix_maps
 from dustpred.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,11 @@ def write_template(
         (name, "B" if name == "FOLD" else "E", 1, unit if name in _UNIT_COLUMNS else None)
         for name in TEMPLATE_COLUMNS
     ]
-    header = io.healpix_header(nside, nested=False, coordsys="G", extra=cards)
+    header = healpix_maps.healpix_header(nside, nested=False, coordsys="G", extra=cards)
     block = 1 << 20
     blocks = (
         {name: maps[name][lo : lo + block] for name in TEMPLATE_COLUMNS}
         for lo in range(0, npix, block)
     )
-    io.write_table_stream(path, columns, npix, blocks, header)
+    fits_table.write_table_stream(path, columns, npix, blocks, header)
     log.info("wrote %s (Nside %d, %s)", path, nside, ", ".join(TEMPLATE_COLUMNS))
