@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from dustpred.atomic import atomic_path
+from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import ShardSet, prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import predict_linear, read_weights
-from dustpred.training import load_model
 
 log = logging.getLogger(__name__)
 
