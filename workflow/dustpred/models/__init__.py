@@ -5,6 +5,8 @@
   the paper's appendix A (scale-independent, or one vector per ell bin).
 - :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 and its residual variant.
 - :mod:`~dustpred.models.inputs`: shard reading and the U-Net's input normalisation.
+- :mod:`~dustpred.models.settings`: :class:`UNetSettings`, the typed ``unet`` config section.
+- :mod:`~dustpred.models.checkpoint`: the U-Net model file (save, load).
 """
 
 from dustpred.models.integrated import integrated_intensity
