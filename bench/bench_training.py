@@ -42,9 +42,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dustpred.distributed import DistInfo  # noqa: E402
 from dustpred.losses import PaperLoss  # noqa: E402
+from dustpred.models.settings import UNetSettings  # noqa: E402
 from dustpred.models.unet import UNet, forward_flops  # noqa: E402
-from dustpred.training import DistInfo, ResidentData, Trainer  # noqa: E402
+from dustpred.resident import ResidentData  # noqa: E402
+from dustpred.training import Trainer  # noqa: E402
 
 PAPER_SAMPLES, PAPER_EPOCHS = 50_000, 40
 
@@ -80,7 +83,7 @@ def bench_plain(data, params, device, steps, warmup):
     c = data.features.shape[-1] if data.nhwc else data.features.shape[1]
     model = UNet(c, params["widths"], params["bottleneck"], params["dropout"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
-    loss_fn = PaperLoss(data.npix, 24.96, params["loss_lambda"]).to(device)
+    loss_fn = PaperLoss(data.npix, 24.96, lam=params["loss_lambda"]).to(device)
     n_plain = min(data.n, 4096)
     # fp32 NCHW copy of part of the data (the plain loop's own resident set)
     feats = data.features[:n_plain]
@@ -117,7 +120,7 @@ def bench_ours(data, params, device, epochs, n_val):
         data,
         idx[n_val:],
         idx[:n_val],
-        params,
+        UNetSettings.from_config(params),
         seed=0,
         device=device,
         side_deg=24.96,
@@ -140,7 +143,7 @@ def profile_steps(data, params, device, steps=10):
         data,
         idx,
         idx[:0],
-        {**params, "cuda_graphs": False},
+        UNetSettings.from_config({**params, "cuda_graphs": False}),
         seed=0,
         device=device,
         side_deg=24.96,

@@ -9,6 +9,7 @@ from dustpred.losses import PaperLoss, band_correlations, rfft_band_weights
 from dustpred.metrics import r50_r150
 
 SIDE = 24.96
+LAM = 30.0  # the paper's lambda
 
 
 @pytest.mark.parametrize("npix", [16, 32, 64])
@@ -27,7 +28,7 @@ def test_float32_loss_correlations_match_the_metric_to_float32_precision():
     t = rng.lognormal(size=(3, 32, 32)) * 100.0  # K km/s-like amplitudes
     p = t + 30.0 * rng.normal(size=t.shape)
     mask = np.zeros(t.shape, dtype=np.uint8)
-    _, r = PaperLoss(32, SIDE)(
+    _, r = PaperLoss(32, SIDE, lam=LAM)(
         torch.tensor(p, dtype=torch.float32),
         torch.tensor(t, dtype=torch.float32),
         torch.tensor(mask),
@@ -39,7 +40,7 @@ def test_float32_loss_correlations_match_the_metric_to_float32_precision():
 def test_perfect_prediction_has_zero_correlation_term_and_zero_loss():
     t = torch.randn(5, 32, 32)
     mask = torch.zeros(5, 32, 32, dtype=torch.uint8)
-    loss, r = PaperLoss(32, SIDE, lam=30.0)(t.clone(), t, mask)
+    loss, r = PaperLoss(32, SIDE, lam=LAM)(t.clone(), t, mask)
     assert torch.allclose(r, torch.ones_like(r), atol=1e-6)
     assert abs(loss.item()) < 1e-4
 
@@ -47,7 +48,7 @@ def test_perfect_prediction_has_zero_correlation_term_and_zero_loss():
 def test_rescaled_prediction_leaves_only_the_l1_term():
     t = torch.randn(5, 32, 32)
     mask = torch.zeros(5, 32, 32, dtype=torch.uint8)
-    loss, r = PaperLoss(32, SIDE, lam=30.0)(3.0 * t, t, mask)
+    loss, r = PaperLoss(32, SIDE, lam=LAM)(3.0 * t, t, mask)
     assert torch.allclose(r, torch.ones_like(r), atol=1e-6)
     np.testing.assert_allclose(loss.item(), (2.0 * t).abs().mean().item(), rtol=1e-4)
 
@@ -60,7 +61,7 @@ def test_masked_pixels_of_the_prediction_do_not_matter():
     p = torch.randn(2, 16, 16)
     garbage = p.clone()
     garbage[mask.bool()] = 1e3
-    fn = PaperLoss(16, SIDE)
+    fn = PaperLoss(16, SIDE, lam=LAM)
     a, _ = fn(p * (mask == 0), t, mask)
     b, _ = fn(garbage, t, mask)
     assert torch.equal(a, b)
@@ -71,7 +72,7 @@ def test_loss_and_gradient_are_finite_for_predictions_with_empty_modes(kind):
     t = torch.randn(2, 16, 16)
     p = torch.zeros(2, 16, 16) if kind == "zeros" else torch.full((2, 16, 16), 2.0)
     p.requires_grad_(True)
-    loss, _ = PaperLoss(16, SIDE)(p, t, torch.zeros(2, 16, 16, dtype=torch.uint8))
+    loss, _ = PaperLoss(16, SIDE, lam=LAM)(p, t, torch.zeros(2, 16, 16, dtype=torch.uint8))
     loss.backward()
     assert torch.isfinite(loss)
     assert torch.isfinite(p.grad).all()

@@ -8,6 +8,7 @@ from fake_training_shards import SIDE_DEG, write_fake_shards
 
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid
+from dustpred.models.checkpoint import load_model, save_model
 from dustpred.models.inputs import fit_input_stats, prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import (
@@ -19,9 +20,10 @@ from dustpred.models.linear import (
     solve_normal_equations,
     weights_table,
 )
+from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import VARIANTS, UNet, forward_flops
+from dustpred.resident import ResidentData, dihedral_permutations
 from dustpred.shards import ShardSet
-from dustpred.training import ResidentData, dihedral_permutations, load_model, save_model
 
 # --- integrated and linear -------------------------------------------------------------------
 
@@ -292,9 +294,9 @@ def test_model_file_round_trip(tmp_path):
         k: v.clone() + (0.01 if v.is_floating_point() else 0) for k, v in net.state_dict().items()
     }
     stats = InputStats("cube", "residual", [0.0, 1.0], 1.0, [0.0, 0.0], [1.0, 1.0], 2.0, 3.0)
-    params = {"dropout": 0.3, "bottleneck": None}
+    settings = UNetSettings.from_config({"dropout": 0.3, "bottleneck": None})
     result = TrainResult([], 1, 0.5, best)
-    save_model(tmp_path / "unet.pt", net, result, params=params, stats=stats, seed=4, meta={})
+    save_model(tmp_path / "unet.pt", net, result, settings=settings, stats=stats, seed=4, meta={})
     x = torch.randn(2, 3, 16, 16)
     last, stats2, meta = load_model(tmp_path / "unet.pt", which="last")
     assert stats2 == stats and meta["seed"] == 4 and "torch" in meta["versions"]

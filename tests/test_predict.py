@@ -7,11 +7,12 @@ import torch
 from fake_training_shards import write_fake_shards
 
 from dustpred.errors import InputError
+from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.linear import fit_linear, predict_linear, read_weights
 from dustpred.predict import predict_shards
 from dustpred.shards import ShardSet
-from dustpred.training import load_model, train_unet
+from dustpred.training import train_unet
 
 PARAMS = {
     "variant": "residual",

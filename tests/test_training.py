@@ -9,6 +9,7 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
+from dustpred.models.checkpoint import load_model
 from dustpred.training import (
     HISTORY_COLUMNS,
     DistInfo,
@@ -16,7 +17,6 @@ from dustpred.training import (
     TrainSpec,
     epoch_batches,
     launch_distributed,
-    load_model,
     run_training,
     split_train_validation,
     train_unet,

@@ -20,6 +20,8 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 - ``resampling``  block bootstrap/jackknife errors over sky regions, win fractions
 - ``losses``      the paper's loss
 - ``models``      integrated, linear and U-Net predictors
+- ``distributed`` process group and rank-synchronised BatchNorm for data-parallel training
+- ``resident``    the training set in (GPU) memory, its rotations/flips and epoch order
 - ``training``    U-Net training (resumable, DDP)
 - ``evaluation``  tables of r(ell), r50/r150 and wins
 - ``plots``       the paper's figures

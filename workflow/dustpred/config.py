@@ -122,3 +122,29 @@ def velocity_label(velocity_kms: list[float]) -> str:
     """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``."""
     lo, hi = velocity_kms
     return f"v{lo:g}_{hi:g}"
+
+
+def schema_defaults(section: str, schema_path: str | None = None) -> dict[str, Any]:
+    """The defaults of the config schema's ``section`` (e.g. ``"unet"``), in schema order.
+
+    The schema (``workflow/schemas/config.schema.yaml``, or ``schema_path``) is the one place
+    defaults are written; library callers outside Snakemake (tests, benchmarks) get them from
+    here. Keys and string values are interned, as string literals in code are: ``pickle``
+    writes an object once and then refers to it, so a file that pickles these values has the
+    same bytes as when the defaults were literals in code. Returns a fresh dict on each call.
+    """
+    # Imported here so that this helper stays self-contained (and yaml is paid for on use).
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    path = schema_path or Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    with open(path) as f:
+        properties = yaml.safe_load(f)["properties"][section]["properties"]
+    defaults: dict[str, Any] = {}
+    for key, spec in properties.items():
+        if "default" in spec:
+            value = spec["default"]
+            defaults[sys.intern(key)] = sys.intern(value) if isinstance(value, str) else value
+    return defaults

@@ -52,7 +52,7 @@ class PaperLoss(nn.Module):
     side_deg : float
         Cutout side in degrees (sets ell_F, hence which modes are in r50/r150).
     lam : float
-        Weight of the correlation term (paper: 30).
+        Weight of the correlation term (``unet.loss_lambda``; paper: 30).
 
     Returns (from ``forward(prediction, target, mask)``)
     -------
@@ -60,7 +60,7 @@ class PaperLoss(nn.Module):
     r : tensor (B, 2), detached: r50 and r150 per cutout (for monitoring).
     """
 
-    def __init__(self, npix: int, side_deg: float = DEFAULT_SIDE_DEG, lam: float = 30.0) -> None:
+    def __init__(self, npix: int, side_deg: float = DEFAULT_SIDE_DEG, *, lam: float) -> None:
         super().__init__()
         self.lam = float(lam)
         w = torch.tensor(rfft_band_weights(npix, side_deg), dtype=torch.float32)

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from dustpred.atomic import atomic_path
+from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import predict_linear, read_weights
 from dustpred.shards import ShardSet
-from dustpred.training import load_model
 
 log = logging.getLogger(__name__)
 

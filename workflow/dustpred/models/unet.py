@@ -44,11 +44,15 @@ integrated-intensity baseline and learns the correction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from dustpred.errors import InputError
+
+if TYPE_CHECKING:
+    from dustpred.models.settings import UNetSettings
 
 VARIANTS = ("paper", "halving", "residual")
 
@@ -188,14 +192,14 @@ class UNet(nn.Module):
         return out
 
 
-def build_unet(in_channels: int, params: dict) -> UNet:
-    """Build a :class:`UNet` from the ``unet`` config slice."""
+def build_unet(in_channels: int, settings: UNetSettings) -> UNet:
+    """Build a :class:`UNet` from the ``unet`` config section's settings."""
     return UNet(
         in_channels,
-        widths=params["widths"],
-        bottleneck=params.get("bottleneck"),
-        dropout=float(params["dropout"]),
-        variant=params["variant"],
+        widths=settings.widths,
+        bottleneck=settings.bottleneck,
+        dropout=settings.dropout,
+        variant=settings.variant,
     )
 
 

@@ -1,0 +1,112 @@
+"""The U-Net model file: what a training run leaves for prediction and evaluation.
+
+One ``torch.save`` dict (format :data:`FORMAT`, version :data:`FORMAT_VERSION`): the
+network's build arguments (``model_config``), the ``unet`` config slice with its defaults
+(``params``), the input normalisation (``stats``), the seed, the weights of the last epoch
+(``state_dict``) and of the epoch with the lowest validation loss (``best_state_dict``,
+``best_epoch``, ``best_val_loss``), the number of epochs, the software :func:`versions` and
+the run's metadata (``npix``, ``side_deg``, ``world_size``, ``train_shards``).
+
+Files are written atomically and through a file handle (:func:`save_torch`), so the same run
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+import dustpred
+from dustpred.atomic import atomic_path
+from dustpred.errors import InputError
+from dustpred.models.inputs import InputStats
+from dustpred.models.settings import UNetSettings
+from dustpred.models.unet import UNet
+
+if TYPE_CHECKING:  # the trainer's result; prediction must not import the trainer
+    from dustpred.training import TrainResult
+
+FORMAT = "dustpred-unet"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    """Software versions stored with a model."""
+    return {
+        "dustpred": dustpred.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically, through a file handle: saved to a path, torch names the
+    archive inside after the (temporary) file, which would make the bytes differ per run."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def save_model(
+    path: str | os.PathLike,
+    net: UNet,
+    result: TrainResult,
+    *,
+    settings: UNetSettings,
+    stats: InputStats,
+    seed: int,
+    meta: dict[str, Any],
+) -> None:
+    """Write the final model file atomically (see the module docstring for its keys).
+
+    ``result`` gives the history and the best weights; ``settings.config`` is stored as
+    ``params``; ``meta`` is merged into the top level.
+    """
+    model = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": {
+            "in_channels": net.in_channels,
+            "widths": list(net.widths),
+            "bottleneck": settings.bottleneck,
+            "dropout": settings.dropout,
+            "variant": net.variant,
+        },
+        "params": settings.config,
+        "stats": stats.to_dict(),
+        "seed": int(seed),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "best_state_dict": result.best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs": len(result.history),
+        "versions": versions(),
+        **meta,
+    }
+    save_torch(model, path)
+
+
+def load_model(
+    path: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[UNet, InputStats, dict]:
+    """Load a model file: the network (eval mode) with the ``best`` (lowest validation loss)
+    or ``last`` weights, its input normalisation, and the whole file's metadata."""
+    try:
+        blob = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot read a model file ({exc})") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise InputError(f"{path}: not a dustpred U-Net model file; expected format '{FORMAT}'")
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    cfg = blob["model_config"]
+    net = UNet(cfg["in_channels"], cfg["widths"], cfg["bottleneck"], cfg["dropout"], cfg["variant"])
+    state = blob["best_state_dict"] if which == "best" else blob["state_dict"]
+    net.load_state_dict(state)
+    net.to(device).eval()
+    return net, InputStats.from_dict(blob["stats"]), blob
