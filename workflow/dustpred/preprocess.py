@@ -63,6 +63,7 @@ def filtered_map(
     map2alm_iters: int = 3,
     units: dict[str, float] | None = io.DUST_UNITS,
     coordsys_if_missing: str | None = None,
+    nthreads: int = 1,
 ) -> np.ndarray:
     """Read a HEALPix map column and low-pass/resample it like the stack's dust.
 
@@ -73,7 +74,7 @@ def filtered_map(
     """
     values = io.read_healpix_map(path, column, units=units, coordsys_if_missing=coordsys_if_missing)
     out = harmonic.lowpass_to_nside(
-        values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+        values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=nthreads
     )
     return out.astype(np.float32)
 
@@ -101,6 +102,7 @@ def preprocess(
     mask_threshold: float = 0.5,
     map2alm_iters: int = 3,
     coordsys_if_missing: str | None = None,
+    nthreads: int = 1,
 ) -> dict[str, Any]:
     """Build ``stack.npy``, ``mask.npy`` and ``meta.json`` (see module docstring).
 
@@ -120,6 +122,8 @@ def preprocess(
         Mask column (1 = keep in the file).
     mask_threshold
         Kept fraction of a working pixel's area needed to keep it.
+    nthreads
+        Threads of each harmonic transform (the job's threads).
 
     Returns
     -------
@@ -177,7 +181,12 @@ def preprocess(
         stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(npix, nchan + 1))
         for j in range(nchan):
             stack[:, j] = harmonic.lowpass_to_nside(
-                hi[:, j], nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+                hi[:, j],
+                nside,
+                ell_cutoff,
+                butterworth_order,
+                iters=map2alm_iters,
+                nthreads=nthreads,
             )
             if j % 8 == 0 or j == nchan - 1:
                 log.info(
@@ -189,7 +198,7 @@ def preprocess(
                 )
         del hi
         stack[:, nchan] = harmonic.lowpass_to_nside(
-            dust, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+            dust, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=nthreads
         )
         log.info("dust filtered (Nside %d -> %d), %.1f s", dust_nside, nside, time.monotonic() - t0)
         stack.flush()
@@ -213,8 +222,8 @@ def preprocess(
         "butterworth_order": int(butterworth_order),
         "map2alm_iters": int(map2alm_iters),
         "lmax": {
-            "hi": harmonic.harmonic_lmax(hi_nside, nside),
-            "dust": harmonic.harmonic_lmax(dust_nside, nside),
+            "hi": harmonic.filter_lmax(hi_nside, nside, ell_cutoff, butterworth_order),
+            "dust": harmonic.filter_lmax(dust_nside, nside, ell_cutoff, butterworth_order),
         },
         "mask": {
             "field": mask_field,
