@@ -19,7 +19,7 @@ rule preprocess:
         prep=prep_constraint(),
     conda:
         "../../envs/dustpred.yaml"
-    threads: 2
+    threads: 16
     resources:
         mem_mb=8000,
     params:

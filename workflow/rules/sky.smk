@@ -12,7 +12,7 @@ rule simulate_sky:
         "logs/simulate_sky.log",
     conda:
         "../../envs/dustpred.yaml"
-    threads: 1
+    threads: 16
     resources:
         mem_mb=4000,
     params:
