@@ -14,10 +14,12 @@ from dustpred.hi_cube import channels_in_range, open_hi_cube
 NSIDE = 32
 
 
-def simulate(directory, nside=NSIDE, seed=3, **kwargs):
+def simulate(directory, nside=NSIDE, seed=3, run=None, **kwargs):
     settings = sky.SkySettings(nside=nside, seed=seed, **kwargs)
     paths = {k: directory / f"{k}.fits" for k in ("hi", "dust", "mask", "oracle")}
-    sky.simulate_sky(settings, paths["hi"], paths["dust"], paths["mask"], paths["oracle"])
+    sky.simulate_sky(
+        settings, paths["hi"], paths["dust"], paths["mask"], paths["oracle"], **(run or {})
+    )
     return paths
 
 
@@ -38,6 +40,14 @@ def cube(sim):
 def test_same_seed_gives_identical_bytes(tmp_path):
     a = simulate(tmp_path / "a", nside=16, seed=11)
     b = simulate(tmp_path / "b", nside=16, seed=11)
+    for kind in a:
+        assert a[kind].read_bytes() == b[kind].read_bytes(), kind
+
+
+def test_thread_count_does_not_change_the_bytes(tmp_path):
+    # 3072 pixels in blocks of 500: 7 HI blocks, computed 3 at a time with 3 threads.
+    a = simulate(tmp_path / "a", nside=16, seed=11, run={"nthreads": 1, "block_pixels": 500})
+    b = simulate(tmp_path / "b", nside=16, seed=11, run={"nthreads": 3, "block_pixels": 500})
     for kind in a:
         assert a[kind].read_bytes() == b[kind].read_bytes(), kind
 
@@ -75,7 +85,9 @@ def test_power_spectrum_of_gaussian_field():
     cl = sky.power_law_cl(2.7, lmax)
     est = np.mean(
         [
-            hp.anafast(sky.gaussian_field(nside, cl, np.random.default_rng(s)), lmax=lmax)
+            hp.anafast(
+                sky.gaussian_field(nside, cl, np.random.default_rng(s), nthreads=2), lmax=lmax
+            )
             for s in range(20)
         ],
         axis=0,

@@ -66,6 +66,7 @@ def filtered_map(
     map2alm_iters: int = 3,
     units: dict[str, float] | None = DUST_UNITS,
     coordsys_if_missing: str | None = None,
+    nthreads: int = 1,
 ) -> np.ndarray:
     """Read a HEALPix map column and low-pass/resample it like the stack's dust.
 
@@ -76,7 +77,7 @@ def filtered_map(
     """
     values = read_healpix_map(path, column, units=units, coordsys_if_missing=coordsys_if_missing)
     out = harmonic.lowpass_to_nside(
-        values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+        values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=nthreads
     )
     return out.astype(np.float32)
 
@@ -104,6 +105,7 @@ def preprocess(
     mask_threshold: float = 0.5,
     map2alm_iters: int = 3,
     coordsys_if_missing: str | None = None,
+    nthreads: int = 1,
 ) -> dict[str, Any]:
     """Build ``stack.npy``, ``mask.npy`` and ``meta.json`` (see module docstring).
 
@@ -123,6 +125,8 @@ def preprocess(
         Mask column (1 = keep in the file).
     mask_threshold
         Kept fraction of a working pixel's area needed to keep it.
+    nthreads
+        Threads of each harmonic transform (the job's threads).
 
     Returns
     -------
@@ -153,7 +157,7 @@ def preprocess(
 
     def lowpass(values: np.ndarray) -> np.ndarray:
         return harmonic.lowpass_to_nside(
-            values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters
+            values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=nthreads
         )
 
     _write_stack(stack_path, cube, channels, dust, nside, lowpass, t0)
@@ -300,8 +304,8 @@ def _stack_meta(
         "butterworth_order": int(butterworth_order),
         "map2alm_iters": int(map2alm_iters),
         "lmax": {
-            "hi": harmonic.harmonic_lmax(nside_in["hi"], nside),
-            "dust": harmonic.harmonic_lmax(nside_in["dust"], nside),
+            "hi": harmonic.filter_lmax(nside_in["hi"], nside, ell_cutoff, butterworth_order),
+            "dust": harmonic.filter_lmax(nside_in["dust"], nside, ell_cutoff, butterworth_order),
         },
         "mask": {
             "field": mask_field,

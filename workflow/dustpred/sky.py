@@ -27,9 +27,10 @@ that :math:`\sum_{\ell=1}^{767} (2\ell+1) C_\ell / 4\pi = 1` whatever the Nside
 stated. ``z`` is a "regional" unit-variance field with flat :math:`C_\ell` for
 :math:`1 \le \ell \le 10` and zero above (one value per ~20° region). Every field is drawn
 as :math:`a_{\ell m}` from its own ``numpy.random.default_rng`` stream (a fixed stream
-number per field, combined with the seed) and synthesised with ``healpy.alm2map``, so the
-same seed gives the same bytes. The log-normal field is
-:math:`LN(m, s) = m \exp(s g - s^2/2)` (mean ``m``).
+number per field, combined with the seed) and synthesised with ducc0's multithreaded
+transform (:func:`dustpred.harmonic.synthesis`, healpy's ``alm2map`` to rounding, and
+bitwise independent of the thread count), so the same seed gives the same bytes. The
+log-normal field is :math:`LN(m, s) = m \exp(s g - s^2/2)` (mean ``m``).
 
 HI components (columns in :math:`10^{20}\,\mathrm{cm^{-2}}`, velocities in km/s)
 -----------------------------------------------------------------------------------
@@ -97,21 +98,24 @@ those names).
 Memory
 ------
 About 20 float32 maps are held (component parameters, dust); the cube is written in
-blocks of pixels. At Nside 1024: ~1 GB of maps plus ~0.5 GB per block of spectra, far
-below 24 GiB, whatever the number of channels (the file itself is npix · nchan · 4 bytes).
+blocks of pixels (``nthreads + 1`` blocks at a time). At Nside 1024: ~1 GB of maps plus
+~0.5 GB per block of spectra being computed, far below 24 GiB, whatever the number of
+channels (the file itself is npix · nchan · 4 bytes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import healpy as hp
 import numpy as np
 
-from dustpred import healpix_maps, hi_cube
+from dustpred import harmonic, healpix_maps, hi_cube
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +227,9 @@ def band_cl(ell_max: int, lmax: int) -> np.ndarray:
     return cl / (np.sum((2 * ell + 1) * cl) / (4 * np.pi))
 
 
-def gaussian_field(nside: int, cl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def gaussian_field(
+    nside: int, cl: np.ndarray, rng: np.random.Generator, *, nthreads: int = 1
+) -> np.ndarray:
     """A Gaussian random field with power spectrum ``cl``, drawn as a_lm from ``rng``.
 
     Parameters
@@ -234,6 +240,8 @@ def gaussian_field(nside: int, cl: np.ndarray, rng: np.random.Generator) -> np.n
         ``(lmax + 1,)`` angular power spectrum.
     rng
         Generator the a_lm are drawn from (healpy.synfast would use numpy's global RNG).
+    nthreads
+        Threads of the synthesis (the result does not depend on it).
 
     Returns
     -------
@@ -246,7 +254,7 @@ def gaussian_field(nside: int, cl: np.ndarray, rng: np.random.Generator) -> np.n
     amp = np.sqrt(cl[ell])
     # Complex a_lm with m > 0 carry half the variance in each part; m = 0 is real.
     alm = np.where(m == 0, draws[0] * amp, (draws[0] + 1j * draws[1]) * amp / np.sqrt(2.0))
-    return hp.alm2map(alm.astype(np.complex128), nside, lmax=lmax)
+    return harmonic.synthesis(alm.astype(np.complex128), nside, lmax, nthreads=nthreads)
 
 
 def lognormal(mean: float, s: float, g: np.ndarray) -> np.ndarray:
@@ -261,8 +269,10 @@ def latitude_profile(nside: int) -> np.ndarray:
     return np.sqrt(np.minimum(0.6 / np.maximum(sin_b, 1e-6), 6.0))
 
 
-def components(settings: SkySettings) -> dict[str, np.ndarray]:
+def components(settings: SkySettings, *, nthreads: int = 1) -> dict[str, np.ndarray]:
     """Column, centroid and line-width maps of the four HI components.
+
+    ``nthreads``: threads of each field's synthesis.
 
     Returns
     -------
@@ -274,10 +284,11 @@ def components(settings: SkySettings) -> dict[str, np.ndarray]:
     lmax = 3 * nside - 1
 
     def g(stream: str, alpha: float = 2.7) -> np.ndarray:
-        return gaussian_field(nside, power_law_cl(alpha, lmax), _rng(seed, stream))
+        cl = power_law_cl(alpha, lmax)
+        return gaussian_field(nside, cl, _rng(seed, stream), nthreads=nthreads)
 
     def z(stream: str) -> np.ndarray:
-        return gaussian_field(nside, band_cl(10, lmax), _rng(seed, stream))
+        return gaussian_field(nside, band_cl(10, lmax), _rng(seed, stream), nthreads=nthreads)
 
     f_b = latitude_profile(nside)
     out: dict[str, np.ndarray] = {}
@@ -368,8 +379,10 @@ def hi_block(
     return total
 
 
-def lr_masks(dust: np.ndarray, mask_nside: int) -> dict[str, np.ndarray]:
+def lr_masks(dust: np.ndarray, mask_nside: int, *, nthreads: int = 1) -> dict[str, np.ndarray]:
     """Synthetic LR keep-masks from the observed dust (see module docstring).
+
+    ``nthreads``: threads of the smoothing transforms.
 
     Returns
     -------
@@ -377,9 +390,10 @@ def lr_masks(dust: np.ndarray, mask_nside: int) -> dict[str, np.ndarray]:
         Field name -> ``(12 mask_nside**2,)`` float32 RING map, 1 = keep.
     """
     lmax = 3 * mask_nside - 1
-    alm = hp.map2alm(hp.ud_grade(dust, mask_nside), lmax=lmax)
+    # healpy's map2alm default of 3 iterations
+    alm = harmonic.analysis(hp.ud_grade(dust, mask_nside), lmax, iters=3, nthreads=nthreads)
     beam = hp.gauss_beam(np.radians(MASK_SMOOTHING_DEG), lmax=lmax)
-    smooth = hp.alm2map(hp.almxfl(alm, beam), mask_nside, lmax=lmax)
+    smooth = harmonic.synthesis(hp.almxfl(alm, beam), mask_nside, lmax, nthreads=nthreads)
     theta, _ = hp.pix2ang(mask_nside, np.arange(12 * mask_nside**2))
     north = theta < np.pi / 2
     order = np.argsort(smooth, kind="stable")
@@ -396,17 +410,35 @@ def lr_masks(dust: np.ndarray, mask_nside: int) -> dict[str, np.ndarray]:
     return masks
 
 
-def _hi_blocks(comp, settings, velocities, block_pixels) -> Iterator[np.ndarray]:
+def _hi_blocks(comp, settings, velocities, block_pixels, nthreads: int = 1) -> Iterator[np.ndarray]:
+    """Noisy HI spectra, block after block of pixels, in pixel order.
+
+    Up to ``nthreads`` blocks are computed at once in a thread pool (numpy releases the
+    GIL in its loops), at most ``nthreads + 1`` held; the noise is drawn here, in block
+    order from one stream, so the cube does not depend on ``nthreads``.
+    """
     npix = 12 * settings.nside**2
     sigma = settings.hi_noise_mk * 1e-3 * settings.nside / 256.0
     rng = _rng(settings.seed, "hi_noise")
-    for start in range(0, npix, block_pixels):
-        sl = slice(start, min(start + block_pixels, npix))
-        block = hi_block(comp, sl, velocities, settings.channel_kms)
+    slices = [
+        slice(start, min(start + block_pixels, npix)) for start in range(0, npix, block_pixels)
+    ]
+    workers = max(int(nthreads), 1)
+
+    def noisy(block: np.ndarray) -> np.ndarray:
         block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(sigma)
-        if start // block_pixels % 16 == 0:
-            log.info("HI cube: pixels %d..%d of %d", sl.start, sl.stop - 1, npix)
-        yield block
+        return block
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for i, sl in enumerate(slices):
+            pending.append(pool.submit(hi_block, comp, sl, velocities, settings.channel_kms))
+            if len(pending) > workers:
+                yield noisy(pending.popleft().result())
+            if i % 16 == 0:
+                log.info("HI cube: pixels %d..%d of %d", sl.start, sl.stop - 1, npix)
+        while pending:
+            yield noisy(pending.popleft().result())
 
 
 def simulate_sky(
@@ -417,8 +449,12 @@ def simulate_sky(
     oracle_path: str | os.PathLike,
     *,
     block_pixels: int = 1 << 16,
+    nthreads: int = 1,
 ) -> dict[str, float]:
     """Simulate the sky and write the four FITS files (see module docstring).
+
+    ``nthreads`` (the job's threads) runs the harmonic transforms; the files do not
+    depend on it.
 
     Returns
     -------
@@ -436,15 +472,17 @@ def simulate_sky(
         velocities[-1],
         settings.seed,
     )
-    comp = components(settings)
+    comp = components(settings, nthreads=nthreads)
     oracle = hi_traced_dust(comp, settings.ivc_dust_ratio)
     lmax = 3 * nside - 1
-    cib = gaussian_field(nside, power_law_cl(1.0, lmax), _rng(settings.seed, "cib"))
+    cib = gaussian_field(
+        nside, power_law_cl(1.0, lmax), _rng(settings.seed, "cib"), nthreads=nthreads
+    )
     noise_sigma = settings.dust_noise * (23.4 / hp.nside2resol(256, arcmin=True)) * nside / 256
     noise = _rng(settings.seed, "dust_noise").standard_normal(npix) * noise_sigma
     dust = oracle + settings.cib_amplitude * cib + noise
     del cib, noise
-    masks = lr_masks(dust, settings.mask_nside)
+    masks = lr_masks(dust, settings.mask_nside, nthreads=nthreads)
 
     header_extra = {"ORIGIN": ("dustpred.sky", "synthetic sky"), "SEED": settings.seed}
     ring_of_nest = hp.nest2ring(nside, np.arange(npix))
@@ -466,7 +504,7 @@ def simulate_sky(
         hi_path,
         nside,
         velocities,
-        _hi_blocks(comp, settings, velocities, block_pixels),
+        _hi_blocks(comp, settings, velocities, block_pixels, nthreads),
         extra=header_extra,
     )
     log.info("wrote %s", hi_path)

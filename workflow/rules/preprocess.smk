@@ -19,7 +19,7 @@ rule preprocess:
         "benchmarks/preprocess/{prep}.tsv"
     conda:
         CONDA_ENV
-    threads: 2
+    threads: 16
     resources:
         mem_mb=8000,
     params:

@@ -14,7 +14,7 @@ rule simulate_sky:
         "benchmarks/simulate_sky.tsv"
     conda:
         CONDA_ENV
-    threads: 1
+    threads: 16
     resources:
         mem_mb=4000,
     params:

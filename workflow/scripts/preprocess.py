@@ -22,4 +22,5 @@ preprocess(
     mask_threshold=s["mask_threshold"],
     map2alm_iters=s["map2alm_iters"],
     coordsys_if_missing=snakemake.params.coordsys_if_missing,  # noqa: F821
+    nthreads=snakemake.threads,  # noqa: F821
 )

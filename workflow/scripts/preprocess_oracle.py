@@ -13,4 +13,5 @@ write_filtered_map(
     ell_cutoff=s["ell_cutoff"],
     butterworth_order=s["butterworth_order"],
     map2alm_iters=s["map2alm_iters"],
+    nthreads=snakemake.threads,  # noqa: F821
 )
