@@ -1,5 +1,7 @@
 """dustpred.healpix_maps: tables read like healpy, written byte-stably; one test per bad input."""
 
+import gzip
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -150,3 +152,91 @@ def test_error_wrong_unit(tmp_path):
     path = write_map_table(tmp_path / "d.fits", {"I": np.zeros(NPIX, "f4")}, units={"I": "MJy/sr"})
     with pytest.raises(InputError, match="unit 'MJy/sr'; expected one of"):
         read_healpix_map(path, "I", units=DUST_UNITS)
+
+
+# --- scaled, logical and explicit-index tables -------------------------------------
+
+
+def write_columns(path, columns, cards):
+    """A HEALPix table from astropy ``fits.Column``s; ``cards`` complete the header."""
+    hdu = fits.BinTableHDU.from_columns(columns)
+    for key, value in {"PIXTYPE": "HEALPIX", "ORDERING": "RING", "COORDSYS": "G", **cards}.items():
+        hdu.header[key] = value
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    return path
+
+
+def test_scaled_integer_map_is_read_in_physical_units(tmp_path):
+    raw = (np.arange(NPIX) % 3000).astype(np.int16)
+    col = fits.Column(name="I", format="I", array=raw, unit="uK_RJ")
+    path = write_columns(tmp_path / "d.fits", [col], {"NSIDE": NSIDE, "TSCAL1": 0.5, "TZERO1": 2.0})
+    out = read_healpix_map(path, "I", units=DUST_UNITS)
+    np.testing.assert_allclose(out, raw * 0.5 + 2.0, rtol=0, atol=1e-12)
+
+
+def test_logical_mask_column_reads_as_1_and_0(tmp_path):
+    keep = np.arange(NPIX) % 3 == 0
+    col = fits.Column(name="LR72", format="L", array=keep)
+    path = write_columns(tmp_path / "m.fits", [col], {"NSIDE": NSIDE})
+    np.testing.assert_array_equal(read_healpix_map(path, "LR72"), keep.astype(float))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_explicit_index_map_is_scattered_to_its_pixels(tmp_path, nested):
+    ring = np.random.default_rng(3).normal(size=NPIX).astype(np.float32)
+    stored = hp.reorder(ring, r2n=True) if nested else ring
+    pix = np.random.default_rng(4).permutation(NPIX).astype(np.int32)  # rows in any order
+    cols = [
+        fits.Column(name="PIXEL", format="J", array=pix),
+        fits.Column(name="I", format="E", array=stored[pix]),
+    ]
+    cards = {"NSIDE": NSIDE, "INDXSCHM": "EXPLICIT", "ORDERING": "NESTED" if nested else "RING"}
+    path = write_columns(tmp_path / "e.fits", cols, cards)
+    np.testing.assert_array_equal(read_healpix_map(path, "I"), ring)
+
+
+def test_healpy_partial_map_is_read_like_healpy(tmp_path):
+    ring = np.random.default_rng(5).normal(size=NPIX)
+    hp.write_map(tmp_path / "p.fits", ring, partial=True, coord="G", column_names=["I"])
+    assert fits.getheader(tmp_path / "p.fits", 1)["INDXSCHM"] == "EXPLICIT"
+    out = read_healpix_map(tmp_path / "p.fits", "I")
+    np.testing.assert_array_equal(out, hp.read_map(tmp_path / "p.fits", partial=True))
+
+
+def test_error_explicit_index_map_with_missing_pixels(tmp_path):
+    ring = np.ones(NPIX)
+    ring[:10] = hp.UNSEEN  # a partial-sky product: healpy writes only the 758 seen pixels
+    hp.write_map(tmp_path / "p.fits", ring, partial=True, coord="G", column_names=["I"])
+    with pytest.raises(InputError, match="p.fits: column 'I' has 10 UNSEEN pixels"):
+        read_healpix_map(tmp_path / "p.fits", "I")
+
+
+def test_error_blank_integer_values_refused_like_unseen(tmp_path):
+    raw = np.zeros(NPIX, np.int32)
+    raw[[2, 9]] = -1
+    col = fits.Column(name="I", format="J", array=raw, null=-1)
+    path = write_columns(tmp_path / "d.fits", [col], {"NSIDE": NSIDE})
+    with pytest.raises(InputError, match="d.fits: column 'I' has 2 UNSEEN pixels.*blank"):
+        read_healpix_map(path, "I")
+
+
+@pytest.mark.parametrize("nside", [8.5, "eight"])
+def test_error_nside_not_an_integer(tmp_path, nside):
+    path = write_map_table(tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"NSIDE": nside})
+    with pytest.raises(InputError, match=rf"d.fits: NSIDE is {nside!r}; expected a power of 2"):
+        read_healpix_map(path, "X")
+
+
+def test_error_unknown_index_scheme(tmp_path):
+    path = write_map_table(
+        tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")}, cards={"INDXSCHM": "SPARSE"}
+    )
+    with pytest.raises(InputError, match="d.fits: INDXSCHM is 'SPARSE'; expected IMPLICIT"):
+        read_healpix_map(path, "X")
+
+
+def test_error_gzip_compressed_map(tmp_path):
+    path = write_map_table(tmp_path / "d.fits", {"X": np.zeros(NPIX, "f4")})
+    (tmp_path / "d.fits.gz").write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(InputError, match=r"d.fits.gz: file is gzip-compressed.*gunzip"):
+        read_healpix_map(tmp_path / "d.fits.gz", "X")

@@ -1,6 +1,8 @@
 """dustpred.hi_cube: the HI cube in both layouts (HEALPix tables, CAR image) through open_hi_cube;
 one test per bad input."""
 
+import gzip
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -304,4 +306,103 @@ def test_error_truncated_car_cube(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 5000])
     with pytest.raises(InputError, match="car.fits: file is truncated"):
+        open_hi_cube(path)
+
+
+# --- scaled integer storage, explicit-index and compressed files --------------------
+
+
+def test_scaled_integer_cube_column_is_read_in_kelvin(tmp_path, cube):
+    raw = np.round(cube * 10).astype(np.int16)  # TB = 0.01 * stored + 0.5 (a 16I column)
+    fits_table.write_table_stream(
+        tmp_path / "hi.fits",
+        [("TB", "I", VELOCITIES.size, "K")],
+        NPIX,
+        [{"TB": raw}],
+        healpix_maps.healpix_header(NSIDE, nested=False)
+        + hi_cube.hi_axis_cards(VELOCITIES)
+        + [("TSCAL1", 0.01, ""), ("TZERO1", 0.5, "")],
+    )
+    opened = open_hi_cube(tmp_path / "hi.fits")
+    expected = raw * 0.01 + 0.5
+    np.testing.assert_allclose(opened.read_channels([3, 0]), expected[:, [3, 0]], atol=1e-5)
+    np.testing.assert_allclose(opened.read_spectra([0, 700]), expected[[0, 700]], atol=1e-5)
+
+
+def scaled_car_cube(path, *, blank_at=None):
+    """``car_cube`` stored as int16 with BSCALE/BZERO/BLANK; returns the physical values."""
+    data = fits.getdata(car_cube(path))
+    header = fits.getheader(path)
+    raw = np.round((data - 2.5) / 1e-3).astype(np.int16)
+    if blank_at is not None:
+        raw[blank_at] = -32768
+    hdu = fits.PrimaryHDU(raw, header=header)
+    hdu.header["BSCALE"], hdu.header["BZERO"], hdu.header["BLANK"] = 1e-3, 2.5, -32768
+    hdu.writeto(path, overwrite=True)
+    return raw * np.float32(1e-3) + np.float32(2.5)
+
+
+def test_car_cube_with_bscale_bzero_is_read_in_kelvin(tmp_path):
+    physical = scaled_car_cube(tmp_path / "int.fits")
+    fits.PrimaryHDU(physical, header=fits.getheader(car_cube(tmp_path / "f.fits"))).writeto(
+        tmp_path / "float.fits"
+    )
+    scaled = open_hi_cube(tmp_path / "int.fits").read_channels([4, 1])
+    plain = open_hi_cube(tmp_path / "float.fits").read_channels([4, 1])
+    np.testing.assert_allclose(scaled, plain, rtol=0, atol=1e-5)
+
+
+def test_error_car_cube_blank_values_refused_like_unseen(tmp_path):
+    scaled_car_cube(tmp_path / "car.fits", blank_at=(1, 10, 20))
+    with pytest.raises(InputError, match="car.fits: channel 1 has 1 UNSEEN pixels"):
+        open_hi_cube(tmp_path / "car.fits").read_channels([1])
+
+
+def test_error_car_cube_bscale_not_a_number(tmp_path):
+    path = car_cube(tmp_path / "car.fits")
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["BSCALE"] = "one"
+    with pytest.raises(InputError, match="car.fits: BSCALE is 'one'; expected a number"):
+        open_hi_cube(path)
+
+
+def test_error_explicit_index_cube_refused(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["INDXSCHM"] = "EXPLICIT"
+    with pytest.raises(InputError, match="hi.fits: INDXSCHM is 'EXPLICIT'.*expected an implicit"):
+        open_hi_cube(path)
+
+
+@pytest.mark.parametrize("layout", ["healpix", "image"])
+def test_error_gzip_compressed_cube(tmp_path, cube, layout):
+    path = (
+        write_cube(tmp_path / "hi.fits", cube)
+        if layout == "healpix"
+        else car_cube(tmp_path / "hi.fits")
+    )
+    (tmp_path / "hi.fits.gz").write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(InputError, match=r"hi.fits.gz: file is gzip-compressed.*gunzip"):
+        open_hi_cube(tmp_path / "hi.fits.gz")
+
+
+def test_error_directory_of_gzip_files(tmp_path, cube):
+    directory = tmp_path / "hi"
+    directory.mkdir()
+    data = write_cube(tmp_path / "hi.fits", cube).read_bytes()
+    (directory / "part0.fits.gz").write_bytes(gzip.compress(data))
+    with pytest.raises(InputError, match=r"hi: directory holds 1 gzip-compressed file\(s\)"):
+        open_hi_cube(directory)
+
+
+def test_error_cube_file_with_only_a_primary_hdu(tmp_path):
+    fits.PrimaryHDU().writeto(tmp_path / "hi.fits")
+    with pytest.raises(InputError, match=r"hi.fits: no BINTABLE extension found; found 1 HDU"):
+        open_hi_cube(tmp_path / "hi.fits")
+
+
+def test_error_cube_file_cut_inside_its_header(tmp_path, cube):
+    path = write_cube(tmp_path / "hi.fits", cube)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(InputError, match="hi.fits: not a readable FITS file: it ends inside the"):
         open_hi_cube(path)

@@ -14,11 +14,17 @@ holds the map either one pixel per row (``TFORM = 'E'``, as in the Planck Comman
 map) or ``r`` pixels per row (``TFORM = '1024E'``, the HEALPix-package convention); in both
 cases the flattened column has ``12 NSIDE**2`` values. Units come from ``TUNITn``.
 
+``TSCALn``/``TZEROn`` are applied and logical (``L``) columns read as 1 (T) / 0 (F). An
+explicit-index table (``INDXSCHM = 'EXPLICIT'``, pixel numbers in a ``PIXEL`` column, as
+partial-sky products and ``healpy.write_map(..., partial=True)`` write) is scattered into a
+full-sky map, UNSEEN where no row lists a pixel.
+
 Bad values
 ----------
 Non-finite values and HEALPix ``UNSEEN`` (-1.6375e30) pixels are refused (InputError giving
-their count): every product this project reads is a full-sky map without gaps, so a gap
-means a damaged or wrong file.
+their count), and so are blank values (``TNULLn``, undefined logicals) and pixels that an
+explicit-index table leaves out: every product this project reads is a full-sky map without
+gaps, so a gap means a damaged or wrong file.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from dustpred.errors import InputError
 from dustpred.fits_table import (
     BinTable,
     Card,
-    apply_scale,
+    integer,
     keyword,
     open_bintable,
+    read_column,
+    scatter_explicit,
     write_table_stream,
 )
 
@@ -54,6 +62,7 @@ class HealpixInfo:
     nested: bool
     firstpix: int
     lastpix: int
+    explicit: bool = False  # INDXSCHM = 'EXPLICIT': rows carry their pixel in a PIXEL column
 
     @property
     def npix(self) -> int:
@@ -70,10 +79,9 @@ def healpix_info(table: BinTable, coordsys_if_missing: str | None) -> HealpixInf
     pixtype = str(keyword(table, "PIXTYPE", "")).strip().upper()
     if pixtype != "HEALPIX":
         raise InputError(f"{path}: PIXTYPE is {pixtype or 'missing'!r}; expected 'HEALPIX'")
-    nside = keyword(table, "NSIDE")
-    if nside is None or not hp.isnsideok(int(nside), nest=True):
+    nside = integer(path, "NSIDE", keyword(table, "NSIDE"), "a power of 2")
+    if not hp.isnsideok(nside, nest=True):
         raise InputError(f"{path}: NSIDE is {nside!r}; expected a power of 2")
-    nside = int(nside)
     ordering = str(keyword(table, "ORDERING", "")).strip().upper()
     if ordering not in ("RING", "NESTED", "NEST"):
         raise InputError(f"{path}: ORDERING is {ordering or 'missing'!r}; expected RING or NESTED")
@@ -93,14 +101,17 @@ def healpix_info(table: BinTable, coordsys_if_missing: str | None) -> HealpixInf
             ".rotate_map_alms) and set COORDSYS='G'"
         )
     npix = 12 * nside**2
-    firstpix = int(keyword(table, "FIRSTPIX", 0))
-    lastpix = int(keyword(table, "LASTPIX", npix - 1))
+    firstpix = integer(path, "FIRSTPIX", keyword(table, "FIRSTPIX", 0), "a pixel number")
+    lastpix = integer(path, "LASTPIX", keyword(table, "LASTPIX", npix - 1), "a pixel number")
     if not 0 <= firstpix <= lastpix < npix:
         raise InputError(
             f"{path}: FIRSTPIX..LASTPIX is {firstpix}..{lastpix}; expected a range inside "
             f"0..{npix - 1} (Nside {nside})"
         )
-    return HealpixInfo(nside, ordering != "RING", firstpix, lastpix)
+    scheme = str(keyword(table, "INDXSCHM", "IMPLICIT")).strip().upper()
+    if scheme not in ("IMPLICIT", "EXPLICIT"):
+        raise InputError(f"{path}: INDXSCHM is {scheme!r}; expected IMPLICIT or EXPLICIT")
+    return HealpixInfo(nside, ordering != "RING", firstpix, lastpix, scheme == "EXPLICIT")
 
 
 def check_values(path: str, what: str, values: np.ndarray) -> None:
@@ -114,8 +125,9 @@ def check_values(path: str, what: str, values: np.ndarray) -> None:
     unseen = np.isclose(values, UNSEEN, rtol=1e-5, atol=0.0)
     if unseen.any():
         raise InputError(
-            f"{path}: {what} has {int(unseen.sum())} UNSEEN pixels (-1.6375e30); "
-            "expected a full-sky map without gaps"
+            f"{path}: {what} has {int(unseen.sum())} UNSEEN pixels (-1.6375e30, blank "
+            "values or pixels an explicit-index table leaves out); expected a full-sky map "
+            "without gaps"
         )
 
 
@@ -164,7 +176,7 @@ def read_healpix_map(
     info = healpix_info(table, coordsys_if_missing)
     n = table.column_index(column) + 1
     name = table.names[n - 1]
-    if info.firstpix != 0 or info.lastpix != info.npix - 1:
+    if not info.explicit and (info.firstpix != 0 or info.lastpix != info.npix - 1):
         raise InputError(
             f"{table.path}: map covers pixels {info.firstpix}..{info.lastpix}; expected a "
             f"full-sky map 0..{info.npix - 1} (Nside {info.nside})"
@@ -172,15 +184,14 @@ def read_healpix_map(
     factor = 1.0
     if units is not None:
         factor = unit_factor(table.path, name, table.header.get(f"TUNIT{n}"), units)
-    rows = table.memmap()
-    values = np.asarray(rows[name]).reshape(-1)
+    values = read_column(table, name, dtype)  # scaled, logicals as 1/0, blanks UNSEEN
+    if info.explicit:
+        values = scatter_explicit(table, values, info.npix)
     if values.size != info.npix:
         raise InputError(
             f"{table.path}: column {name!r} holds {values.size} values; expected "
             f"npix = 12 * {info.nside}**2 = {info.npix}"
         )
-    values = apply_scale(table, n, values.astype(dtype))
-    del rows
     check_values(table.path, f"column {name!r}", values)
     if factor != 1.0:
         values *= factor

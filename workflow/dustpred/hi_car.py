@@ -19,7 +19,15 @@ import numpy as np
 from astropy.io import fits
 
 from dustpred.errors import InputError
-from dustpred.fits_table import MAX_HDUS, quiet_truncation, velocity_axis
+from dustpred.fits_table import (
+    MAX_HDUS,
+    UNSEEN,
+    integer,
+    number,
+    quiet_truncation,
+    refuse_compressed,
+    velocity_axis,
+)
 from dustpred.healpix_maps import check_values, unit_factor
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,9 @@ class ImageCube:
     velocities: np.ndarray
     factor: float
     nside: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None  # BLANK of integer data: these values are refused like UNSEEN
 
 
 def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCube | None:
@@ -49,6 +60,7 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
     if os.path.isdir(path) or not os.path.isfile(path):
         return None
     size = os.path.getsize(path)
+    refuse_compressed(path)
     try:
         with quiet_truncation(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
             found = None
@@ -68,8 +80,9 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
     if found is None:
         return None
     index, header, offset = found
-    nx, ny, nchan = (int(header[f"NAXIS{i}"]) for i in (1, 2, 3))
-    needed = offset + nx * ny * nchan * abs(int(header["BITPIX"])) // 8
+    nx, ny, nchan = (integer(path, f"NAXIS{i}", header.get(f"NAXIS{i}")) for i in (1, 2, 3))
+    bitpix = integer(path, "BITPIX", header.get("BITPIX"), "8, 16, 32, 64, -32 or -64")
+    needed = offset + nx * ny * nchan * abs(bitpix) // 8
     if size < needed:
         raise InputError(
             f"{path}: file is truncated: found {size} bytes, expected at least {needed} "
@@ -83,7 +96,7 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
         )
     velocities = velocity_axis(path, header.get, 3, nchan)
     factor = unit_factor(path, "BUNIT", header.get("BUNIT"), units)
-    step_lon, step_lat = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
+    step_lon, step_lat = (abs(number(path, k, header.get(k))) for k in ("CDELT1", "CDELT2"))
     if abs(nx * step_lon - 360.0) > step_lon:
         raise InputError(
             f"{path}: longitude axis spans {nx * step_lon:.3f} deg; expected the full 360 deg "
@@ -93,7 +106,30 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
     nside = 1
     while hp.nside2resol(nside, arcmin=True) > 60.0 * min(step_lon, step_lat) and nside < 8192:
         nside *= 2
-    return ImageCube(path, index, header, nchan, ny, nx, velocities, factor, nside)
+    bscale, bzero, blank = _scaling(path, header, bitpix)
+    return ImageCube(
+        path, index, header, nchan, ny, nx, velocities, factor, nside, bscale, bzero, blank
+    )
+
+
+def _scaling(path: str, header: fits.Header, bitpix: int) -> tuple[float, float, int | None]:
+    """BSCALE, BZERO and (for integer data) BLANK of the image, validated."""
+    bscale = number(path, "BSCALE", header.get("BSCALE", 1.0))
+    bzero = number(path, "BZERO", header.get("BZERO", 0.0))
+    blank = header.get("BLANK")
+    if blank is not None and bitpix > 0:
+        blank = integer(path, "BLANK", blank, "an integer blank value")
+    return bscale, bzero, (blank if bitpix > 0 else None)
+
+
+def _physical_plane(cube: ImageCube, raw: np.ndarray) -> np.ndarray:
+    """Stored channel plane -> float32 values: BSCALE/BZERO applied, BLANK -> UNSEEN."""
+    plane = np.asarray(raw, dtype=np.float32)
+    if cube.bscale != 1.0 or cube.bzero != 0.0:
+        plane = plane * np.float32(cube.bscale) + np.float32(cube.bzero)
+    if cube.blank is not None:
+        plane[raw == cube.blank] = UNSEEN
+    return plane
 
 
 def _bilinear_weights(cube: ImageCube, pixels_ring: np.ndarray):
@@ -132,11 +168,12 @@ def _interpolate_plane(plane, weights) -> np.ndarray:
 
 def read_image_channels(cube: ImageCube, idx: np.ndarray, pixels_ring: np.ndarray, out):
     weights = _bilinear_weights(cube, pixels_ring)
-    with fits.open(cube.path, memmap=True) as hdul:
+    # Unscaled access: astropy refuses to memory-map scaled data; _physical_plane scales.
+    with fits.open(cube.path, memmap=True, do_not_scale_image_data=True) as hdul:
         section = hdul[cube.hdu].section
         for j, chan in enumerate(idx):
             # Channel planes are contiguous in the file: only these bytes are read.
-            plane = np.asarray(section[int(chan), :, :], dtype=np.float32)
+            plane = _physical_plane(cube, section[int(chan), :, :])
             check_values(cube.path, f"channel {int(chan)}", plane)
             out[:, j] = _interpolate_plane(plane, weights) * np.float32(cube.factor)
             if j % 16 == 0:

@@ -23,6 +23,10 @@ spectrum of that pixel (``TFORM = '<nchan>E'``, ``TUNIT = 'K'``). Header keyword
   ``CDELT1``, ``CRPIX1`` (1-based reference channel):
   ``v[i] = CRVAL1 + (i + 1 - CRPIX1) * CDELT1`` for channel ``i = 0 .. nchan-1``.
 
+The column may be stored as scaled integers (``TFORM = '<nchan>I'`` with ``TSCAL1``/
+``TZERO1``, applied on reading; ``TNULL1`` values are blanks, refused like UNSEEN).
+Explicit-index tables (``INDXSCHM = 'EXPLICIT'``) and gzip-compressed files are refused.
+
 Rows are spectra, so extracting a set of channels reads the table once, in blocks of rows:
 the whole cube (47 GB for HI4PI at Nside 1024 with 933 channels) is never held in memory,
 only the requested ``(npix, k)`` output. :func:`write_hi_cube` writes this layout.
@@ -32,7 +36,8 @@ HI velocity cube as an all-sky image (HI4PI's ``ALLSKY/GAL/CAR.fits``)
 A FITS file whose first HDU with data is a 3-D image ``(velocity, latitude, longitude)``
 (NAXIS1 = longitude) with ``CTYPE1/2 = 'GLON-xxx'/'GLAT-xxx'`` covering all 360° of
 longitude and all latitudes, a velocity axis ``CTYPE3/CRVAL3/CDELT3/CRPIX3/CUNIT3`` and
-``BUNIT = 'K'``. Each requested channel plane (contiguous in the file, so only those bytes
+``BUNIT = 'K'``; integer data are scaled by ``BSCALE``/``BZERO`` and ``BLANK`` values are
+refused like UNSEEN. Each requested channel plane (contiguous in the file, so only those bytes
 are read) is interpolated bilinearly (periodic in longitude, the edge row beyond the last
 latitude row) at the centres of the coarsest HEALPix grid whose pixels are no larger than
 the image's (5' pixels -> Nside 1024), using the file's WCS. Equatorial axes are refused.
@@ -54,6 +59,7 @@ from dustpred.errors import InputError
 from dustpred.fits_table import (
     BinTable,
     Card,
+    decode,
     keyword,
     open_bintable,
     velocity_axis,
@@ -81,7 +87,15 @@ _BLOCK_BYTES = 64 * 2**20
 def _cube_files(path: str | os.PathLike) -> list[str]:
     path = os.fspath(path)
     if os.path.isdir(path):
-        files = sorted(str(p) for p in Path(path).iterdir() if p.name.lower().endswith(".fits"))
+        names = [p for p in Path(path).iterdir() if p.is_file()]
+        files = sorted(str(p) for p in names if p.name.lower().endswith(".fits"))
+        gzipped = [p.name for p in names if p.name.lower().endswith((".fits.gz", ".fit.gz"))]
+        if not files and gzipped:
+            raise InputError(
+                f"{path}: directory holds {len(gzipped)} gzip-compressed file(s) "
+                f"({gzipped[0]}, ...) and no *.fits; expected uncompressed *.fits files: "
+                f"run `gunzip {path}/*.gz`"
+            )
         if not files:
             raise InputError(f"{path}: directory has no *.fits files; expected the HI cube")
         return files
@@ -102,6 +116,12 @@ def _open_part(file: str, column: str | None, coordsys_if_missing: str | None) -
     """One file of a HEALPix table cube: its pixel range, spectrum column and axis."""
     table = open_bintable(file)
     info = healpix_info(table, coordsys_if_missing)
+    if info.explicit:
+        raise InputError(
+            f"{file}: INDXSCHM is 'EXPLICIT' (each row's pixel given by a PIXEL column); "
+            "expected an implicit HEALPix table for the HI cube (rows are the pixels "
+            "FIRSTPIX..LASTPIX in order): write the cube in pixel order"
+        )
     name = column or HI_COLUMN
     n = table.column_index(name) + 1
     name = table.names[n - 1]
@@ -337,7 +357,8 @@ def _read_table_channels(parts: Sequence[_CubePart], idx: np.ndarray, out: np.nd
                         f"{part.table.path}: read {rows.size} rows at row {start}; expected "
                         f"{stop - start} (file truncated while reading?)"
                     )
-                values = np.asarray(rows[part.column][:, idx], dtype=np.float32)
+                # TSCAL/TZERO applied, logicals 1/0, TNULL blanks UNSEEN (refused below).
+                values = decode(part.table, part.column, rows[part.column][:, idx], np.float32)
                 del rows
                 check_values(
                     part.table.path, f"rows {start}..{stop - 1} of column {part.column!r}", values
@@ -363,7 +384,8 @@ def _read_table_spectra(path: str, parts: Sequence[_CubePart], pix: np.ndarray) 
         if sel.size == 0:
             continue
         rows = part.table.memmap()
-        values = np.asarray(rows[part.column][file_pix[sel] - part.info.firstpix], np.float32)
+        raw = rows[part.column][file_pix[sel] - part.info.firstpix]
+        values = decode(part.table, part.column, raw, np.float32)
         check_values(part.table.path, f"column {part.column!r}", values)
         out[sel] = values * np.float32(part.factor)
         del rows
