@@ -12,15 +12,33 @@ min_version("9.0")
 # when it is not pip-installed (e.g. snakemake run from a conda base environment).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from dustpred.config import (
+    canonical,
+    check_config,
+    check_config_file,
+    read_schema,
+    validate_config,
+)
+
+# Snakemake's YAML parse error names no file: name it (files given with --configfile are
+# parsed before this file runs; see config/README.md).
+if Path("config/config.yaml").exists():
+    check_config_file("config/config.yaml")
+
 
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# Validation, before any job: the config as given (every bad key named, as a ConfigError),
+# Snakemake's pass that fills in the schema defaults, then each experiment's resolved
+# settings and the checks across keys (dustpred.config).
+SCHEMA = "workflow/schemas/config.schema.yaml"
+_schema = read_schema(Path(workflow.basedir) / SCHEMA)
+validate_config(config, _schema)
+validate(config, SCHEMA, set_default=True)
+check_config(config, _schema)
 
 # Sorted keys: rules compare params by repr, so key order in the YAML must not matter.
-from dustpred.config import canonical
-
 _canonical_config = canonical(config)
 config.clear()
 config.update(_canonical_config)

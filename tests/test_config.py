@@ -1,6 +1,8 @@
-"""dustpred.config: experiment resolution, the helpers that build the DAG, and canonical
-(order-free) config slices."""
+"""dustpred.config: experiment resolution, the helpers that build the DAG, canonical
+(order-free) config slices, and the validation that runs before any job (schema, experiment
+overrides, checks across keys, YAML parse errors)."""
 
+import copy
 import os
 import re
 import subprocess
@@ -8,19 +10,30 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import job_counts, snakemake_cli
+from snakemake.utils import validate
 
 from dustpred.config import (
     SETTING_COLUMNS,
     canonical,
+    check_config,
+    check_config_file,
+    check_cross_keys,
     deep_merge,
     experiment_settings,
     find_lambda_sweep,
+    read_schema,
     resolve_experiment,
+    validate_config,
+    validate_experiments,
     velocity_label,
 )
 from dustpred.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = read_schema(SCHEMA_PATH)
 # Modules that building the DAG must not load: slow to import, and not needed to plan jobs.
 HEAVY = ("h5py", "pandas", "torch")
 
@@ -73,7 +86,7 @@ def test_unknown_experiment_names_the_key():
 
 def test_unknown_override_key_names_the_experiment():
     cfg = deep_merge(BASE, {"experiments": {"bad": {"unet_lambda": 3}}})
-    with pytest.raises(ConfigError, match=r"experiments\.bad.*unet_lambda"):
+    with pytest.raises(ConfigError, match=r"'experiments\.bad\.unet_lambda': unknown override"):
         resolve_experiment(cfg, "bad")
 
 
@@ -176,3 +189,190 @@ def test_canonical_makes_repr_independent_of_key_order():
 def test_velocity_label_is_compact():
     assert velocity_label([-64.5, 17.0]) == "v-64.5_17"
     assert velocity_label([-120, 120]) == "v-120_120"
+
+
+# --- validation before any job (what the Snakefile runs) ---
+
+
+def read_config(*names: str) -> dict:
+    """The files ``names`` (relative to the repository) merged in order, as Snakemake does."""
+    config: dict = {}
+    for name in names:
+        config = deep_merge(config, yaml.safe_load((ROOT / name).read_text()))
+    return config
+
+
+def with_defaults(config: dict) -> dict:
+    """``config`` after the Snakefile's first two steps: checked, schema defaults filled in."""
+    config = copy.deepcopy(config)
+    validate_config(config, SCHEMA)
+    validate(config, str(SCHEMA_PATH), set_default=True)
+    return config
+
+
+def with_experiment(override) -> dict:
+    """The default config, defaults filled in, with the one experiment ``x: override``."""
+    config = with_defaults(read_config("config/config.yaml"))
+    config["experiments"] = {"x": override}
+    return config
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["config/config.yaml"],
+        ["config/config.yaml", "config/paper.yaml"],
+        ["config/config.yaml", "tests/configs/tiny.yaml"],
+        ["config/config.yaml", "tests/configs/tiny.yaml", "tests/configs/tiny_experiments.yaml"],
+    ],
+)
+def test_shipped_configs_pass_every_check(files):
+    config = with_defaults(read_config(*files))
+    check_config(config, SCHEMA)  # raises on any problem
+
+
+def test_base_typo_names_the_key():
+    config = read_config("config/config.yaml")
+    config["unet"]["loss_lamda"] = 0.0
+    with pytest.raises(ConfigError, match=r"'unet\.loss_lamda': unknown key; expected one of \["):
+        validate_config(config, SCHEMA)
+
+
+def object_sections(schema: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of every object section of ``schema`` that lists its properties."""
+    keys = []
+    for name, sub in schema.get("properties", {}).items():
+        sub = SCHEMA["$defs"]["download_spec"] if "$ref" in sub else sub
+        if sub.get("type") == "object" and "properties" in sub:
+            keys.append(f"{prefix}{name}")
+            keys.extend(object_sections(sub, f"{prefix}{name}."))
+    return keys
+
+
+def test_the_sections_are_those_the_schema_lists():
+    # The parametrisation below must cover the schema; a new section joins it by itself.
+    assert {"data", "unet", "linear", "plots", "download.hi"} <= set(object_sections(SCHEMA))
+
+
+@pytest.mark.parametrize("section", ["", *object_sections(SCHEMA)])
+def test_every_section_refuses_an_unknown_key(section):
+    config = read_config("config/config.yaml")
+    config["download"] = {"hi": {"url": "https://example.org/hi.fits", "filename": "hi.fits"}}
+    node = config
+    for part in filter(None, section.split(".")):
+        node = node.setdefault(part, {})
+    node["typo_key"] = 1
+    key = f"{section}.typo_key" if section else "typo_key"
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}': unknown key"):
+        validate_config(config, SCHEMA)
+
+
+def test_missing_required_key_is_named():
+    config = read_config("config/config.yaml")
+    del config["seed"]
+    with pytest.raises(ConfigError, match=r"'seed': missing; it is required"):
+        validate_config(config, SCHEMA)
+
+
+def test_every_bad_key_is_listed_at_once():
+    config = read_config("config/config.yaml")
+    config["seeds"] = [0, 0]
+    config["cutouts"]["split"] = "nope"
+    with pytest.raises(ConfigError) as raised:
+        validate_config(config, SCHEMA)
+    assert "'cutouts.split': 'nope' is not one of" in str(raised.value)
+    assert "'seeds': [0, 0] has non-unique elements" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"unet": {"loss_lamda": 0.0}}, r"'experiments\.x\.unet\.loss_lamda': unknown key"),
+        ({"linear": {"rigde": 1.0}}, r"'experiments\.x\.linear\.rigde': unknown key"),
+        ({"unet_lambda": 3}, r"'experiments\.x\.unet_lambda': unknown key"),
+        ({"seeds": 3}, r"'experiments\.x\.seeds': 3 is not of type 'array'"),
+        ({"seeds": [-1]}, r"'experiments\.x\.seeds\[0\]': -1 is less than the minimum of 0"),
+        ({"seeds": [1, 1]}, r"'experiments\.x\.seeds': \[1, 1\] has non-unique elements"),
+        ({"seeds": [0.5]}, r"'experiments\.x\.seeds\[0\]': 0\.5 is not of type 'integer'"),
+        ({"velocity_kms": [-10]}, r"'experiments\.x\.velocity_kms': \[-10\] is too short"),
+        ({"split": "nope"}, r"'experiments\.x\.split': 'nope' is not one of"),
+        ({"unet": 3}, r"'experiments\.x\.unet': 3 is not of type 'object'"),
+        ({"unet": {"dropout": 2.0}}, r"'experiments\.x\.unet\.dropout': 2\.0 is greater than"),
+    ],
+)
+def test_bad_experiment_override_names_its_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_experiments(with_experiment(override), SCHEMA)
+
+
+def test_valid_overrides_pass_the_schema():
+    validate_experiments(with_experiment({"unet": {"loss_lambda": 0.0}, "seeds": [2, 0]}), SCHEMA)
+
+
+@pytest.mark.parametrize("key", ["preprocess.velocity_kms", "synthetic.velocity_kms"])
+@pytest.mark.parametrize("found", [[17.0, -64.5], [5.0, 5.0]])
+def test_base_velocity_range_must_increase(key, found):
+    config = with_defaults(read_config("config/config.yaml"))
+    section, name = key.split(".")
+    config[section][name] = found
+    with pytest.raises(ConfigError, match=rf"'{key}': found \[{found[0]:g}, {found[1]:g}\]; "):
+        check_cross_keys(config)
+
+
+def test_experiment_velocity_range_must_increase():
+    config = with_experiment({"velocity_kms": [10.0, -10.0]})
+    with pytest.raises(ConfigError, match=r"'experiments\.x\.velocity_kms': found \[10, -10\]"):
+        check_cross_keys(config)
+
+
+def test_npix_must_be_divisible_by_two_to_the_levels():
+    config = with_defaults(read_config("config/config.yaml"))
+    config["unet"]["widths"] = [8, 16, 32, 64]  # 4 levels: 2**4 = 16
+    config["cutouts"]["npix"] = 72  # 72 = 4.5 * 16
+    message = r"'cutouts\.npix' and 'unet\.widths': npix = 72 is not divisible by .* = 16"
+    with pytest.raises(ConfigError, match=message):
+        check_cross_keys(config)
+    config["cutouts"]["npix"] = 80  # 5 * 16
+    check_cross_keys(config)
+
+
+def test_experiment_widths_must_divide_npix():
+    config = with_experiment({"unet": {"widths": [4, 8, 16, 32, 64, 128, 256]}})  # 2**7 = 128
+    assert config["cutouts"]["npix"] == 64
+    message = r"'cutouts\.npix' and 'experiments\.x\.unet\.widths': npix = 64 .* = 128"
+    with pytest.raises(ConfigError, match=message):
+        check_cross_keys(config)
+
+
+def test_yaml_parse_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nunet: {loss_lambda: [1, 2\nfoo: bar\n")
+    message = rf"config file {re.escape(str(bad))}, line 3, column 4: not valid YAML"
+    with pytest.raises(ConfigError, match=message):
+        check_config_file(bad)
+
+
+def test_valid_yaml_file_passes():
+    check_config_file(ROOT / "config" / "config.yaml")
+
+
+@pytest.mark.workflow
+def test_bad_override_stops_the_workflow_before_any_job(tmp_path):
+    extra = {"experiments": {"x": {"unet": {"loss_lamda": 0.0}}}}
+    done = snakemake_cli(tmp_path, args=("-n",), extra_config=extra)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "ConfigError" in output
+    assert "'experiments.x.unet.loss_lamda': unknown key" in output
+    assert job_counts(output) == {}
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_broken_default_config_file_is_named_by_the_workflow(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("seed: [1\n")
+    done = snakemake_cli(tmp_path, args=("-n",), configfiles=[ROOT / "tests/configs/tiny.yaml"])
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "config file config/config.yaml, line 2, column 1: not valid YAML" in output

@@ -8,18 +8,34 @@ Also the helpers that read resolved experiments to build the DAG: the settings t
 summary tables list (:func:`experiment_settings`) and the lambda sweep of Fig. 6
 (:func:`find_lambda_sweep`). ``workflow/rules/common.smk`` imports only this module and
 :mod:`dustpred.errors`, so building the DAG loads neither h5py, pandas nor torch; keep it so.
+
+And the validation that the Snakefile runs before any job: the base config and each
+experiment's resolved settings against ``workflow/schemas/config.schema.yaml``
+(:func:`validate_config`, :func:`validate_experiments`), then the checks that span keys
+(:func:`check_cross_keys`). Each raises :class:`~dustpred.errors.ConfigError` naming the keys.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from dustpred.errors import ConfigError
 
-EXPERIMENT_KEYS = ("velocity_kms", "split", "seeds", "unet", "linear")
+# Each key an experiment may override, and where its base value lives in the config.
+EXPERIMENT_KEY_PATHS: dict[str, tuple[str, ...]] = {
+    "velocity_kms": ("preprocess", "velocity_kms"),
+    "split": ("cutouts", "split"),
+    "seeds": ("seeds",),
+    "unet": ("unet",),
+    "linear": ("linear",),
+}
+EXPERIMENT_KEYS = tuple(EXPERIMENT_KEY_PATHS)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
@@ -47,18 +63,195 @@ def resolve_experiment(config: dict[str, Any], name: str) -> dict[str, Any]:
     override = experiments[name] or {}
     unknown = sorted(set(override) - set(EXPERIMENT_KEYS))
     if unknown:
+        keys = ", ".join(f"'experiments.{name}.{key}'" for key in unknown)
         raise ConfigError(
-            f"config key 'experiments.{name}': unknown override(s) {unknown}; "
-            f"expected keys among {list(EXPERIMENT_KEYS)}"
+            f"config key {keys}: unknown override; expected keys among {list(EXPERIMENT_KEYS)}"
         )
-    base = {
-        "velocity_kms": config["preprocess"]["velocity_kms"],
-        "split": config["cutouts"]["split"],
-        "seeds": config["seeds"],
-        "unet": config["unet"],
-        "linear": config["linear"],
-    }
-    return deep_merge(base, override)
+    return deep_merge(_base_settings(config), override)
+
+
+def _base_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The base config's values of the keys an experiment may override."""
+    out = {}
+    for key, path in EXPERIMENT_KEY_PATHS.items():
+        value: Any = config
+        for part in path:
+            value = value[part]
+        out[key] = value
+    return out
+
+
+# --- validation: the schema (base and each experiment) and the checks across keys ---
+# Snakefile calls validate_config before Snakemake fills in the schema defaults and
+# check_config after; both raise ConfigError naming every bad key, before any job runs.
+
+
+def read_schema(path: str | Path) -> dict[str, Any]:
+    """The config schema (YAML) at ``path`` as a dict."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def check_config_file(path: str | Path) -> None:
+    """Raise a ConfigError naming ``path``, line and column if it is not valid YAML.
+
+    Snakemake's own message ("Config file is not valid JSON or YAML") names no file.
+    """
+    try:
+        yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(
+            f"config file {path}{where}: not valid YAML ({problem}); expected a YAML mapping"
+        ) from None
+
+
+def _key_name(prefix: str, path: Sequence[Any]) -> str:
+    """Dotted config key of a JSON path, list items as ``[i]``: ``seeds[0]``, ``unet.lr``."""
+    name = prefix
+    for part in path:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name = f"{name}.{part}" if name else str(part)
+    return name
+
+
+def schema_errors(instance: Any, schema: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every violation of the JSON ``schema`` by ``instance``, one line each, naming the key.
+
+    Keys are dotted paths below ``prefix`` (e.g. ``experiments.x.unet.loss_lamda``); an
+    unknown or missing key is named itself rather than the section that holds it. Returns
+    [] when ``instance`` is valid. Defaults are not filled in.
+    """
+    # Imported here: the rule scripts' environment (envs/dustpred.yaml) imports this module
+    # but has no jsonschema; only the Snakemake process validates.
+    from jsonschema.validators import validator_for
+
+    validator = validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.path])
+    lines = []
+    for error in errors:
+        key = _key_name(prefix, list(error.absolute_path))
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = sorted(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - set(known)):
+                lines.append(
+                    f"config key '{_key_name(key, [extra])}': unknown key; expected one of {known}"
+                )
+        elif error.validator == "required":
+            for missing in (k for k in error.validator_value if k not in error.instance):
+                lines.append(f"config key '{_key_name(key, [missing])}': missing; it is required")
+        else:
+            lines.append(f"config key '{key or '<top level>'}': {error.message}")
+    return lines
+
+
+def _raise_if(problems: list[str], what: str) -> None:
+    if problems:
+        raise ConfigError(f"{what}:\n  " + "\n  ".join(problems))
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Check the base ``config`` (as read, before defaults) against ``schema``.
+
+    Raises
+    ------
+    ConfigError
+        Listing every violation, each naming its key (see :func:`schema_errors`).
+    """
+    _raise_if(schema_errors(config, schema), "invalid configuration")
+
+
+def experiment_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema of an experiment's resolved settings, taken from the config ``schema``.
+
+    Each key of :data:`EXPERIMENT_KEY_PATHS` gets the schema of its base key (e.g.
+    ``split`` that of ``cutouts.split``); any other key is an error.
+    """
+    properties = {}
+    for key, path in EXPERIMENT_KEY_PATHS.items():
+        sub: Mapping[str, Any] = schema
+        for part in path:
+            sub = sub["properties"][part]
+        properties[key] = sub
+    out = {"type": "object", "additionalProperties": False, "properties": properties}
+    # Keep the dialect and the shared definitions that "$ref"s point into.
+    out.update({k: schema[k] for k in ("$schema", "$defs") if k in schema})
+    return out
+
+
+def validate_experiments(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Check each experiment's resolved settings (base plus overrides) against ``schema``.
+
+    ``config`` must be valid and have its defaults filled in. The base values are valid, so
+    every violation comes from an override and is named ``experiments.<name>.<key>``.
+
+    Raises
+    ------
+    ConfigError
+        Listing every violation of every experiment.
+    """
+    sub = experiment_schema(schema)
+    base = _base_settings(config)
+    problems = []
+    for name, override in config["experiments"].items():
+        resolved = deep_merge(base, override if isinstance(override, dict) else {})
+        problems += schema_errors(resolved, sub, prefix=f"experiments.{name}")
+    _raise_if(problems, "invalid experiment overrides")
+
+
+def check_cross_keys(config: Mapping[str, Any]) -> None:
+    """The checks beyond the schema, of the base and of every experiment, in one place.
+
+    - each velocity range (``synthetic.velocity_kms``, ``preprocess.velocity_kms``, an
+      experiment's ``velocity_kms``) is increasing: min < max (km/s);
+    - ``cutouts.npix`` is divisible by ``2 ** len(unet.widths)`` (the U-Net halves the
+      cutout once per level), for the base and every experiment's ``unet.widths``.
+
+    ``config`` must be valid (:func:`validate_experiments`) with its defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Listing every failed check, each naming the keys involved, found and expected.
+    """
+    problems = []
+
+    def velocity(key: str, value: Sequence[float]) -> None:
+        if not value[0] < value[1]:
+            problems.append(
+                f"config key '{key}': found [{value[0]:g}, {value[1]:g}]; "
+                "expected an increasing range [min, max] in km/s"
+            )
+
+    def npix(key: str, widths: Sequence[int]) -> None:
+        n, divisor = config["cutouts"]["npix"], 2 ** len(widths)
+        if n % divisor:
+            problems.append(
+                f"config keys 'cutouts.npix' and '{key}': npix = {n} is not divisible by "
+                f"2**len(widths) = {divisor} ({len(widths)} U-Net levels, each halving the "
+                f"cutout); expected npix a multiple of {divisor} or fewer widths"
+            )
+
+    velocity("synthetic.velocity_kms", config["synthetic"]["velocity_kms"])
+    velocity("preprocess.velocity_kms", config["preprocess"]["velocity_kms"])
+    npix("unet.widths", config["unet"]["widths"])
+    for name, override in config["experiments"].items():
+        override = override or {}
+        resolved = resolve_experiment(config, name)
+        if "velocity_kms" in override:
+            velocity(f"experiments.{name}.velocity_kms", resolved["velocity_kms"])
+        if "widths" in (override.get("unet") or {}):
+            npix(f"experiments.{name}.unet.widths", resolved["unet"]["widths"])
+    _raise_if(problems, "inconsistent configuration")
+
+
+def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """:func:`validate_experiments` then :func:`check_cross_keys` (defaults filled in)."""
+    validate_experiments(config, schema)
+    check_cross_keys(config)
 
 
 # Columns of the summary tables that describe an experiment (see dustpred.evaluation).
