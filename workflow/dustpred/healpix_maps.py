@@ -174,7 +174,7 @@ def unit_factor(path: str, column: str, found: str | None, units: dict[str, floa
 
 
 def read_healpix_map(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinTable,
     column: str,
     *,
     units: dict[str, float] | None = None,
@@ -202,7 +202,8 @@ def read_healpix_map(
     numpy.ndarray
         ``(12 Nside**2,)`` map in RING order, in the canonical unit.
     """
-    table = open_bintable(path)
+    # An opened table (BinTable) is read as is, so callers that read its header open it once.
+    table = path if isinstance(path, BinTable) else open_bintable(path)
     info = healpix_info(table, coordsys_if_missing)
     n = table.column_index(column) + 1
     name = table.names[n - 1]
@@ -300,21 +301,14 @@ def write_healpix_maps(
     )
 
 
-def column_unit(path: str | os.PathLike, column: str) -> str | None:
-    """The ``TUNITn`` of ``column`` of the first BINTABLE of ``path`` (None if absent)."""
-    table = open_bintable(path)
-    n = table.column_index(column) + 1
-    unit = table.header.get(f"TUNIT{n}")
-    return None if unit is None or not str(unit).strip() else str(unit).strip()
-
-
-def _unit_of(path: str | os.PathLike, column: str, unit_if_missing: str | None, key: str) -> str:
-    found = column_unit(path, column)
-    if found is not None:
-        return found
+def _unit_of(table: BinTable, column: str, unit_if_missing: str | None, key: str) -> str:
+    """``TUNITn`` of ``column``, else ``unit_if_missing``; InputError naming config ``key``."""
+    found = table.header.get(f"TUNIT{table.column_index(column) + 1}")
+    if found is not None and str(found).strip():
+        return str(found).strip()
     if unit_if_missing is None:
         raise InputError(
-            f"{os.fspath(path)}: column {column!r} has no TUNIT keyword; expected its unit. "
+            f"{table.path}: column {column!r} has no TUNIT keyword; expected its unit. "
             f"Set config key '{key}' to the unit if you know it"
         )
     return unit_if_missing
@@ -343,15 +337,16 @@ def read_dust_map(
         Canonical unit of the family read (``uK_RJ``, ``uK_CMB``, ``MJy/sr`` or ``mag``):
         within-family factors are applied, families are never converted into each other.
     """
-    found = _unit_of(path, column, unit_if_missing, "data.dust_unit_if_missing")
+    table = open_bintable(path)
+    found = _unit_of(table, column, unit_if_missing, "data.dust_unit_if_missing")
     key = found.strip().lower().replace(" ", "")
     if key not in DUST_UNIT_FAMILIES:
         raise InputError(
-            f"{os.fspath(path)}: column {column!r} has unit {found!r}; expected a dust unit "
+            f"{table.path}: column {column!r} has unit {found!r}; expected a dust unit "
             "(uK_RJ, mK_RJ, K_RJ, K_CMB, uK_CMB, MJy/sr or mag for E(B-V))"
         )
     unit, factor = DUST_UNIT_FAMILIES[key]
-    values = read_healpix_map(path, column, coordsys_if_missing=coordsys_if_missing)
+    values = read_healpix_map(table, column, coordsys_if_missing=coordsys_if_missing)
     return (values * factor if factor != 1.0 else values), unit
 
 
@@ -387,12 +382,12 @@ def read_column_density_map(
             "cube?); expected one N_HI value per pixel for data.hi_kind: column_density "
             "(set data.hi_kind: cube for a cube)"
         )
-    found = _unit_of(path, name, unit_if_missing, "data.hi_unit_if_missing")
+    found = _unit_of(table, name, unit_if_missing, "data.hi_unit_if_missing")
     key = found.strip().lower().replace(" ", "")
     if key not in NHI_UNITS:
         raise InputError(
             f"{table.path}: column {name!r} has unit {found!r}; expected a column density "
             "in cm^-2 or 1e20 cm^-2"
         )
-    values = read_healpix_map(path, name, coordsys_if_missing=coordsys_if_missing)
+    values = read_healpix_map(table, name, coordsys_if_missing=coordsys_if_missing)
     return values * NHI_UNITS[key]
