@@ -2,11 +2,12 @@
 cm^-2 or 1e20 cm^-2, validated like every HEALPix map; a cube where an N_HI map is expected,
 and the reverse, are refused with the config key to change."""
 
+import healpy as hp
 import numpy as np
 import pytest
 from map_tables import write_map_column
 
-from dustpred import hi_cube
+from dustpred import hi_cube, preprocess
 from dustpred.errors import InputError
 from dustpred.healpix_maps import read_column_density_map
 
@@ -62,3 +63,40 @@ def test_column_density_map_where_a_cube_is_configured_is_refused(tmp_path):
     path = write_map_column(tmp_path / "nhi.fits", NHI, name="TB", unit="cm^-2")
     with pytest.raises(InputError, match="1 value per row.*data.hi_kind: column_density"):
         hi_cube.open_hi_cube(path)
+
+
+def test_preprocess_of_an_nhi_map_with_a_dust_threshold_mask(tmp_path):
+    nside = 8
+    npix = 12 * nside**2
+    # a dipole (l = 1) sky: the harmonic round trip of the smoothing reproduces it closely
+    x, y, z = hp.pix2vec(nside, np.arange(npix))
+    nhi = (4.0 + x + 0.5 * y + 0.3 * z) * 1e20
+    nhi_path = write_map_column(tmp_path / "nhi.fits", nhi, unit="cm^-2")
+    dust_path = write_map_column(tmp_path / "ebv.fits", nhi * 1.1e-22)
+    meta = preprocess.preprocess(
+        nhi_path,
+        dust_path,
+        None,
+        tmp_path / "stack.npy",
+        tmp_path / "mask.npy",
+        tmp_path / "meta.json",
+        velocity_kms=(-64.5, 17.0),
+        nside=nside,
+        ell_cutoff=16,
+        butterworth_order=4,
+        hi_column="I",
+        dust_column="I",
+        hi_kind="column_density",
+        dust_unit_if_missing="mag",
+        mask_from_dust={"keep_fraction": 0.7, "fwhm_deg": 0.0},
+    )
+    stack = np.load(tmp_path / "stack.npy")
+    masked = np.load(tmp_path / "mask.npy").astype(bool)
+    assert stack.shape == (npix, 2)  # N_HI (1e20 cm^-2), then dust (mag)
+    assert meta["units"] == {"hi": "1e20 cm^-2", "dust": "mag"}
+    assert meta["velocities_kms"] == [0.0]
+    # FWHM 0: the threshold is the 0.7 quantile of the dust itself, 30 % of pixels above it
+    assert masked.mean() == pytest.approx(0.3, abs=1.0 / npix)
+    # the brightest are masked, up to the round trip's error (< 1 % of the dust's range)
+    spread = np.ptp(nhi)
+    assert nhi[masked].min() > nhi[~masked].max() - 0.01 * spread

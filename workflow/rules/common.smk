@@ -64,7 +64,11 @@ def _usable_experiments():
     print(
         "dustpred: data.hi_kind is column_density (no velocities): leaving out Fig. 1 "
         "(velocity spectrum)"
-        + (f" and the experiments {dropped} (unet.input_kind cube/moments)" if dropped else ""),
+        + (
+            f" and the experiments {dropped} (unet.input_kind cube/moments)"
+            if dropped
+            else ""
+        ),
         file=sys.stderr,
     )
     kept = [name for name in names if name not in dropped]
@@ -242,7 +246,12 @@ def prep_constraint():
 
 def input_settings():
     """The config `data` keys that say how to read the raw files (the preprocess job's)."""
-    keys = ("coordsys_if_missing", "hi_kind", "hi_unit_if_missing", "dust_unit_if_missing")
+    keys = (
+        "coordsys_if_missing",
+        "hi_kind",
+        "hi_unit_if_missing",
+        "dust_unit_if_missing",
+    )
     return {k: config["data"][k] for k in keys}
 
 
