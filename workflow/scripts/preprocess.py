@@ -8,7 +8,7 @@ s = snakemake.params.settings  # noqa: F821
 preprocess(
     snakemake.input.hi,  # noqa: F821
     snakemake.input.dust,  # noqa: F821
-    snakemake.input.mask,  # noqa: F821
+    snakemake.input.mask or None,  # noqa: F821  ([] with preprocess.mask_from_dust)
     snakemake.output.stack,  # noqa: F821
     snakemake.output.mask,  # noqa: F821
     snakemake.output.meta,  # noqa: F821
@@ -21,6 +21,7 @@ preprocess(
     hi_column=s["hi_column"],
     mask_threshold=s["mask_threshold"],
     map2alm_iters=s["map2alm_iters"],
-    coordsys_if_missing=snakemake.params.coordsys_if_missing,  # noqa: F821
+    mask_from_dust=s["mask_from_dust"],
     nthreads=snakemake.threads,  # noqa: F821
+    **snakemake.params.inputs,  # noqa: F821
 )
