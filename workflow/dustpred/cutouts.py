@@ -48,6 +48,7 @@ class CutoutSettings:
     max_masked_fraction: float = 0.7
     shards: int = 2
     dtype: str = "float32"
+    compression: str = "none"
     interpolation: str = "nearest"
     east_west_buffer_deg: float = 36.0
     max_draws: int = 1000
@@ -71,6 +72,11 @@ class CutoutSettings:
             ("max_masked_fraction", 0 <= self.max_masked_fraction <= 1, "in [0, 1]"),
             ("shards", self.shards >= 1, "an integer >= 1"),
             ("dtype", self.dtype in shards.DTYPES, f"one of {list(shards.DTYPES)}"),
+            (
+                "compression",
+                self.compression in shards.COMPRESSIONS,
+                f"one of {list(shards.COMPRESSIONS)}",
+            ),
             (
                 "interpolation",
                 self.interpolation in projection.INTERPOLATIONS,
@@ -317,6 +323,7 @@ def write_shard(
         dtype=settings.dtype,
         oracle=pre.oracle is not None,
         attrs=attrs,
+        compression=settings.compression,
     ) as writer:
         for start in range(0, n, settings.chunk):
             draws = sampling.draw_cutouts(

@@ -6,9 +6,9 @@ Layout of one shard file (**contract**, see ARCHITECTURE.md), ``N`` cutouts of `
 dataset                       shape, dtype         meaning
 ============================  ===================  =============================================
 ``inputs``                    (N, C, H, W) f4/f2   HI channels (K), increasing velocity
-``target``                    (N, H, W) f4/f2      dust (unit in ``attrs['units']``)
+``target``                    (N, H, W) f4         dust (unit in ``attrs['units']``)
 ``mask``                      (N, H, W) uint8      1 = masked (nearest HEALPix pixel masked)
-``oracle`` (synthetic sky)    (N, H, W) f4/f2      HI-traced part of the dust (best any HI model)
+``oracle`` (synthetic sky)    (N, H, W) f4         HI-traced part of the dust (best any HI model)
 ``lon``, ``lat``, ``psi``     (N,) float64         centre and rotation, degrees
 ``masked_fraction``           (N,) float64         mean of ``mask``
 ``slot``                      (N,) int64           global cutout number within the subset
@@ -19,7 +19,12 @@ object: inputs, target, oracle), ``velocities_kms``, ``nside``, ``reso_arcmin``,
 ``seed``, ``split``, ``subset``, ``interpolation``, ``shard_index``, ``n_shards``,
 ``n_total`` (cutouts of the subset over all shards), ``max_masked_fraction``,
 ``min_separation_deg``, ``dtype``, ``format_version``. :attr:`ShardSet.attrs` holds them
-decoded. The arrays are chunked one cutout per chunk, uncompressed, so sequential reads stream.
+decoded. The arrays are chunked one cutout per chunk (uncompressed, or lzf with byte shuffle
+with config ``cutouts.compression: lzf``), so sequential reads stream.
+``dtype`` (config ``cutouts.dtype``) is the storage type of ``inputs`` alone: float16 halves
+the files (the inputs are 64 of every 67 maps) while the dust target and the oracle, whose
+units (e.g. µK_RJ) can exceed float16's range and which the metrics compare at full
+precision, stay float32.
 
 The cutout stage (:mod:`dustpred.cutouts`) writes shards through :class:`ShardWriter`; its
 index step, the models (linear fit, U-Net training, prediction) and the tests read them
@@ -45,6 +50,8 @@ IMAGE_FIELDS = ("inputs", "target", "mask", "oracle")
 VECTOR_FIELDS = ("lon", "lat", "psi", "masked_fraction", "slot")
 REQUIRED = ("inputs", "target", "mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
+# HDF5 filters of the image datasets: lzf with byte shuffle is lossless and decodes at GB/s.
+COMPRESSIONS = {"none": {}, "lzf": {"compression": "lzf", "shuffle": True}}
 _JSON_ATTRS = ("units",)
 # Attributes every shard of one set must share (besides channels, shape and reso).
 _SAME_ATTRS = ("nside", "npix", "reso_arcmin", "split", "subset", "seed", "interpolation")
@@ -88,8 +95,10 @@ class ShardWriter:
         dtype: str,
         oracle: bool,
         attrs: dict[str, Any],
+        compression: str = "none",
     ) -> None:
         self.path = os.fspath(path)
+        self.filters = COMPRESSIONS[compression]
         self.n, self.channels, self.npix = int(n), int(channels), int(npix)
         self.dtype = DTYPES[dtype]
         self.oracle = bool(oracle)
@@ -116,9 +125,11 @@ class ShardWriter:
             if name == "oracle" and not self.oracle:
                 continue
             shape = (n, c, hw, hw) if name == "inputs" else (n, hw, hw)
-            dtype = np.uint8 if name == "mask" else self.dtype
+            dtype = {"mask": np.uint8, "inputs": self.dtype}.get(name, np.float32)
             chunks = (1, *shape[1:]) if n else None
-            self._datasets[name] = h5.create_dataset(name, shape, dtype=dtype, chunks=chunks)
+            self._datasets[name] = h5.create_dataset(
+                name, shape, dtype=dtype, chunks=chunks, **(self.filters if n else {})
+            )
         for name in VECTOR_FIELDS:
             dtype = np.int64 if name == "slot" else "f8"
             self._datasets[name] = h5.create_dataset(name, (n,), dtype=dtype)
@@ -127,7 +138,7 @@ class ShardWriter:
         """Write cutouts ``start, start + 1, ...`` of the datasets in ``values``.
 
         Image fields are given in float32 (any shape that reshapes to the dataset's rows,
-        e.g. (m, C, H*W)) and cast to the storage dtype; ``mask`` as bool or uint8.
+        e.g. (m, C, H*W)), ``inputs`` cast to the storage dtype; ``mask`` as bool or uint8.
         Raises InputError if float16 storage cannot hold the values.
         """
         unknown = sorted(set(values) - set(self._datasets))
@@ -139,7 +150,7 @@ class ShardWriter:
                 continue
             rows = np.asarray(values[name])
             m = rows.shape[0]
-            if name in IMAGE_FIELDS and name != "mask":
+            if name == "inputs":
                 rows = _stored(rows, self.dtype, self.path)
             dataset[start : start + m] = rows.reshape(m, *dataset.shape[1:])
 
