@@ -11,16 +11,18 @@ from dustpred.errors import InputError
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
-    SUMMARY_BY_EXPERIMENT_COLUMNS,
-    SUMMARY_COLUMNS,
     WINS_COLUMNS,
     Predictions,
     evaluate,
-    seed_spread,
-    summarize,
     wins_table,
 )
 from dustpred.metrics import r50_r150, r_ell
+from dustpred.summary import (
+    SUMMARY_BY_EXPERIMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+    seed_spread,
+    summarize,
+)
 
 
 def run_evaluate(tmp_path, **fake):
@@ -84,7 +86,7 @@ def test_r_ell_table_is_the_mean_and_error_on_the_mean(tmp_path):
     sel = tab[(tab.subset == "train") & (tab.model == "linear")]
     np.testing.assert_allclose(sel["ell"], ell)
     np.testing.assert_allclose(sel["r_mean"], r.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(sel["r_sem"], r.std(axis=0, ddof=1) / np.sqrt(20), rtol=1e-12)
+    np.testing.assert_allclose(sel["r_err_naive"], r.std(axis=0, ddof=1) / np.sqrt(20), rtol=1e-12)
     np.testing.assert_allclose(sel["ell_hi"] - sel["ell_lo"], 360 / 24.96)
     assert (sel["n"] == 20).all()
 

@@ -10,6 +10,7 @@ from dustpred.config import (
     experiment_settings,
     find_lambda_sweep,
     resolve_experiment,
+    sky_seed,
     velocity_label,
 )
 from dustpred.errors import ConfigError
@@ -75,6 +76,11 @@ def raw_input(kind):
     if config["data"]["source"] == "synthetic":
         return f"resources/synthetic/{kind}.fits"
     return download_path(kind)
+
+
+def sky_settings():
+    """The `synthetic` slice of the sky job (the realisation enters through its seed)."""
+    return {k: v for k, v in config["synthetic"].items() if k != "realisation"}
 
 
 def oracle_input():
@@ -368,6 +374,11 @@ def summary_runs():
 
 def summary_inputs(wildcards):
     return run_tables(summary_runs(), "per_cutout")
+
+
+def error_settings():
+    """The `evaluation` slice and the master seed (the bootstrap's seed)."""
+    return {"evaluation": config["evaluation"], "seed": config["seed"]}
 
 
 def summary_settings():
