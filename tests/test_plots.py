@@ -94,7 +94,7 @@ def test_fig4_legend_gives_the_win_counts_with_their_errors_and_the_identity_lin
         for model, label in (("unet", "U-Net"), ("linear", "linear combination")):
             w = wins.loc[("test", model, metric)]
             assert (
-                f"{label}: better in {w['wins']}/12 "
+                f"{label}: better in {int(w['wins'])}/12 "
                 f"({w['fraction']:.2f} ± {w['fraction_err']:.2f})"
             ) in texts
         assert any("y = x" in t for t in texts)
