@@ -176,3 +176,12 @@ def test_canonical_makes_repr_independent_of_key_order():
 def test_velocity_label_is_compact():
     assert velocity_label([-64.5, 17.0]) == "v-64.5_17"
     assert velocity_label([-120, 120]) == "v-120_120"
+
+
+def test_sky_seed_of_realisation_0_is_the_master_seed_and_others_differ():
+    from dustpred.config import sky_seed
+
+    assert sky_seed(20190430, 0) == 20190430
+    seeds = {sky_seed(20190430, k) for k in range(1, 6)}
+    assert len(seeds) == 5 and 20190430 not in seeds
+    assert sky_seed(20190430, 2) == sky_seed(20190430, 2)
