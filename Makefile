@@ -7,7 +7,7 @@ CORES ?= all
 CONFIG ?= config/config.yaml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint report dry-run clean
+.PHONY: run test lint report dry-run clean realisations
 
 # Create .venv if missing and install the pinned environment (constraints.txt is the lock file;
 # torch==2.13.0 there makes pip take the CPU build instead of gigabytes of CUDA packages).
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 	@cat results/summary.txt
+
+# N synthetic skies (realisation 0 = `make run`'s), each a full run in runs/realisation-<k>/;
+# runs/realisations.txt: each model's gain over integrated, mean and spread over skies and seeds.
+N ?= 3
+realisations: $(STAMP)
+	$(BIN)/python -m dustpred.realisations $(N) --configfile $(CONFIG) -- --cores $(CORES)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --configfile $(CONFIG)
@@ -37,4 +43,4 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -ra
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake runs

@@ -376,3 +376,12 @@ def test_broken_default_config_file_is_named_by_the_workflow(tmp_path):
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "config file config/config.yaml, line 2, column 1: not valid YAML" in output
+
+
+def test_sky_seed_of_realisation_0_is_the_master_seed_and_others_differ():
+    from dustpred.config import sky_seed
+
+    assert sky_seed(20190430, 0) == 20190430
+    seeds = {sky_seed(20190430, k) for k in range(1, 6)}
+    assert len(seeds) == 5 and 20190430 not in seeds
+    assert sky_seed(20190430, 2) == sky_seed(20190430, 2)

@@ -11,16 +11,18 @@ from dustpred.errors import InputError
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
-    SUMMARY_BY_EXPERIMENT_COLUMNS,
-    SUMMARY_COLUMNS,
     WINS_COLUMNS,
     Predictions,
     evaluate,
-    seed_spread,
-    summarize,
     wins_table,
 )
 from dustpred.metrics import r50_r150, r_ell
+from dustpred.summary import (
+    SUMMARY_BY_EXPERIMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+    seed_spread,
+    summarize,
+)
 
 
 def run_evaluate(tmp_path, **fake):
@@ -84,7 +86,7 @@ def test_r_ell_table_is_the_mean_and_error_on_the_mean(tmp_path):
     sel = tab[(tab.subset == "train") & (tab.model == "linear")]
     np.testing.assert_allclose(sel["ell"], ell)
     np.testing.assert_allclose(sel["r_mean"], r.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(sel["r_sem"], r.std(axis=0, ddof=1) / np.sqrt(20), rtol=1e-12)
+    np.testing.assert_allclose(sel["r_err_naive"], r.std(axis=0, ddof=1) / np.sqrt(20), rtol=1e-12)
     np.testing.assert_allclose(sel["ell_hi"] - sel["ell_lo"], 360 / 24.96)
     assert (sel["n"] == 20).all()
 
@@ -227,3 +229,65 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
 def test_summary_lists_missing_table_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.csv"):
         summarize({("x", 0): tmp_path / "nope.csv"}, tmp_path / "s.csv", tmp_path / "s.txt")
+
+
+def test_r_ell_and_wins_errors_are_region_block_bootstraps(tmp_path):
+    from dustpred import resampling
+    from dustpred.evaluation import ErrorSettings
+
+    errors = ErrorSettings(region_nside=1, n_boot=200, seed=3)
+    paths = {}
+    for i, subset in enumerate(("train", "test")):
+        paths[subset] = tmp_path / f"{subset}.h5"
+        arrays = write_fake_predictions(paths[subset], n=30, seed=i)
+    outs = [(tmp_path / f"{n}.csv", None) for n in ("per_cutout", "r_ell", "wins")]
+    tables = evaluate(paths, *outs, errors=errors)
+    labels = resampling.region_labels(arrays["lon"], arrays["lat"], 1)
+    _, r = r_ell(arrays["target"], arrays["unet"], side_deg=24.96)
+    tab = tables["r_ell"]
+    sel = tab[(tab.subset == "test") & (tab.model == "unet")]
+    expected = resampling.block_bootstrap(r, labels, n_boot=200, seed=3)
+    np.testing.assert_allclose(sel["r_err"], expected, rtol=1e-12)
+    assert sel["n_patches"].iloc[0] == pytest.approx(resampling.effective_patches(labels))
+    pc = tables["per_cutout"]
+    robust = pc[(pc.subset == "test") & (pc.model == "unet")]["r50_robust"]
+    r50, _ = r50_r150(
+        arrays["target"], arrays["unet"], side_deg=24.96, mask=arrays["mask"], robust=True
+    )
+    np.testing.assert_allclose(robust, r50, rtol=1e-10)
+    w = tables["wins"].set_index(["subset", "model", "metric"]).loc[("test", "unet", "r50")]
+    u = pc[(pc.subset == "test") & (pc.model == "unet")]["r50"].to_numpy()
+    ref = pc[(pc.subset == "test") & (pc.model == "integrated")]["r50"].to_numpy()
+    expected_w = resampling.win_fraction(u, ref, labels, n_boot=200, seed=3)
+    assert w["fraction_err"] == pytest.approx(expected_w.block_error, rel=1e-12)
+
+
+def test_summary_prints_mean_plus_minus_error_and_effective_patches(tmp_path):
+    from dustpred.summary import summarize
+
+    _, out, _ = run_evaluate(tmp_path)
+    summarize({("baseline", 0): out["per_cutout"][0]}, tmp_path / "s.csv", tmp_path / "s.txt")
+    text = (tmp_path / "s.txt").read_text()
+    assert "effective patches" in text and " ± " in text and "gain over integrated" in text
+
+
+def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
+    from dustpred.summary import REALISATION_COLUMNS, SUMMARY_COLUMNS, realisation_spread
+
+    def table(gain):
+        row = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+        row.update(experiment="baseline", seed=0, model="unet", gain_r50=gain, gain_r50_err=0.1)
+        return pd.DataFrame([row])
+
+    out = realisation_spread({0: table(0.1), 1: table(0.3), 2: table(0.2)})
+    assert list(out.columns) == REALISATION_COLUMNS
+    assert out["gain_r50_mean"].iloc[0] == pytest.approx(0.2)
+    assert out["gain_r50_sd"].iloc[0] == pytest.approx(0.1)
+    assert out["n_realisations"].iloc[0] == 3
+
+
+def test_unknown_models_are_listed_last_by_name():
+    from dustpred.evaluation import model_label, model_order
+
+    assert model_order(["residual", "unet", "integrated"]) == ["integrated", "unet", "residual"]
+    assert model_label("residual") == "residual"

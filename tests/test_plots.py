@@ -86,13 +86,17 @@ def test_fig5_without_oracle_has_three_curves(tables):
     plots.plt.close(fig)
 
 
-def test_fig4_legend_gives_the_win_counts_and_the_identity_line(tables):
+def test_fig4_legend_gives_the_win_counts_with_their_errors_and_the_identity_line(tables):
     fig = plots.per_cutout_figure(tables["per_cutout"], tables["wins"])
-    wins = tables["wins"].set_index(["subset", "model", "metric"])["wins"]
+    wins = tables["wins"].set_index(["subset", "model", "metric"])
     for ax, metric in zip(fig.axes, ("r50", "r150"), strict=True):
         texts = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert f"U-Net: better in {wins[('test', 'unet', metric)]}/12" in texts
-        assert f"linear combination: better in {wins[('test', 'linear', metric)]}/12" in texts
+        for model, label in (("unet", "U-Net"), ("linear", "linear combination")):
+            w = wins.loc[("test", model, metric)]
+            assert (
+                f"{label}: better in {int(w['wins'])}/12 "
+                f"({w['fraction']:.2f} ± {w['fraction_err']:.2f})"
+            ) in texts
         assert any("y = x" in t for t in texts)
         assert "integrated" in ax.get_xlabel()
         (identity,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
@@ -235,7 +239,7 @@ def test_seed_average_of_r_ell_tables(tables):
     unet = avg[(avg.model == "unet")].set_index(["subset", "ell"])["r_mean"]
     ref = base[(base.model == "unet")].set_index(["subset", "ell"])["r_mean"]
     np.testing.assert_allclose(unet.loc[ref.index], ref + 0.05)
-    sem = avg[(avg.model == "unet")]["r_sem"]
+    sem = avg[(avg.model == "unet")]["r_err"]
     np.testing.assert_allclose(sem, np.std([0.0, 0.1], ddof=1) / np.sqrt(2))
     assert plots.seed_averaged_r_ell([base]) is base
 

@@ -221,3 +221,27 @@ def test_files_have_the_real_products_layouts(sim):
     hi = fits.getheader(sim["hi"], 1)
     assert (hi["TTYPE1"], hi["TUNIT1"], hi["CTYPE1"], hi["CUNIT1"]) == ("TB", "K", "VRAD", "m/s")
     assert hi["NSIDE"] == NSIDE and hi["COORDSYS"] == "G"
+
+
+def test_linear_sky_has_dust_equal_to_the_total_column():
+    settings = sky.SkySettings(nside=8, seed=1, nonlinear=False)
+    comp = sky.components(settings)
+    n_tot = sum(comp[f"{k}_N"].astype(np.float64) for k in ("cold", "warm", "ivc", "pos"))
+    np.testing.assert_allclose(sky.hi_traced_dust(comp, 0.9, nonlinear=False), n_tot, rtol=1e-12)
+
+
+def test_linear_sky_cold_gas_is_optically_thin():
+    settings = sky.SkySettings(nside=8, seed=1, nonlinear=False)
+    comp = sky.components(settings)
+    v = sky.channel_velocities(settings.velocity_kms, settings.channel_kms)
+    comp["cold_N"][:] = 1e3
+    for k in ("warm_N", "ivc_N", "pos_N"):
+        comp[k][:] = 0.0
+    t = sky.hi_block(comp, slice(0, 20), v, settings.channel_kms, optically_thick=False)
+    # sum(T) dv = 54.85 N when thin: 54,850 K km/s, far above the thick 60 K ceiling
+    np.testing.assert_allclose(t.sum(axis=1) * settings.channel_kms, 54.85e3, rtol=1e-3)
+
+
+def test_nonlinear_switch_comes_from_the_config():
+    assert sky.SkySettings.from_config({"nonlinear": False}, 5).nonlinear is False
+    assert sky.SkySettings.from_config({}, 5).nonlinear is True

@@ -16,9 +16,11 @@ from fake_predictions import write_fake_predictions
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
+    WINS_COLUMNS,
+)
+from dustpred.summary import (
     SUMMARY_BY_EXPERIMENT_COLUMNS,
     SUMMARY_COLUMNS,
-    WINS_COLUMNS,
 )
 
 pytestmark = pytest.mark.workflow

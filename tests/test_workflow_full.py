@@ -17,9 +17,11 @@ from conftest import snakemake_cli
 from dustpred.evaluation import (
     PER_CUTOUT_COLUMNS,
     R_ELL_COLUMNS,
+    WINS_COLUMNS,
+)
+from dustpred.summary import (
     SUMMARY_BY_EXPERIMENT_COLUMNS,
     SUMMARY_COLUMNS,
-    WINS_COLUMNS,
 )
 
 pytestmark = pytest.mark.workflow

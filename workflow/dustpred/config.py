@@ -311,6 +311,17 @@ def canonical(value: Any) -> Any:
     return value
 
 
+def sky_seed(seed: int, realisation: int = 0) -> int:
+    """Seed of synthetic-sky realisation ``realisation``: the master seed itself for 0 (the
+    default sky, byte for byte), else a 32-bit draw of ``SeedSequence([seed, realisation])``
+    (independent streams for every realisation)."""
+    if int(realisation) == 0:
+        return int(seed)
+    import numpy as np  # here, so that building the DAG loads numpy only when it is needed
+
+    return int(np.random.SeedSequence([int(seed), int(realisation)]).generate_state(1)[0])
+
+
 def velocity_label(velocity_kms: list[float]) -> str:
     """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``."""
     lo, hi = velocity_kms

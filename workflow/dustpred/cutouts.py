@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -34,6 +34,9 @@ from dustpred.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 _SCATTERITEM = re.compile(r"^(\d+)-of-(\d+)$")
+
+
+PAIRINGS = ("matched", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class CutoutSettings:
     east_west_buffer_deg: float = 36.0
     max_draws: int = 1000
     chunk: int = 32
+    # "shuffled": the dust target (and oracle) of each cutout is projected at (lon + 180 deg,
+    # lat, psi), so HI and dust come from different skies: the null test of issue 16.
+    pairing: str = "matched"
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> CutoutSettings:
@@ -85,6 +91,7 @@ class CutoutSettings:
             ("east_west_buffer_deg", 0 <= self.east_west_buffer_deg < 180, "in [0, 180)"),
             ("max_draws", self.max_draws >= 1, "an integer >= 1"),
             ("chunk", self.chunk >= 1, "an integer >= 1"),
+            ("pairing", self.pairing in PAIRINGS, f"one of {list(PAIRINGS)}"),
         ]
         for key, ok, expected in checks:
             if not ok:
@@ -217,6 +224,8 @@ def shard_attrs(
         "min_separation_deg": float(min_separation_deg),
         "dtype": settings.dtype,
         "format_version": shards.FORMAT_VERSION,
+        # Only written when shuffled, so matched shards keep their bytes.
+        **({"pairing": settings.pairing} if settings.pairing != "matched" else {}),
     }
 
 
@@ -238,27 +247,53 @@ def _row_reader(
     return partial(projection.iter_bilinear_rows, pix4=pix4, weights4=w4, zero=draws.masked)
 
 
+def shuffled_draws(
+    pre: Preprocessed, draws: sampling.Draws, settings: CutoutSettings, plane: np.ndarray
+) -> sampling.Draws:
+    """``draws`` moved to longitude + 180 deg (same latitude and rotation), with the pixels
+    of the new centres but the original ``masked`` (the HI cutout's mask applies to both)."""
+    lon = np.mod(draws.lon + 180.0, 360.0)
+    pixels = projection.cutout_pixels(
+        pre.nside,
+        lon,
+        draws.lat,
+        draws.psi,
+        npix=settings.npix,
+        reso_arcmin=settings.reso_arcmin,
+        plane=plane,
+    ).reshape(draws.pixels.shape)
+    return replace(draws, lon=lon, pixels=pixels)
+
+
 def _cutout_values(
     pre: Preprocessed,
     stack: np.ndarray,
     draws: sampling.Draws,
     rows_of: Callable[[np.ndarray], Iterator[tuple[int, np.ndarray]]],
     buffers: tuple[np.ndarray, np.ndarray],
+    target_rows_of: Callable[[np.ndarray], Iterator[tuple[int, np.ndarray]]] | None = None,
 ) -> dict[str, np.ndarray]:
     """The shard fields of the ``m`` cutouts of ``draws``: images (m, ..., H*W) float32.
 
     ``buffers`` are the (chunk, C, H*W) and (chunk, H*W) float32 arrays the channels and the
     target are gathered into (in the stack's precision; float16 storage casts whole chunks).
+    ``target_rows_of`` (default ``rows_of``) reads the dust target and oracle: another
+    position's reader for shuffled pairing.
     """
     inputs, target = buffers
     c, m = pre.nchan, draws.slots.size
     for k, rows in rows_of(stack):
         inputs[k] = rows[:, :c].T
         target[k] = rows[:, c]
+    if target_rows_of is not None:
+        for k, rows in target_rows_of(stack):
+            target[k] = rows[:, c]
+    else:
+        target_rows_of = rows_of
     values = {"inputs": inputs[:m], "target": target[:m], "mask": draws.masked}
     if pre.oracle is not None:
         oracle = np.empty((m, target.shape[1]), np.float32)
-        for k, rows in rows_of(pre.oracle[:, None]):
+        for k, rows in target_rows_of(pre.oracle[:, None]):
             oracle[k] = rows[:, 0]
         values["oracle"] = oracle
     for name in ("lon", "lat", "psi", "masked_fraction"):
@@ -340,7 +375,12 @@ def write_shard(
             )
             attempts += int(draws.attempts.sum())
             rows_of = _row_reader(pre, draws, settings, plane)
-            writer.write(start, _cutout_values(pre, stack, draws, rows_of, buffers))
+            target_rows_of = None
+            if settings.pairing == "shuffled":
+                moved = shuffled_draws(pre, draws, settings, plane)
+                target_rows_of = _row_reader(pre, moved, settings, plane)
+            values = _cutout_values(pre, stack, draws, rows_of, buffers, target_rows_of)
+            writer.write(start, values)
     seconds, per = time.monotonic() - t0, attempts / max(n, 1)
     log.info("%s: %d %s cutouts (%.2f draws each) in %.1f s", path, n, subset, per, seconds)
     return {"path": path, "subset": subset, "count": n, "draws_per_cutout": per, "seconds": seconds}
@@ -439,6 +479,8 @@ def write_index(
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
         checksums = dict(zip(all_paths, pool.map(sha256_of, all_paths), strict=True))
     config_slice = {k: v for k, v in asdict(settings).items() if k != "chunk"}
+    if settings.pairing == "matched":
+        del config_slice["pairing"]  # so matched indexes keep their bytes
     config_slice["shards"] = len(train_paths)
     index: dict[str, Any] = {
         "format_version": shards.FORMAT_VERSION,

@@ -9,6 +9,12 @@ HI-traced part of the synthetic dust, i.e. the best any HI-based model can do), 
 Outputs are long-format pandas tables (one row per cutout and model, or per ell bin and
 model), written as CSV and Parquet. Models are compared to the integrated-intensity map,
 the paper's reference: a model "wins" on a cutout when its r is strictly larger.
+
+Errors (issue 16): every mean and win fraction carries a block-bootstrap error over HEALPix
+regions of the cutout centres (:mod:`dustpred.resampling`, settings :class:`ErrorSettings`),
+beside the naive error that treats the overlapping cutouts as independent (``*_naive``).
+The offset-robust r (:mod:`dustpred.metrics`, ``robust=True``) is computed beside the
+paper's on every cutout (``*_robust`` columns). Summaries across runs: :mod:`dustpred.summary`.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from dustpred import resampling
 from dustpred.atomic import atomic_write
-from dustpred.config import SETTING_COLUMNS
 from dustpred.errors import InputError
-from dustpred.metrics import bin_edges, r_ell_r50_r150
+from dustpred.metrics import TAPER_PIX, bin_edges, r_ell_r50_r150
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,11 @@ MODELS = ("integrated", "linear", "unet")
 ORACLE = "oracle"
 SUBSETS = ("train", "test")
 METRICS = ("r50", "r150")
+# The paper's r and the offset-robust r, per cutout; wins and summaries use both.
+ROBUST_METRICS = ("r50_robust", "r150_robust")
+ALL_METRICS = (*METRICS, *ROBUST_METRICS)
+# Display order and labels of every model the tables may hold: adding a model to the
+# evaluation is adding it here (models not listed come last, labelled by their name).
 MODEL_LABELS = {
     "integrated": "integrated intensity",
     "linear": "linear combination",
@@ -42,34 +53,88 @@ MODEL_LABELS = {
     "oracle": "oracle (HI-traced dust)",
 }
 
-PER_CUTOUT_COLUMNS = ["subset", "cutout", "lon", "lat", "psi", "masked_fraction", "model", *METRICS]
-R_ELL_COLUMNS = ["subset", "model", "ell", "ell_lo", "ell_hi", "r_mean", "r_sem", "r_std", "n"]
-WINS_COLUMNS = ["subset", "model", "metric", "wins", "n", "fraction"]
-SUMMARY_COLUMNS = [
-    "experiment",
-    "seed",
+PER_CUTOUT_COLUMNS = [
+    "subset",
+    "cutout",
+    "lon",
+    "lat",
+    "psi",
+    "masked_fraction",
     "model",
-    *SETTING_COLUMNS,
-    "n_test",
-    "r50_test",
-    "r50_test_sem",
-    "r150_test",
-    "r150_test_sem",
-    "r50_train",
-    "r150_train",
-    "wins_r50",
-    "wins_r150",
-    "frac_wins_r50",
-    "frac_wins_r150",
+    *ALL_METRICS,
 ]
-BY_EXPERIMENT_STATS = ["r50_test", "r150_test", "wins_r50", "wins_r150"]
-SUMMARY_BY_EXPERIMENT_COLUMNS = [
-    "experiment",
+R_ELL_COLUMNS = [
+    "subset",
     "model",
-    *SETTING_COLUMNS,
-    "n_seeds",
-    *[f"{c}_{s}" for c in BY_EXPERIMENT_STATS for s in ("mean", "sd")],
+    "ell",
+    "ell_lo",
+    "ell_hi",
+    "r_mean",
+    "r_err",
+    "r_err_naive",
+    "r_std",
+    "r_robust_mean",
+    "r_robust_err",
+    "n",
+    "n_patches",
 ]
+WINS_COLUMNS = [
+    "subset",
+    "model",
+    "metric",
+    "wins",
+    "n",
+    "fraction",
+    "fraction_err",
+    "fraction_err_naive",
+    "n_patches",
+]
+
+
+def model_order(names: Iterable[str]) -> list[str]:
+    """``names`` (unique) in the display order of :data:`MODEL_LABELS`, unknown ones last."""
+    names = list(dict.fromkeys(names))
+    known = [m for m in MODEL_LABELS if m in names]
+    return known + [m for m in names if m not in MODEL_LABELS]
+
+
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+@dataclass(frozen=True)
+class ErrorSettings:
+    """How the errors are computed (config section ``evaluation`` plus the master seed).
+
+    region_nside : Nside of the resampled HEALPix regions; n_boot : bootstrap resamples;
+    seed : bootstrap seed; robust_taper_pix : mask-edge taper of the robust r (pixels).
+    """
+
+    region_nside: int = resampling.NSIDE
+    n_boot: int = resampling.N_BOOT
+    seed: int = 0
+    robust_taper_pix: float = TAPER_PIX
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, object] | None, seed: int) -> ErrorSettings:
+        section = dict(section or {})
+        keys = ("region_nside", "n_boot", "robust_taper_pix")
+        return cls(seed=int(seed), **{k: section[k] for k in keys if k in section})
+
+    def labels(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Region of each cutout centre; cutouts without centres (NaN) are their own region,
+        which makes the block errors the naive ones."""
+        lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+        if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+            log.warning("cutouts without centres: block errors fall back to naive ones")
+            return np.arange(lon.size)
+        return resampling.region_labels(lon, lat, self.region_nside)
+
+    def block_error(self, values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Block-bootstrap error of the mean of ``values`` (N,) or (N, K); NaN if < 2 regions."""
+        if np.unique(labels).size < 2:
+            return np.full(np.shape(values)[1:], np.nan)
+        return resampling.block_bootstrap(values, labels, n_boot=self.n_boot, seed=self.seed)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -122,7 +187,7 @@ class Predictions:
                 raise InputError(
                     f"{self.path}: 'target' has shape {shape}; expected (N, n, n) with N >= 1"
                 )
-            self.models = [m for m in (*MODELS, ORACLE) if m in f]
+            self.models = [m for m in model_order((*MODELS, ORACLE)) if m in f]
             for key in ("mask", *self.models):
                 if f[key].shape != shape:
                     raise InputError(
@@ -179,23 +244,30 @@ class Predictions:
                 out.append(mask.reshape(len(mask), -1).mean(axis=1))
         return np.concatenate(out)
 
-    def correlations(self, chunk: int = CHUNK) -> Correlations:
-        """r50, r150 and r(ell) of every model on every cutout, read ``chunk`` cutouts at a time."""
-        result: dict[str, dict[str, list]] = {
-            m: {"r50": [], "r150": [], "r_ell": []} for m in self.models
-        }
+    def correlations(self, chunk: int = CHUNK, taper_pix: float = TAPER_PIX) -> Correlations:
+        """r50, r150 and r(ell) of every model on every cutout, in the paper's form and the
+        offset-robust form (``*_robust``, mask-edge taper ``taper_pix`` pixels), read
+        ``chunk`` cutouts at a time."""
+        keys = ("r50", "r150", "r_ell", "r50_robust", "r150_robust", "r_ell_robust")
+        result: dict[str, dict[str, list]] = {m: {k: [] for k in keys} for m in self.models}
         masked: list[np.ndarray] = []
         ell = None
         for start in range(0, self.n, chunk):
             data = self.read(start, min(start + chunk, self.n))
             masked.append(data["mask"].reshape(len(data["mask"]), -1).mean(axis=1))
             for model in self.models:
-                ell, r, r50, r150 = r_ell_r50_r150(
-                    data["target"], data[model], side_deg=self.side_deg
-                )
-                result[model]["r50"].append(r50)
-                result[model]["r150"].append(r150)
-                result[model]["r_ell"].append(r)
+                for suffix, robust in (("", False), ("_robust", True)):
+                    ell, r, r50, r150 = r_ell_r50_r150(
+                        data["target"],
+                        data[model],
+                        side_deg=self.side_deg,
+                        mask=data["mask"] if robust else None,
+                        robust=robust,
+                        taper_pix=taper_pix,
+                    )
+                    result[model][f"r50{suffix}"].append(r50)
+                    result[model][f"r150{suffix}"].append(r150)
+                    result[model][f"r_ell{suffix}"].append(r)
         return Correlations(
             ell=ell,
             masked_fraction=np.concatenate(masked),
@@ -221,8 +293,7 @@ def per_cutout_table(pred: Predictions, corr: Correlations, subset: str) -> pd.D
                 "psi": pred.psi,
                 "masked_fraction": corr.masked_fraction,
                 "model": model,
-                "r50": corr.by_model[model]["r50"],
-                "r150": corr.by_model[model]["r150"],
+                **{metric: corr.by_model[model][metric] for metric in ALL_METRICS},
             }
         )
         for model in pred.models
@@ -230,18 +301,26 @@ def per_cutout_table(pred: Predictions, corr: Correlations, subset: str) -> pd.D
     return pd.concat(frames, ignore_index=True)[PER_CUTOUT_COLUMNS]
 
 
-def r_ell_table(pred: Predictions, corr: Correlations, subset: str) -> pd.DataFrame:
-    """Mean r(ell) over the cutouts of one subset, per model, with its error on the mean.
+def r_ell_table(
+    pred: Predictions, corr: Correlations, subset: str, errors: ErrorSettings | None = None
+) -> pd.DataFrame:
+    """Mean r(ell) over the cutouts of one subset, per model, with its errors on the mean.
 
     Returns a DataFrame with :data:`R_ELL_COLUMNS`: one row per (model, ell bin); ``ell`` is
-    the bin centre, ``ell_lo``/``ell_hi`` its edges, ``r_sem`` = sample sd / sqrt(n)
-    (NaN for a single cutout).
+    the bin centre, ``ell_lo``/``ell_hi`` its edges, ``r_err`` the block-bootstrap error
+    over sky regions (:class:`ErrorSettings`), ``r_err_naive`` = sample sd / sqrt(n) (both
+    NaN for a single cutout), ``r_robust_*`` the same for the offset-robust r, ``n_patches``
+    the effective number of regions.
     """
+    errors = errors or ErrorSettings()
     n = pred.n
     edges = bin_edges(pred.npix, pred.side_deg)
+    labels = errors.labels(pred.lon, pred.lat)
+    patches = resampling.effective_patches(labels)
     frames = []
     for model in pred.models:
         r = corr.by_model[model]["r_ell"]
+        robust = corr.by_model[model]["r_ell_robust"]
         sd = r.std(axis=0, ddof=1) if n > 1 else np.full(r.shape[1], np.nan)
         frames.append(
             pd.DataFrame(
@@ -252,32 +331,67 @@ def r_ell_table(pred: Predictions, corr: Correlations, subset: str) -> pd.DataFr
                     "ell_lo": edges[:-1],
                     "ell_hi": edges[1:],
                     "r_mean": r.mean(axis=0),
-                    "r_sem": sd / np.sqrt(n),
+                    "r_err": errors.block_error(r, labels),
+                    "r_err_naive": sd / np.sqrt(n),
                     "r_std": sd,
+                    "r_robust_mean": robust.mean(axis=0),
+                    "r_robust_err": errors.block_error(robust, labels),
                     "n": n,
+                    "n_patches": patches,
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)[R_ELL_COLUMNS]
 
 
-def wins_table(per_cutout: pd.DataFrame) -> pd.DataFrame:
+def wins_table(per_cutout: pd.DataFrame, errors: ErrorSettings | None = None) -> pd.DataFrame:
     """How often each model beats integrated intensity (strictly larger r) per subset.
 
     Returns a DataFrame with :data:`WINS_COLUMNS`, one row per (subset, model, metric) for
-    every model other than integrated intensity.
+    every model other than integrated intensity and every metric of :data:`ALL_METRICS` the
+    table has; ``fraction_err`` is the block-bootstrap error of the fraction over sky
+    regions (NaN without centres in two regions), ``fraction_err_naive`` the binomial one.
     """
+    errors = errors or ErrorSettings()
+    metrics = [m for m in ALL_METRICS if m in per_cutout.columns]
     rows = []
     for subset, group in per_cutout.groupby("subset", sort=False):
-        wide = group.pivot(index="cutout", columns="model", values=list(METRICS))
-        for model in [m for m in (*MODELS, ORACLE) if m != REFERENCE]:
-            if model not in group["model"].values:
-                continue
-            for metric in METRICS:
-                wins = int((wide[(metric, model)] > wide[(metric, REFERENCE)]).sum())
-                n = int(len(wide))
-                rows.append((subset, model, metric, wins, n, wins / n))
+        wide = group.pivot(index="cutout", columns="model", values=metrics)
+        first = group[group["model"] == group["model"].iloc[0]].set_index("cutout")
+        if {"lon", "lat"} <= set(first.columns):
+            lon, lat = first.loc[wide.index, "lon"], first.loc[wide.index, "lat"]
+        else:
+            lon = lat = np.full(len(wide), np.nan)
+        labels = errors.labels(lon, lat)
+        models = model_order(group["model"])
+        for model in [m for m in models if m != REFERENCE]:
+            for metric in metrics:
+                won = wide[(metric, model)].to_numpy(), wide[(metric, REFERENCE)].to_numpy()
+                w = _win_fraction(*won, labels, errors)
+                rows.append(
+                    (
+                        subset,
+                        model,
+                        metric,
+                        w.wins,
+                        w.n,
+                        w.fraction,
+                        w.block_error,
+                        w.naive_error,
+                        w.n_patches,
+                    )
+                )
     return pd.DataFrame(rows, columns=WINS_COLUMNS)
+
+
+def _win_fraction(model, reference, labels, errors: ErrorSettings) -> resampling.WinFraction:
+    """:func:`dustpred.resampling.win_fraction`, with a NaN block error for < 2 regions."""
+    if np.unique(labels).size < 2:
+        won = model > reference
+        f = float(won.mean())
+        naive = float(np.sqrt(f * (1 - f) / won.size))
+        return resampling.WinFraction(int(won.sum()), won.size, f, np.nan, naive, 1.0)
+    return resampling.win_fraction(model, reference, labels, n_boot=errors.n_boot, seed=errors.seed)
 
 
 def write_table(table: pd.DataFrame, csv_path: str | os.PathLike, parquet_path=None) -> None:
@@ -292,6 +406,8 @@ def evaluate(
     per_cutout: Sequence[str | os.PathLike],
     r_ell_path: Sequence[str | os.PathLike],
     wins: Sequence[str | os.PathLike],
+    *,
+    errors: ErrorSettings | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Evaluate the prediction files of one experiment and seed and write the three tables.
 
@@ -301,186 +417,35 @@ def evaluate(
         Subset name (``train``, ``test``) -> prediction file.
     per_cutout, r_ell_path, wins
         (csv, parquet) output paths of each table.
+    errors
+        How errors are computed (default :class:`ErrorSettings`).
 
     Returns
     -------
     dict
         The tables, keyed ``per_cutout``, ``r_ell``, ``wins``.
     """
+    from dustpred.summary import summary_lines
+
+    errors = errors or ErrorSettings()
     pc_frames, rl_frames = [], []
     for subset, path in predictions.items():
         pred = Predictions(path)
         log.info("%s: %d %s cutouts, models %s", path, pred.n, subset, pred.models)
-        corr = pred.correlations()
+        corr = pred.correlations(taper_pix=errors.robust_taper_pix)
         pc_frames.append(per_cutout_table(pred, corr, subset))
-        rl_frames.append(r_ell_table(pred, corr, subset))
+        rl_frames.append(r_ell_table(pred, corr, subset, errors))
     tables = {
         "per_cutout": pd.concat(pc_frames, ignore_index=True),
         "r_ell": pd.concat(rl_frames, ignore_index=True),
     }
-    tables["wins"] = wins_table(tables["per_cutout"])
-    for line in summary_lines(tables["per_cutout"], tables["wins"]):
+    tables["wins"] = wins_table(tables["per_cutout"], errors)
+    for line in summary_lines(tables["per_cutout"], tables["wins"], errors=errors):
         log.info(line)
     write_table(tables["per_cutout"], *per_cutout)
     write_table(tables["r_ell"], *r_ell_path)
     write_table(tables["wins"], *wins)
     return tables
-
-
-# --- summaries ------------------------------------------------------------------------------
-
-
-def summary_rows(
-    experiment: str, seed: int, per_cutout: pd.DataFrame, wins: pd.DataFrame
-) -> pd.DataFrame:
-    """One row per model of one experiment and seed, with :data:`SUMMARY_COLUMNS`, from its
-    per-cutout table and :func:`wins_table` of it."""
-    rows = []
-    present = [m for m in (*MODELS, ORACLE) if m in per_cutout["model"].values]
-    for model in present:
-        row: dict[str, object] = {"experiment": experiment, "seed": int(seed), "model": model}
-        for subset in SUBSETS:
-            sel = per_cutout[(per_cutout["subset"] == subset) & (per_cutout["model"] == model)]
-            if subset == "test":
-                row["n_test"] = len(sel)
-            for metric in METRICS:
-                row[f"{metric}_{subset}"] = sel[metric].mean() if len(sel) else np.nan
-                if subset == "test":
-                    sem = sel[metric].std(ddof=1) / np.sqrt(len(sel)) if len(sel) > 1 else np.nan
-                    row[f"{metric}_test_sem"] = sem
-        for metric in METRICS:
-            w = wins[
-                (wins["subset"] == "test") & (wins["model"] == model) & (wins["metric"] == metric)
-            ]
-            row[f"wins_{metric}"] = int(w["wins"].iloc[0]) if len(w) else pd.NA
-            row[f"frac_wins_{metric}"] = float(w["fraction"].iloc[0]) if len(w) else np.nan
-        rows.append(row)
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    for metric in METRICS:
-        out[f"wins_{metric}"] = out[f"wins_{metric}"].astype("Int64")
-    return out
-
-
-def summary_lines(per_cutout: pd.DataFrame, wins: pd.DataFrame, subset: str = "test") -> list[str]:
-    """Human-readable lines: mean r50/r150 per model and win counts on ``subset``."""
-    sel = per_cutout[per_cutout["subset"] == subset]
-    if sel.empty:
-        return [f"no {subset} cutouts"]
-    n = int(sel["cutout"].nunique())
-    lines = [f"{subset} set, {n} cutouts: mean r50, r150 per model"]
-    present = [m for m in (*MODELS, ORACLE) if m in sel["model"].values]
-    for model in present:
-        m = sel[sel["model"] == model]
-        lines.append(
-            f"  {MODEL_LABELS[model]:<24} r50 = {m['r50'].mean():.3f}   "
-            f"r150 = {m['r150'].mean():.3f}"
-        )
-    w = wins[wins["subset"] == subset]
-    for model in [m for m in present if m != REFERENCE]:
-        counts = {
-            metric: w[(w["model"] == model) & (w["metric"] == metric)]["wins"] for metric in METRICS
-        }
-        if all(len(c) for c in counts.values()):
-            lines.append(
-                f"  {MODEL_LABELS[model]} beats integrated intensity in "
-                f"{int(counts['r50'].iloc[0])}/{n} (r50), {int(counts['r150'].iloc[0])}/{n} (r150)"
-            )
-    return lines
-
-
-def summarize(
-    per_cutout_paths: Mapping[tuple[str, int], str | os.PathLike],
-    summary_csv: str | os.PathLike,
-    summary_txt: str | os.PathLike,
-    summary_parquet: str | os.PathLike | None = None,
-    *,
-    by_experiment: Sequence[str | os.PathLike] | None = None,
-    settings: Mapping[str, Mapping[str, object]] | None = None,
-) -> pd.DataFrame:
-    """Summary across experiments and seeds: one table row per (experiment, seed, model).
-
-    Parameters
-    ----------
-    per_cutout_paths
-        (experiment, seed) -> that run's per-cutout CSV table.
-    summary_csv, summary_txt, summary_parquet
-        Outputs: the table, and a human-readable text (also logged).
-    by_experiment
-        (csv, parquet) paths of the table of means and sds over seeds per experiment and
-        model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
-    settings
-        Experiment name -> its :data:`SETTING_COLUMNS` values (see
-        :func:`dustpred.config.experiment_settings`); fills those columns of both tables.
-
-    Adding experiments or seeds only adds rows (and paragraphs of the text).
-    """
-    frames, text = [], ["dustpred summary", "================", ""]
-    for (experiment, seed), path in per_cutout_paths.items():
-        per_cutout = read_table(path, PER_CUTOUT_COLUMNS)
-        wins = wins_table(per_cutout)
-        frames.append(summary_rows(experiment, seed, per_cutout, wins))
-        text.append(f"experiment {experiment}, seed {seed}")
-        text.extend(summary_lines(per_cutout, wins))
-        text.append("")
-    table = (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
-    )
-    spread = seed_spread(table)
-    text.extend(seed_spread_lines(spread))
-    if settings is not None:
-        _with_settings(table, settings)
-        _with_settings(spread, settings)
-    write_table(table, summary_csv, summary_parquet)
-    if by_experiment is not None:
-        write_table(spread, *by_experiment)
-    body = "\n".join(text).rstrip() + "\n"
-    atomic_write(summary_txt, lambda tmp: Path(tmp).write_text(body))
-    for line in body.splitlines():
-        log.info(line)
-    return table
-
-
-def _with_settings(table: pd.DataFrame, settings: Mapping[str, Mapping[str, object]]) -> None:
-    """Fill the :data:`SETTING_COLUMNS` of ``table`` in place, per experiment."""
-    for column in SETTING_COLUMNS:
-        table[column] = [settings.get(e, {}).get(column) for e in table["experiment"]]
-
-
-def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds of the test scores and win counts, per experiment and model.
-
-    Returns a DataFrame with :data:`SUMMARY_BY_EXPERIMENT_COLUMNS`; sds are NaN for a single
-    seed.
-    """
-    if table.empty:
-        return pd.DataFrame(columns=SUMMARY_BY_EXPERIMENT_COLUMNS)
-    values = table[["experiment", "model", *BY_EXPERIMENT_STATS]].copy()
-    values[["wins_r50", "wins_r150"]] = values[["wins_r50", "wins_r150"]].astype("float64")
-    grouped = values.groupby(["experiment", "model"], sort=False)[BY_EXPERIMENT_STATS]
-    mean = grouped.mean().add_suffix("_mean")
-    sd = grouped.std(ddof=1).add_suffix("_sd")
-    n = grouped.size().rename("n_seeds")
-    out = pd.concat([n, mean, sd], axis=1).reset_index()
-    first = table.groupby(["experiment", "model"], sort=False)[SETTING_COLUMNS].first()
-    out = out.join(first, on=["experiment", "model"])
-    return out[SUMMARY_BY_EXPERIMENT_COLUMNS]
-
-
-def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
-    """Text lines for experiments with more than one seed: mean +- sd over seeds, from
-    :func:`seed_spread`."""
-    spread = spread[spread["n_seeds"] > 1]
-    if spread.empty:
-        return []
-    lines = ["mean +- sd over seeds (test set)"]
-    for _, row in spread.iterrows():
-        lines.append(
-            f"  {row['experiment']:<16} {MODEL_LABELS[row['model']]:<24} "
-            f"r50 = {row['r50_test_mean']:.3f} +- {row['r50_test_sd']:.3f}   "
-            f"r150 = {row['r150_test_mean']:.3f} +- {row['r150_test_sd']:.3f}   "
-            f"({int(row['n_seeds'])} seeds)"
-        )
-    return lines
 
 
 def read_table(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:

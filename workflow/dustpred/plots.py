@@ -130,7 +130,8 @@ def per_cutout_figure(
     """Fig. 4: r50 (left) and r150 (right) of linear and U-Net against integrated, per cutout.
 
     Points above the dashed y = x line are cutouts where the model beats integrated
-    intensity; the legend gives those counts.
+    intensity; the legend gives those counts and the win fraction with its block-bootstrap
+    error over sky regions (the cutouts overlap, so the count is not binomial).
     """
     sel = per_cutout[per_cutout["subset"] == subset]
     if sel.empty:
@@ -145,8 +146,14 @@ def per_cutout_figure(
             if (metric, model) not in wide:
                 continue
             w = wins[(wins["subset"] == subset) & (wins["model"] == model)]
-            w = w[w["metric"] == metric]["wins"]
-            count = f": better in {int(w.iloc[0])}/{n}" if len(w) else ""
+            w = w[w["metric"] == metric]
+            count = ""
+            if len(w):
+                row = w.iloc[0]
+                count = (
+                    f": better in {int(row['wins'])}/{n} "
+                    f"({row['fraction']:.2f} ± {row['fraction_err']:.2f})"
+                )
             ax.scatter(
                 x,
                 wide[(metric, model)],
@@ -176,7 +183,8 @@ def r_ell_figure(
 ) -> Figure:
     """Fig. 5: mean r(ell) of every model for the training (left) and test (right) sets.
 
-    Bands are +- the error on the mean; the oracle (HI-traced dust, when known) is dashed.
+    Bands are +- the block-bootstrap error of the mean over sky regions (``r_err``; the naive
+    error where that is undefined); the oracle (HI-traced dust, when known) is dashed.
     ``split`` names the panels (e.g. "train: east", "test: west" for ``east_west``).
     """
     subsets = [s for s in ("train", "test") if s in set(r_ell["subset"])]
@@ -199,7 +207,7 @@ def r_ell_figure(
                 lw=1.6,
                 label=MODEL_LABELS[model],
             )
-            sem = m["r_sem"].fillna(0.0)
+            sem = m["r_err"].fillna(m["r_err_naive"]).fillna(0.0)
             ax.fill_between(
                 m["ell"], m["r_mean"] - sem, m["r_mean"] + sem, color=PALETTE[model], alpha=0.2
             )
@@ -219,17 +227,27 @@ def r_ell_figure(
 def seed_averaged_r_ell(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Mean over seeds of r(ell) tables (same subsets, models and bins).
 
-    ``r_mean`` is averaged; ``r_sem`` is kept for one seed, else it is the sd over seeds /
-    sqrt(number of seeds) (the seed-to-seed spread, which includes the training noise).
+    ``r_mean`` and ``r_robust_mean`` are averaged; ``r_err`` is kept for one seed, else it is
+    the sd over seeds / sqrt(number of seeds) (the seed-to-seed spread, which includes the
+    training noise but not the sky's: all seeds see the same cutouts); the other error
+    columns are averaged over seeds.
     """
     if len(tables) == 1:
         return tables[0]
     keys = ["subset", "model", "ell", "ell_lo", "ell_hi"]
     stacked = pd.concat(tables, ignore_index=True)
     grouped = stacked.groupby(keys, sort=False)
-    out = grouped.agg(r_mean=("r_mean", "mean"), r_std=("r_std", "mean"), n=("n", "first"))
+    out = grouped.agg(
+        r_mean=("r_mean", "mean"),
+        r_std=("r_std", "mean"),
+        r_err_naive=("r_err_naive", "mean"),
+        r_robust_mean=("r_robust_mean", "mean"),
+        r_robust_err=("r_robust_err", "mean"),
+        n=("n", "first"),
+        n_patches=("n_patches", "first"),
+    )
     sd = grouped["r_mean"].std(ddof=1).fillna(0.0)
-    out["r_sem"] = sd / np.sqrt(len(tables))
+    out["r_err"] = sd / np.sqrt(len(tables))
     return out.reset_index()[R_ELL_COLUMNS]
 
 
@@ -265,7 +283,7 @@ def training_figure(training: pd.DataFrame) -> Figure:
 
 
 def _seed_mean(curves: Sequence[pd.DataFrame], model: str, subset: str = "test"):
-    """ell, mean r over seeds and its band: r_sem for one seed, else sd over seeds/sqrt(n)."""
+    """ell, mean r over seeds and its band: r_err for one seed, else sd over seeds/sqrt(n)."""
     rows = [c[(c["subset"] == subset) & (c["model"] == model)].sort_values("ell") for c in curves]
     rows = [r for r in rows if not r.empty]
     if not rows:
@@ -273,7 +291,7 @@ def _seed_mean(curves: Sequence[pd.DataFrame], model: str, subset: str = "test")
     ell = rows[0]["ell"].to_numpy()
     r = np.stack([row["r_mean"].to_numpy() for row in rows])
     if len(rows) == 1:
-        band = rows[0]["r_sem"].fillna(0.0).to_numpy()
+        band = rows[0]["r_err"].fillna(rows[0]["r_err_naive"]).fillna(0.0).to_numpy()
     else:
         band = r.std(axis=0, ddof=1) / np.sqrt(len(rows))
     return ell, r.mean(axis=0), band

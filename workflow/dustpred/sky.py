@@ -80,7 +80,11 @@ HI-traced part (the oracle):
   because a dust-poor cloud tied to fixed channels is exactly what a per-channel linear
   model captures).
 
-None of these is a per-channel linear function of the HI brightness. The observed dust is
+None of these is a per-channel linear function of the HI brightness. With
+``nonlinear=False`` (config ``synthetic.nonlinear: false``, the null test of no nonlinear
+physics) all three are off and the cold gas is optically thin: :math:`D = N_{tot}` and
+the HI brightness is linear in the columns, so integrated intensity is the best HI model
+up to the velocity range kept. The observed dust is
 
 .. math:: T = D + A_{CIB}\, g(\alpha = 1) + n
 
@@ -163,6 +167,7 @@ class SkySettings:
     cib_amplitude: float = 0.5
     dust_noise: float = 0.1
     ivc_dust_ratio: float = 0.9
+    nonlinear: bool = True
 
     @classmethod
     def from_config(cls, synthetic: dict, seed: int) -> SkySettings:
@@ -174,6 +179,7 @@ class SkySettings:
             "cib_amplitude",
             "dust_noise",
             "ivc_dust_ratio",
+            "nonlinear",
         )
         kwargs = {k: synthetic[k] for k in keys if k in synthetic}
         if "velocity_kms" in kwargs:
@@ -308,9 +314,14 @@ def components(settings: SkySettings, *, nthreads: int = 1) -> dict[str, np.ndar
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
-def hi_traced_dust(comp: dict[str, np.ndarray], ivc_dust_ratio: float) -> np.ndarray:
-    """The HI-traced dust D (1e20 cm^-2 equivalent), float64 ``(npix,)``; see module doc."""
+def hi_traced_dust(
+    comp: dict[str, np.ndarray], ivc_dust_ratio: float, nonlinear: bool = True
+) -> np.ndarray:
+    """The HI-traced dust D (1e20 cm^-2 equivalent), float64 ``(npix,)``; see module doc.
+    ``nonlinear=False``: D = N_tot (dust proportional to the HI column)."""
     n_tot = comp["cold_N"].astype(np.float64) + comp["warm_N"] + comp["ivc_N"] + comp["pos_N"]
+    if not nonlinear:
+        return n_tot
     return (
         (2.0 / comp["cold_sigma"]) * comp["cold_N"]
         + comp["warm_N"]
@@ -365,13 +376,21 @@ def line_channels(
 
 
 def hi_block(
-    comp: dict[str, np.ndarray], sl: slice, velocities: np.ndarray, dv: float
+    comp: dict[str, np.ndarray],
+    sl: slice,
+    velocities: np.ndarray,
+    dv: float,
+    optically_thick: bool = True,
 ) -> np.ndarray:
-    """Noise-free HI spectra of pixels ``sl``: ``(m, nchan)`` float32 K."""
+    """Noise-free HI spectra of pixels ``sl``: ``(m, nchan)`` float32 K (cold gas saturated
+    unless ``optically_thick`` is False)."""
     cold = line_channels(
         comp["cold_N"][sl], comp["cold_v"][sl], comp["cold_sigma"][sl], velocities, dv
     )
-    total = np.float32(60.0) * (1.0 - np.exp(-cold / np.float32(60.0)))
+    if optically_thick:
+        total = np.float32(60.0) * (1.0 - np.exp(-cold / np.float32(60.0)))
+    else:
+        total = cold
     for name in ("warm", "ivc", "pos"):
         total += line_channels(
             comp[f"{name}_N"][sl], comp[f"{name}_v"][sl], comp[f"{name}_sigma"][sl], velocities, dv
@@ -432,7 +451,11 @@ def _hi_blocks(comp, settings, velocities, block_pixels, nthreads: int = 1) -> I
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         for i, sl in enumerate(slices):
-            pending.append(pool.submit(hi_block, comp, sl, velocities, settings.channel_kms))
+            pending.append(
+                pool.submit(
+                    hi_block, comp, sl, velocities, settings.channel_kms, settings.nonlinear
+                )
+            )
             if len(pending) > workers:
                 yield noisy(pending.popleft().result())
             if i % 16 == 0:
@@ -473,7 +496,7 @@ def simulate_sky(
         settings.seed,
     )
     comp = components(settings, nthreads=nthreads)
-    oracle = hi_traced_dust(comp, settings.ivc_dust_ratio)
+    oracle = hi_traced_dust(comp, settings.ivc_dust_ratio, settings.nonlinear)
     lmax = 3 * nside - 1
     cib = gaussian_field(
         nside, power_law_cl(1.0, lmax), _rng(settings.seed, "cib"), nthreads=nthreads

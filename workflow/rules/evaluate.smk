@@ -41,6 +41,8 @@ rule evaluate:
         CONDA_ENV
     resources:
         mem_mb=4000,
+    params:
+        errors=error_settings(),
     script:
         "../scripts/evaluate.py"
 
@@ -252,5 +254,6 @@ rule summary:
     params:
         runs=summary_runs(),
         settings=summary_settings(),
+        errors=error_settings(),
     script:
         "../scripts/summary.py"

@@ -18,7 +18,7 @@ rule simulate_sky:
     resources:
         mem_mb=4000,
     params:
-        synthetic=config["synthetic"],
-        seed=config["seed"],
+        synthetic=sky_settings(),
+        seed=sky_seed(config["seed"], config["synthetic"]["realisation"]),
     script:
         "../scripts/simulate_sky.py"

@@ -1,0 +1,391 @@
+"""Summaries across runs: one row per (experiment, seed, model), spreads over seeds and over
+sky realisations, and the text that ``make run`` prints.
+
+Every mean comes with its block-bootstrap error over sky regions of the test cutout centres
+(:class:`dustpred.evaluation.ErrorSettings`) and the naive error (cutouts treated as
+independent, ``*_err_naive``); the text prints "mean ± error (N effective patches)". The
+gain of a model is its mean r minus integrated intensity's on the same cutouts; its error is
+that of the paired difference, so the shared sky variance cancels. Models are listed in the
+order of :data:`dustpred.evaluation.MODEL_LABELS`: a new model needs only an entry there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dustpred import resampling
+from dustpred.atomic import atomic_write
+from dustpred.config import SETTING_COLUMNS
+from dustpred.errors import InputError
+from dustpred.evaluation import (
+    ALL_METRICS,
+    METRICS,
+    PER_CUTOUT_COLUMNS,
+    REFERENCE,
+    SUBSETS,
+    ErrorSettings,
+    model_label,
+    model_order,
+    read_table,
+    wins_table,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "experiment",
+    "seed",
+    "model",
+    *SETTING_COLUMNS,
+    "n_test",
+    "n_patches",
+    *[f"{m}_test{e}" for m in ALL_METRICS for e in ("", "_err", "_err_naive")],
+    *[f"gain_{m}{e}" for m in ALL_METRICS for e in ("", "_err", "_err_naive")],
+    *[f"{m}_train" for m in METRICS],
+    *[f"wins_{m}" for m in METRICS],
+    *[f"frac_wins_{m}{e}" for m in ALL_METRICS for e in ("", "_err", "_err_naive")],
+]
+BY_EXPERIMENT_STATS = [
+    "r50_test",
+    "r150_test",
+    "gain_r50",
+    "gain_r150",
+    "gain_r50_robust",
+    "gain_r150_robust",
+    "wins_r50",
+    "wins_r150",
+]
+SUMMARY_BY_EXPERIMENT_COLUMNS = [
+    "experiment",
+    "model",
+    *SETTING_COLUMNS,
+    "n_seeds",
+    *[f"{c}_{s}" for c in BY_EXPERIMENT_STATS for s in ("mean", "sd")],
+]
+GAINS = [f"gain_{m}" for m in ALL_METRICS]
+REALISATION_COLUMNS = [
+    "experiment",
+    "model",
+    "n_realisations",
+    "n_runs",
+    *[f"{g}_{s}" for g in GAINS for s in ("mean", "sd", "err_mean")],
+]
+
+
+def _wide(per_cutout: pd.DataFrame, subset: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The ``subset`` rows as (cutout x (metric, model)) and the cutouts' centres (2, N)."""
+    sel = per_cutout[per_cutout["subset"] == subset]
+    metrics = [m for m in ALL_METRICS if m in sel.columns]
+    wide = sel.pivot(index="cutout", columns="model", values=metrics)
+    first = sel[sel["model"] == sel["model"].iloc[0]].set_index("cutout").loc[wide.index]
+    return wide, np.stack([first["lon"].to_numpy(), first["lat"].to_numpy()])
+
+
+def _names(stem: str) -> list[str]:
+    """The value, block-error and naive-error column names of ``stem``."""
+    return [f"{stem}{e}" for e in ("", "_err", "_err_naive")]
+
+
+def _mean_row(values: np.ndarray, labels: np.ndarray, errors: ErrorSettings) -> tuple:
+    """(mean, block error, naive error) of values (N,); errors NaN for N < 2."""
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else np.nan, np.nan, np.nan
+    block = float(errors.block_error(values, labels))
+    return float(values.mean()), block, float(resampling.naive_error(values))
+
+
+def summary_rows(
+    experiment: str,
+    seed: int,
+    per_cutout: pd.DataFrame,
+    wins: pd.DataFrame,
+    errors: ErrorSettings | None = None,
+    *,
+    subset: str = "test",
+) -> pd.DataFrame:
+    """One row per model of one experiment and seed, with :data:`SUMMARY_COLUMNS`, from its
+    per-cutout table and :func:`dustpred.evaluation.wins_table` of it. The ``*_test``
+    columns hold ``subset`` (default the test set)."""
+    errors = errors or ErrorSettings()
+    if not (per_cutout["subset"] == subset).any():
+        raise InputError(f"summary of {experiment} seed {seed}: no {subset} cutouts in the table")
+    wide, (lon, lat) = _wide(per_cutout, subset)
+    labels = errors.labels(lon, lat)
+    rows = []
+    for model in model_order(per_cutout["model"]):
+        row: dict[str, object] = {"experiment": experiment, "seed": int(seed), "model": model}
+        row["n_test"] = len(wide)
+        row["n_patches"] = resampling.effective_patches(labels)
+        for metric in [m for m in ALL_METRICS if m in wide.columns.levels[0]]:
+            r = wide[(metric, model)].to_numpy()
+            values = _mean_row(r, labels, errors)
+            row.update(zip(_names(f"{metric}_test"), values, strict=True))
+            gain = _mean_row(r - wide[(metric, REFERENCE)].to_numpy(), labels, errors)
+            row.update(zip(_names(f"gain_{metric}"), gain, strict=True))
+            w = wins[(wins["subset"] == subset) & (wins["model"] == model)]
+            w = w[w["metric"] == metric]
+            pairs = zip(_names(f"frac_wins_{metric}"), _names("fraction"), strict=True)
+            row.update({k: float(w[c].iloc[0]) if len(w) else np.nan for k, c in pairs})
+            if metric in METRICS:
+                row[f"wins_{metric}"] = int(w["wins"].iloc[0]) if len(w) else pd.NA
+        train = per_cutout[(per_cutout["subset"] == "train") & (per_cutout["model"] == model)]
+        for metric in METRICS:
+            row[f"{metric}_train"] = train[metric].mean() if len(train) else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for metric in METRICS:
+        out[f"wins_{metric}"] = out[f"wins_{metric}"].astype("Int64")
+    return out
+
+
+def _pm(value: float, error: float, digits: int = 3, sign: str = "") -> str:
+    return f"{value:{sign}.{digits}f} ± {error:.{digits}f}"
+
+
+def summary_lines(
+    per_cutout: pd.DataFrame,
+    wins: pd.DataFrame,
+    subset: str = "test",
+    errors: ErrorSettings | None = None,
+) -> list[str]:
+    """Human-readable lines on ``subset``: each model's mean r50/r150 (paper's and robust
+    form) and gain over integrated intensity as "mean ± error", and its win counts with the
+    win fraction's error; the header gives the effective number of patches."""
+    errors = errors or ErrorSettings()
+    sel = per_cutout[per_cutout["subset"] == subset]
+    if sel.empty:
+        return [f"no {subset} cutouts"]
+    table = summary_rows("-", 0, per_cutout, wins, errors, subset=subset)
+    n, patches = int(table["n_test"].iloc[0]), float(table["n_patches"].iloc[0])
+    lines = [
+        f"{subset} set, {n} cutouts ({patches:.1f} effective patches of HEALPix Nside "
+        f"{errors.region_nside}): mean ± block-bootstrap error [naive error]",
+    ]
+    for _, row in table.iterrows():
+        label = model_label(row["model"])
+        lines.append(
+            f"  {label:<24} r50 = {_pm(row['r50_test'], row['r50_test_err'])} "
+            f"[{row['r50_test_err_naive']:.3f}]   r150 = "
+            f"{_pm(row['r150_test'], row['r150_test_err'])} [{row['r150_test_err_naive']:.3f}]"
+        )
+        if "r50_robust_test" in row and not pd.isna(row["r50_robust_test"]):
+            lines.append(
+                f"  {'':<24} robust r50 = {_pm(row['r50_robust_test'], row['r50_robust_test_err'])}"
+                f"   robust r150 = {_pm(row['r150_robust_test'], row['r150_robust_test_err'])}"
+            )
+    for _, row in table[table["model"] != REFERENCE].iterrows():
+        label = model_label(row["model"])
+        if pd.isna(row["wins_r50"]):
+            continue
+        lines.append(
+            f"  {label} beats integrated intensity in {int(row['wins_r50'])}/{n} (r50), "
+            f"{int(row['wins_r150'])}/{n} (r150); win fraction r50 = "
+            f"{_pm(row['frac_wins_r50'], row['frac_wins_r50_err'], 2)}, r150 = "
+            f"{_pm(row['frac_wins_r150'], row['frac_wins_r150_err'], 2)} "
+            f"({patches:.1f} effective patches)"
+        )
+        lines.append(
+            f"  {'':<4}gain over integrated: r50 = "
+            f"{_pm(row['gain_r50'], row['gain_r50_err'], sign='+')}, r150 = "
+            f"{_pm(row['gain_r150'], row['gain_r150_err'], sign='+')} "
+            f"(naive ± {row['gain_r50_err_naive']:.3f}, {row['gain_r150_err_naive']:.3f})"
+        )
+    return lines
+
+
+def summarize(
+    per_cutout_paths: Mapping[tuple[str, int], str | os.PathLike],
+    summary_csv: str | os.PathLike,
+    summary_txt: str | os.PathLike,
+    summary_parquet: str | os.PathLike | None = None,
+    *,
+    by_experiment: Sequence[str | os.PathLike] | None = None,
+    settings: Mapping[str, Mapping[str, object]] | None = None,
+    errors: ErrorSettings | None = None,
+) -> pd.DataFrame:
+    """Summary across experiments and seeds: one table row per (experiment, seed, model).
+
+    Parameters
+    ----------
+    per_cutout_paths
+        (experiment, seed) -> that run's per-cutout CSV table.
+    summary_csv, summary_txt, summary_parquet
+        Outputs: the table, and a human-readable text (also logged).
+    by_experiment
+        (csv, parquet) paths of the table of means and sds over seeds per experiment and
+        model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
+    settings
+        Experiment name -> its :data:`SETTING_COLUMNS` values (see
+        :func:`dustpred.config.experiment_settings`); fills those columns of both tables.
+    errors
+        How errors are computed (default :class:`dustpred.evaluation.ErrorSettings`).
+
+    Adding experiments or seeds only adds rows (and paragraphs of the text).
+    """
+    errors = errors or ErrorSettings()
+    frames, text = [], ["dustpred summary", "================", ""]
+    for (experiment, seed), path in per_cutout_paths.items():
+        per_cutout = read_table(path, PER_CUTOUT_COLUMNS)
+        wins = wins_table(per_cutout, errors)
+        frames.append(summary_rows(experiment, seed, per_cutout, wins, errors))
+        text.append(f"experiment {experiment}, seed {seed}")
+        text.extend(summary_lines(per_cutout, wins, errors=errors))
+        text.append("")
+    table = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    )
+    spread = seed_spread(table)
+    text.extend(seed_spread_lines(spread))
+    if settings is not None:
+        _with_settings(table, settings)
+        _with_settings(spread, settings)
+    write_table(table, summary_csv, summary_parquet)
+    if by_experiment is not None:
+        write_table(spread, *by_experiment)
+    _write_text(summary_txt, text)
+    return table
+
+
+def _write_text(path: str | os.PathLike, lines: Sequence[str]) -> None:
+    body = "\n".join(lines).rstrip() + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(body))
+    for line in body.splitlines():
+        log.info(line)
+
+
+def _with_settings(table: pd.DataFrame, settings: Mapping[str, Mapping[str, object]]) -> None:
+    """Fill the :data:`SETTING_COLUMNS` of ``table`` in place, per experiment."""
+    for column in SETTING_COLUMNS:
+        table[column] = [settings.get(e, {}).get(column) for e in table["experiment"]]
+
+
+def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds of the test scores, gains and win counts, per experiment and
+    model. Returns a DataFrame with :data:`SUMMARY_BY_EXPERIMENT_COLUMNS`; sds are NaN for a
+    single seed."""
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_BY_EXPERIMENT_COLUMNS)
+    values = table[["experiment", "model", *BY_EXPERIMENT_STATS]].copy()
+    values[BY_EXPERIMENT_STATS] = values[BY_EXPERIMENT_STATS].astype("float64")
+    grouped = values.groupby(["experiment", "model"], sort=False)[BY_EXPERIMENT_STATS]
+    mean = grouped.mean().add_suffix("_mean")
+    sd = grouped.std(ddof=1).add_suffix("_sd")
+    n = grouped.size().rename("n_seeds")
+    out = pd.concat([n, mean, sd], axis=1).reset_index()
+    first = table.groupby(["experiment", "model"], sort=False)[SETTING_COLUMNS].first()
+    out = out.join(first, on=["experiment", "model"])
+    return out[SUMMARY_BY_EXPERIMENT_COLUMNS]
+
+
+def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
+    """Text lines for experiments with more than one seed: mean +- sd over seeds, from
+    :func:`seed_spread`."""
+    spread = spread[spread["n_seeds"] > 1]
+    if spread.empty:
+        return []
+    lines = ["mean +- sd over seeds (test set)"]
+    for _, row in spread.iterrows():
+        lines.append(
+            f"  {row['experiment']:<16} {model_label(row['model']):<24} "
+            f"r50 = {row['r50_test_mean']:.3f} +- {row['r50_test_sd']:.3f}   "
+            f"r150 = {row['r150_test_mean']:.3f} +- {row['r150_test_sd']:.3f}   "
+            f"gain r50 = {row['gain_r50_mean']:+.3f} +- {row['gain_r50_sd']:.3f}   "
+            f"({int(row['n_seeds'])} seeds)"
+        )
+    return lines
+
+
+# --- across sky realisations -----------------------------------------------------------------
+
+
+def realisation_spread(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Mean and spread of each model's gain over integrated intensity across realisations and
+    training seeds.
+
+    Parameters
+    ----------
+    tables
+        Realisation number -> that run's summary table (:data:`SUMMARY_COLUMNS`).
+
+    Returns
+    -------
+    DataFrame with :data:`REALISATION_COLUMNS`, one row per (experiment, model): for each gain,
+    the mean over all (realisation, seed) runs, their sd (ddof=1; NaN for one run) and the
+    mean of the runs' own block-bootstrap errors (``err_mean``), to compare the sky-to-sky
+    spread with the within-sky error.
+    """
+    if not tables:
+        raise InputError("realisation summary: no summary tables; expected at least one")
+    frames = [t.assign(realisation=int(k)) for k, t in tables.items()]
+    runs = pd.concat(frames, ignore_index=True)
+    grouped = runs.groupby(["experiment", "model"], sort=False)
+    out = pd.DataFrame(
+        {
+            "n_realisations": grouped["realisation"].nunique(),
+            "n_runs": grouped.size(),
+        }
+    )
+    for gain in GAINS:
+        out[f"{gain}_mean"] = grouped[gain].mean()
+        out[f"{gain}_sd"] = grouped[gain].std(ddof=1)
+        out[f"{gain}_err_mean"] = grouped[f"{gain}_err"].mean()
+    out = out.reset_index()
+    order = {m: i for i, m in enumerate(model_order(out["model"]))}
+    out = out.sort_values(
+        ["experiment", "model"],
+        key=lambda c: c.map(order).fillna(c) if c.name == "model" else c,
+        kind="stable",
+    )
+    return out[REALISATION_COLUMNS].reset_index(drop=True)
+
+
+def realisation_lines(spread: pd.DataFrame) -> list[str]:
+    """Text of :func:`realisation_spread`: gain mean ± sd over runs per experiment and model."""
+    lines = [
+        "gain over integrated intensity across sky realisations and training seeds",
+        "(mean ± sd over runs; [mean within-sky block-bootstrap error])",
+    ]
+    for _, row in spread[spread["model"] != REFERENCE].iterrows():
+        lines.append(
+            f"  {row['experiment']:<16} {model_label(row['model']):<24} "
+            f"r50 {_pm(row['gain_r50_mean'], row['gain_r50_sd'], sign='+')} "
+            f"[{row['gain_r50_err_mean']:.3f}]   r150 "
+            f"{_pm(row['gain_r150_mean'], row['gain_r150_sd'], sign='+')} "
+            f"[{row['gain_r150_err_mean']:.3f}]   ({int(row['n_realisations'])} skies, "
+            f"{int(row['n_runs'])} runs)"
+        )
+    return lines
+
+
+def summarize_realisations(
+    summary_paths: Mapping[int, str | os.PathLike],
+    csv_path: str | os.PathLike,
+    txt_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Read each realisation's ``summary.csv``, write :func:`realisation_spread` (CSV) and
+    its text; returns the table."""
+    tables = {k: read_table(p, SUMMARY_COLUMNS) for k, p in summary_paths.items()}
+    spread = realisation_spread(tables)
+    write_table(spread, csv_path)
+    _write_text(txt_path, realisation_lines(spread))
+    return spread
+
+
+__all__ = [
+    "SUBSETS",
+    "SUMMARY_BY_EXPERIMENT_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "realisation_spread",
+    "seed_spread",
+    "summarize",
+    "summarize_realisations",
+    "summary_lines",
+    "summary_rows",
+]
