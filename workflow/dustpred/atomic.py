@@ -1,16 +1,32 @@
 """Atomic outputs: every file is written under a temporary name and renamed when complete.
 
 A killed or failed job therefore never leaves a complete-looking but partial output; at most a
-hidden ``.name.<pid>.<random>.tmp`` file next to it, which the next run ignores.
+hidden ``.name.<pid>.<random>.tmp`` file next to it (a killed job cannot clean up). The next
+write of the same output removes such leftovers first: Snakemake lets one job at a time write
+an output (its directory lock), so any temporary of that output found then is stale. At the
+paper's scale they are gigabytes (a stack or a shard).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the ``.name.*.tmp`` files a killed writer of ``path`` left; returns them."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        log.info("removing %s, left by an earlier job that did not finish", tmp)
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 @contextmanager
@@ -22,6 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
