@@ -41,8 +41,8 @@ import torch
 from dustpred import fullsky, healpix_maps, sampling
 from dustpred.cutouts import load_preprocessed
 from dustpred.errors import ConfigError
-from dustpred.fullsky_output import fit_amplitude, provenance_cards, write_template
 from dustpred.evaluation import write_table
+from dustpred.fullsky_output import fit_amplitude, provenance_cards, write_template
 from dustpred.fullsky_validate import HEMISPHERES, sphere_r_ell
 from dustpred.models.checkpoint import load_model
 from dustpred.models.linear import read_weights
@@ -145,9 +145,15 @@ def predict_tiles(
         masked[sl] = m
         for (seed, fold), (net, stats) in nets.items():
             maps = predict_models(
-                x, m, weights[fold], net, stats, side_deg=side_deg,
-                batch=settings.batch_size, device=dev,
-            )  # fmt: skip
+                x,
+                m,
+                weights[fold],
+                net,
+                stats,
+                side_deg=side_deg,
+                batch=settings.batch_size,
+                device=dev,
+            )
             out[("unet", seed, fold)][sl] = maps["unet"]
             # The baselines do not depend on the seed: any of the fold's runs gives them.
             out[("linear", fold)][sl] = maps["linear"]
@@ -165,9 +171,14 @@ def training_seen(
         pos = ShardSet(paths).load(["lon", "lat", "psi"])
         seen.append(
             fullsky.seen_pixels(
-                nside, pos["lon"], pos["lat"], pos["psi"], npix=geometry.npix,
-                reso_arcmin=geometry.reso_arcmin, interpolation=geometry.interpolation,
-            )  # fmt: skip
+                nside,
+                pos["lon"],
+                pos["lat"],
+                pos["psi"],
+                npix=geometry.npix,
+                reso_arcmin=geometry.reso_arcmin,
+                interpolation=geometry.interpolation,
+            )
         )
     return seen
 
@@ -258,16 +269,21 @@ def build_template(
     pre = load_preprocessed(preprocessed["stack"], preprocessed["mask"], preprocessed["meta"])
     nside = int(settings.nside or pre.nside)
     tiles = fullsky.tile_grid(
-        geometry.npix, geometry.reso_arcmin, seed=seed, coverage=settings.coverage,
+        geometry.npix,
+        geometry.reso_arcmin,
+        seed=seed,
+        coverage=settings.coverage,
         nside_tiles=settings.nside_tiles,
-    )  # fmt: skip
+    )
     preds, masked = predict_tiles(pre, tiles, geometry, unets, linears, settings)
     target, mask = target_and_mask(pre, nside)
     seen = training_seen(train_shards[:folds], nside, geometry)
     fold = fullsky.fold_map(
-        nside, geometry.split, cross_fit=settings.cross_fit,
+        nside,
+        geometry.split,
+        cross_fit=settings.cross_fit,
         seen=tuple(seen) if settings.cross_fit else None,
-    )  # fmt: skip
+    )
     # Model k is fitted where it was trained: its region and every pixel its cutouts read.
     regions = [
         (fullsky.region_map(nside, geometry.split, subset) | s) & ~mask
@@ -275,8 +291,9 @@ def build_template(
     ]
 
     def folded(keys):
-        return fold_and_fit([preds[key] for key in keys], masked, tiles, fold, regions, target,
-                            settings.taper)  # fmt: skip
+        return fold_and_fit(
+            [preds[key] for key in keys], masked, tiles, fold, regions, target, settings.taper
+        )
 
     seeds = sorted({s for s, _ in unets})
     per_seed = [folded([("unet", s, k) for k in range(folds)]) for s in seeds]
@@ -312,7 +329,7 @@ def template_cards(unets, seeds, folds, per_seed, linear, integrated, split, con
         ",".join(f"s{s}f{k}" for s, k in order),
         "U-Net j of MODSHAj/AMPSCLj: seed s, fold f",
     )
-    cards["CROSSFIT"] = (folds == 2, "each pixel from a model that did not train on it")
+    cards["CROSSFIT"] = (folds == 2, "no pixel from a model trained on it")
     names = HEMISPHERES[split]
     for k in range(2):
         if folds == 2:
@@ -360,9 +377,14 @@ def write_sphere_r_ell(
     if pre.oracle is not None:
         templates["oracle"] = at_nside(pre.oracle, nside)
     table = sphere_r_ell(
-        target, templates, ~mask & (maps["WEIGHT"] > 0), split=split,
-        ell_cutoff=ell_cutoff, bin_width=int(validation["bin_width"]),
-        ell_min=int(validation["ell_min"]), apod_deg=float(validation["apod_deg"]),
-    )  # fmt: skip
+        target,
+        templates,
+        ~mask & (maps["WEIGHT"] > 0),
+        split=split,
+        ell_cutoff=ell_cutoff,
+        bin_width=int(validation["bin_width"]),
+        ell_min=int(validation["ell_min"]),
+        apod_deg=float(validation["apod_deg"]),
+    )
     write_table(table, *out_paths)
     return table

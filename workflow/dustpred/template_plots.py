@@ -40,9 +40,13 @@ def template_maps_figure(panels: Mapping[str, np.ndarray], unit: str) -> Figure:
         hp.mollview(panels[name], title=name, sub=(3, len(names), c + 1), **common)
         for r, (view, rot) in enumerate(POLES.items(), start=1):
             hp.orthview(
-                panels[name], rot=rot, half_sky=True, title=f"{name}: {view}",
-                sub=(3, len(names), r * len(names) + c + 1), **common,
-            )  # fmt: skip
+                panels[name],
+                rot=rot,
+                half_sky=True,
+                title=f"{name}: {view}",
+                sub=(3, len(names), r * len(names) + c + 1),
+                **common,
+            )
     return fig
 
 
@@ -81,9 +85,13 @@ def template_r_ell_figure(table: pd.DataFrame) -> Figure:
         part = table[table["hemisphere"] == hemisphere]
         for model, rows in part.groupby("model", sort=False):
             ax.plot(
-                rows["ell"], rows["r"], color=PALETTE.get(model), marker=MARKERS.get(model),
-                linestyle=LINESTYLES.get(model, "-"), label=MODEL_LABELS.get(model, model),
-            )  # fmt: skip
+                rows["ell"],
+                rows["r"],
+                color=PALETTE.get(model),
+                marker=MARKERS.get(model),
+                linestyle=LINESTYLES.get(model, "-"),
+                label=MODEL_LABELS.get(model, model),
+            )
         ax.set_title(hemisphere)
         ax.set_xlabel(r"$\ell$")
         ax.grid(alpha=0.3)
