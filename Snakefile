@@ -1,6 +1,6 @@
 # dustpred: predict the Planck thermal-dust foreground from the HI4PI velocity cube.
 # Data flow: raw FITS -> preprocessed HEALPix stack -> HDF5 cutout shards -> models
-# -> predictions -> r(ell) tables -> figures and report. See README.md.
+# -> predictions -> r(ell) tables -> figures and report; full-sky template. See README.md.
 import sys
 from pathlib import Path
 
@@ -67,6 +67,7 @@ include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/template.smk"
 
 
 rule all:

@@ -12,6 +12,14 @@ shared machine); on those tiles its weighted mean is checked against
 Usage (repository root): ``.venv/bin/python bench/bench_template.py [--nside 256]
 [--nside-tiles 4] [--npix 64] [--reso 40] [--baseline-tiles 4]``
 (Nside 256 with tile centres at Nside 4: 192 tiles of 64 x 40'.) Results: bench/RESULTS.md.
+
+``--whole`` times the whole template step instead (tiles -> FITS, as
+:func:`dustpred.template.build_template` runs it): a synthetic stack of ``--channels`` HI maps
+plus dust at ``--nside``, the default 768 tiles of 64 x 23.4', two cross-fitted "models" (a
+fake U-Net: one 3x3 convolution over the channels, in batches of ``--batch`` on the GPU when
+one is visible), ``fold_map``, reassembly and amplitude fit per fold
+(:func:`dustpred.template.fold_and_fit`), and the FITS file. For the GPU machine:
+``python bench/bench_template.py --whole --nside 1024 --channels 64``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import healpy as hp
 import numpy as np
 
 from dustpred import fullsky, projection
+from dustpred.sampling import SUBSETS
 
 
 def random_smooth_map(nside: int, seed: int) -> np.ndarray:
@@ -79,6 +88,81 @@ def loop_reassemble(pred: np.ndarray, tiles: fullsky.Tiles, nside: int, which: r
     return total, acc
 
 
+def whole_step(args) -> None:
+    """Time tiles -> cutouts -> batched inference -> reassembly -> FITS at ``args.nside``."""
+    import tempfile
+
+    import torch
+
+    from dustpred.fullsky_output import write_template
+    from dustpred.template import TILE_CHUNK, fold_and_fit
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rng = np.random.default_rng(0)
+    dust = random_smooth_map(args.nside, seed=0).astype(np.float32)
+    npix_sky = dust.size
+    stack = np.empty((npix_sky, args.channels + 1), np.float32)
+    stack[:, :-1] = dust[:, None] / args.channels
+    stack[:, :-1] += 0.01 * rng.standard_normal((npix_sky, args.channels), dtype=np.float32)
+    stack[:, -1] = dust
+    mask = (np.abs(hp.pix2ang(args.nside, np.arange(npix_sky), lonlat=True)[1]) < 10).astype(
+        np.uint8
+    )
+    nets = [torch.nn.Conv2d(args.channels, 1, 3, padding=1).to(device).eval() for _ in range(2)]
+    times = {}
+    t0 = time.perf_counter()
+    tiles = fullsky.tile_grid(args.npix, args.reso, seed=0)
+    n, shape = len(tiles), (len(tiles), args.npix, args.npix)
+    preds = [np.empty(shape, np.float32) for _ in nets]
+    masked = np.empty(shape, np.uint8)
+    t_cut = t_inf = 0.0
+    for lo in range(0, n, TILE_CHUNK):
+        sl = slice(lo, min(lo + TILE_CHUNK, n))
+        sub = fullsky.Tiles(tiles.lon[sl], tiles.lat[sl], tiles.psi[sl], args.npix, args.reso, 0)
+        t1 = time.perf_counter()
+        cut, masked[sl] = fullsky.tile_cutouts(stack, mask, sub)
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            for net, pred in zip(nets, preds, strict=True):
+                for b in range(0, cut.shape[0], args.batch):
+                    x = torch.from_numpy(np.ascontiguousarray(cut[b : b + args.batch, :-1]))
+                    out = net(x.to(device))[:, 0].float().cpu().numpy()
+                    pred[lo + b : lo + b + len(out)] = out
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_cut, t_inf = t_cut + t2 - t1, t_inf + time.perf_counter() - t2
+    times["cutouts"], times["inference"] = t_cut, t_inf
+    t1 = time.perf_counter()
+    fold = fullsky.fold_map(args.nside, "north_south")
+    regions = [fullsky.region_map(args.nside, "north_south", s) & (mask == 0) for s in SUBSETS]
+    times["fold map"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    result = fold_and_fit(preds, masked, tiles, fold, regions, dust.astype(np.float64), 1.0)
+    times["reassembly + amplitude (2 folds)"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    zeros = np.zeros(npix_sky)
+    maps = {
+        "I": result.value,
+        "I_STD": zeros,
+        "I_TILE_STD": result.tile_std,
+        "I_INTEGRATED": result.value,
+        "I_LINEAR": result.value,
+        "WEIGHT": result.weight,
+        "FOLD": fold.astype(np.uint8),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        write_template(f"{tmp}/dust_template.fits", maps, unit="uK_RJ")
+    times["FITS"] = time.perf_counter() - t1
+    total = time.perf_counter() - t0
+    print(f"host: {platform.node()} ({platform.processor() or platform.machine()}), {device}")
+    print(
+        f"whole template step: Nside {args.nside}, {n} tiles of {args.npix} x {args.reso:g}', "
+        f"{args.channels} channels, 2 fake models, batch {args.batch}: {total:.1f} s"
+    )
+    for name, seconds in times.items():
+        print(f"  {name}: {seconds:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nside", type=int, default=256)
@@ -86,7 +170,15 @@ def main() -> None:
     parser.add_argument("--npix", type=int, default=64)
     parser.add_argument("--reso", type=float, default=40.0)
     parser.add_argument("--baseline-tiles", type=int, default=4)
+    parser.add_argument("--whole", action="store_true", help="time tiles -> FITS instead")
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
+    if args.whole:
+        if args.reso == 40.0:
+            args.reso = 23.4  # the training geometry (the default tiles: 768)
+        whole_step(args)
+        return
 
     sky = random_smooth_map(args.nside, seed=0)
     tiles = fullsky.tile_grid(args.npix, args.reso, seed=0, nside_tiles=args.nside_tiles)

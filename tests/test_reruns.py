@@ -16,6 +16,8 @@ pytestmark = pytest.mark.workflow
 
 EXPERIMENTS = REPO / "tests" / "configs" / "tiny_experiments.yaml"
 PER_RUN_PLOTS = {"plot_example", "plot_per_cutout", "plot_r_ell", "plot_training"}
+# The template of the first experiment (baseline) and its validation and figures.
+TEMPLATE_JOBS = {"template", "template_r_ell", "plot_template_maps", "plot_template_r_ell"}
 
 
 def planned_jobs(workdir: Path, edit: dict | None = None, text: str | None = None) -> set:
@@ -97,7 +99,8 @@ def test_cutout_count_reruns_cutouts_onward_not_preprocessing(finished):
 def test_plot_setting_reruns_plots_only(finished):
     jobs = planned_jobs(finished, {"plots": {"dpi": 61}})
     # velocity_spectrum is the paper's Fig. 1 (it plots too).
-    assert rules(jobs) - {"all"} == PER_RUN_PLOTS | {"plot_lambda_sweep", "velocity_spectrum"}
+    plots = PER_RUN_PLOTS | {"plot_lambda_sweep", "velocity_spectrum"}
+    assert rules(jobs) - {"all"} == plots | {"plot_template_maps", "plot_template_r_ell"}
 
 
 def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
@@ -107,11 +110,13 @@ def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
     )
     per_seed = {(rule, exp, seed) for rule, exp, seed in jobs if seed is not None}
     expected = {("train_unet", "baseline", "1"), ("predict", "baseline", "1")}
+    expected |= {("train_unet_crossfit", "baseline", "1")}  # the template's second model
     expected |= {("evaluate", "baseline", "1")} | {
         (rule, "baseline", "1") for rule in PER_RUN_PLOTS
     }
     assert per_seed == expected
-    # Across-seed and across-experiment outputs gain a row or a curve, and nothing else reruns.
+    # Across-seed and across-experiment outputs gain a row or a curve (the template a seed),
+    # and nothing else reruns.
     others = rules(jobs) - rules(per_seed)
-    assert others <= {"summary", "plot_seed_ensemble", "plot_lambda_sweep", "all"}
+    assert others <= {"summary", "plot_seed_ensemble", "plot_lambda_sweep", "all"} | TEMPLATE_JOBS
     assert "summary" in others

@@ -51,6 +51,54 @@ def predict_unet(
     return out
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``'auto'`` / ``'cuda'``: the GPU when one is available, else the CPU; ``'cpu'``: the CPU."""
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def predict_models(
+    x: np.ndarray,
+    mask: np.ndarray,
+    weights,
+    net,
+    stats,
+    *,
+    side_deg: float,
+    batch: int = 64,
+    device="cpu",
+) -> dict[str, np.ndarray]:
+    """The three models' maps of cutouts ``x``: ``{'integrated', 'linear', 'unet'}``.
+
+    Parameters
+    ----------
+    x
+        ``(n, C, H, W)`` float32 HI channels (masked pixels 0).
+    mask
+        ``(n, H, W)`` uint8, 1 = masked.
+    weights
+        Linear weights (:func:`dustpred.models.linear.read_weights`).
+    net, stats
+        U-Net and its input normalisation (:func:`dustpred.models.checkpoint.load_model`).
+    side_deg
+        Cutout side (degrees), for the scale-dependent linear weights.
+    batch, device
+        U-Net batch size and device.
+
+    Returns
+    -------
+    dict
+        ``(n, H, W)`` float32 each, masked pixels 0; U-Net in target units, the integrated
+        and linear maps in the HI maps' units.
+    """
+    keep = mask == 0
+    return {
+        "integrated": integrated_intensity(x) * keep,
+        "linear": predict_linear(x, weights, side_deg=side_deg) * keep,
+        "unet": predict_unet(net, stats, x, mask, batch=batch, device=device),
+    }
+
+
 def predict_shards(
     shard_paths: Sequence[str | os.PathLike],
     linear_csv: str | os.PathLike,
@@ -64,9 +112,7 @@ def predict_shards(
     """Predict every cutout of ``shard_paths`` with the integrated, linear and U-Net models
     (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
     torch.set_num_threads(max(1, int(threads)))
-    dev = torch.device(
-        "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    )
+    dev = resolve_device(device)
     shards = ShardSet(shard_paths)
     weights = read_weights(linear_csv)
     net, stats, meta = load_model(unet_path, which="best", device=dev)
@@ -94,9 +140,9 @@ def predict_shards(
             keep = m == 0
             x = np.asarray(d["inputs"], dtype=np.float32)
             maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
-            maps["integrated"][start:stop] = integrated_intensity(x) * keep
-            maps["linear"][start:stop] = predict_linear(x, weights, side_deg=shards.side_deg) * keep
-            maps["unet"][start:stop] = predict_unet(net, stats, x, m, device=dev)
+            models = predict_models(x, m, weights, net, stats, side_deg=shards.side_deg, device=dev)
+            for name, values in models.items():
+                maps[name][start:stop] = values
             if shards.has_oracle:
                 maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
             mask_ds[start:stop] = m

@@ -1,6 +1,6 @@
 # Helpers shared by all stages: experiment settings, input resolution, target lists; one
 # section per stage in data-flow order (sky/download -> preprocess -> cutouts -> models ->
-# predict -> evaluate), like the rule files. No rules here. Rules take only the config slice
+# predict -> evaluate -> template), like the rule files. No rules here. Rules take only the config slice
 # they use, so an edit reruns only the jobs that depend on it. Import only light modules:
 # dustpred.config and dustpred.errors (tests/test_config.py checks that building the DAG
 # loads neither h5py, pandas nor torch).
@@ -116,6 +116,7 @@ def all_targets():
     if not velocity_free():
         targets.append("results/figures/fig1_velocity_spectrum.png")
     targets.extend(evaluation_targets())
+    targets.extend(template_targets())
     return targets
 
 
@@ -476,3 +477,156 @@ def error_settings():
 def summary_settings():
     """Experiment name -> the settings the summary tables list (split, velocities, ...)."""
     return {name: experiment_settings(experiment(name)) for name in experiment_names()}
+
+
+# --- full-sky template (stage template) ---
+# Fold 0: the experiment's models (trained on the `train` subset: north or east); fold 1: the
+# cross-fit models, trained on the `test` subset (south or west) with the same settings.
+TEMPLATE_FIGURES = ("template_maps", "template_r_ell")
+# Keys of config `template` that do not shape the FITS file (they select experiments, shape
+# the second model, which is an input, or only the validation).
+TEMPLATE_OTHER_KEYS = ("enabled", "experiments", "crossfit_validation_fraction", "validation")
+PREPROCESSED = (("stack", "npy"), ("mask", "npy"), ("meta", "json"))
+
+
+def template_experiments():
+    """Experiments that get a template: config `template.experiments` (null: the first)."""
+    if not config["template"]["enabled"]:
+        return []
+    chosen = config["template"]["experiments"]
+    if chosen is None:
+        return experiment_names()[:1]
+    unknown = sorted(set(chosen) - set(experiment_names()))
+    if unknown:
+        raise ConfigError(
+            f"config key 'template.experiments': unknown experiment(s) {unknown}; "
+            f"expected names among {experiment_names()}"
+        )
+    return list(chosen)
+
+
+def template_targets():
+    """The template FITS, its sphere r_ell table and figures of each template experiment."""
+    targets = []
+    for name in template_experiments():
+        targets.append(f"results/template/{name}/dust_template.fits")
+        targets.extend(
+            expand(
+                "results/tables/{experiment}/template_r_ell.{ext}",
+                experiment=name,
+                ext=["csv", "parquet"],
+            )
+        )
+        targets.extend(
+            expand(
+                "results/figures/{experiment}/{figure}.{ext}",
+                experiment=name,
+                figure=TEMPLATE_FIGURES,
+                ext=["png", "pdf"],
+            )
+        )
+    return targets
+
+
+def crossfit_shards(wildcards):
+    """The second model's training cutouts: the experiment's `test` subset."""
+    return subset_shards(wildcards.experiment, "test")
+
+
+def crossfit_unet_params(wildcards):
+    """The experiment's U-Net settings with the cross-fit model's validation share."""
+    unet = dict(unet_params(wildcards))
+    unet["validation_fraction"] = config["template"]["crossfit_validation_fraction"]
+    return unet
+
+
+def crossfit_resume_state(wildcards):
+    return (
+        f"results/models/{wildcards.experiment}/seed{wildcards.seed}/crossfit/resume/state.pt"
+    )
+
+
+def cross_fit():
+    return bool(config["template"]["cross_fit"])
+
+
+def template_unets(wildcards):
+    """Fold-0 U-Nets of every seed, in the order of `seeds_of_wildcards`."""
+    return expand(
+        "results/models/{experiment}/seed{seed}/unet.pt",
+        experiment=wildcards.experiment,
+        seed=seeds_of(wildcards.experiment),
+    )
+
+
+def template_crossfit_unets(wildcards):
+    """Fold-1 U-Nets of every seed (none without cross-fitting)."""
+    if not cross_fit():
+        return []
+    return expand(
+        "results/models/{experiment}/seed{seed}/crossfit/unet.pt",
+        experiment=wildcards.experiment,
+        seed=seeds_of(wildcards.experiment),
+    )
+
+
+def template_linears(wildcards):
+    """Linear weights of fold 0 (and fold 1 with cross-fitting)."""
+    folds = ["", "crossfit/"] if cross_fit() else [""]
+    return [f"results/models/{wildcards.experiment}/{fold}linear.csv" for fold in folds]
+
+
+def template_crossfit_shards(wildcards):
+    return crossfit_shards(wildcards) if cross_fit() else []
+
+
+def template_preprocessed(wildcards):
+    """The preprocessed stack, mask and meta of the experiment's velocity range."""
+    prep = prep_of(wildcards.experiment)
+    return {k: f"results/preprocess/{prep}/{k}.{ext}" for k, ext in PREPROCESSED}
+
+
+def template_stack(wildcards):
+    return template_preprocessed(wildcards)["stack"]
+
+
+def template_mask(wildcards):
+    return template_preprocessed(wildcards)["mask"]
+
+
+def template_meta(wildcards):
+    return template_preprocessed(wildcards)["meta"]
+
+
+def template_oracle(wildcards):
+    """The preprocessed oracle (synthetic sky only), else nothing."""
+    if not oracle_input():
+        return []
+    return f"results/preprocess/{prep_of(wildcards.experiment)}/oracle.npy"
+
+
+def template_params(wildcards):
+    """The config slice the template FITS depends on (also written to its header)."""
+    keys = ("npix", "reso_arcmin", "interpolation")
+    return {
+        "template": {
+            k: v for k, v in config["template"].items() if k not in TEMPLATE_OTHER_KEYS
+        },
+        "cutouts": {k: config["cutouts"][k] for k in keys},
+        "split": split_of(wildcards.experiment),
+        "seed": config["seed"],
+        "seeds": seeds_of(wildcards.experiment),
+    }
+
+
+def template_mem_mb(wildcards, input):
+    """The memory-mapped stack (read tile by tile) plus the reassembly's full-sky arrays."""
+    return int(input.size_mb) + 4096
+
+
+def template_validation_params(wildcards):
+    return {
+        "split": split_of(wildcards.experiment),
+        "ell_cutoff": config["preprocess"]["ell_cutoff"],
+        "validation": config["template"]["validation"],
+    }
