@@ -66,7 +66,6 @@ PYTHONPATH="$repo/workflow${PYTHONPATH:+:$PYTHONPATH}" python3 -m dustpred.bench
 echo "== whole DAG: ${wall} s wall clock on ${cores} cores"
 echo "== peak host memory in use: ${peak} MB (free -m, sampled every 2 s)"
 echo "== disk used by the run:"
-du -sh "$work/resources" "$work/results" "$work"
-du -sh "$work/results/cutouts" "$work/results/preprocess"
+for d in "$work" "$work/resources" "$work/results/preprocess" "$work/results/cutouts"; do du -sh "$d"; done
 echo "== summary"
 cat "$work/results/summary.txt"
