@@ -284,7 +284,7 @@ def test_forward_flops_of_the_halving_network():
 
 def test_model_file_round_trip(tmp_path):
     from dustpred.models.inputs import InputStats
-    from dustpred.training import TrainResult
+    from dustpred.trainer import TrainResult
 
     torch.manual_seed(1)
     net = UNet(3, widths=(4, 8), variant="residual")

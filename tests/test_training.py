@@ -9,18 +9,11 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
+from dustpred.distributed import DistInfo
 from dustpred.models.checkpoint import load_model
-from dustpred.training import (
-    HISTORY_COLUMNS,
-    DistInfo,
-    TrainingDivergedError,
-    TrainSpec,
-    epoch_batches,
-    launch_distributed,
-    run_training,
-    split_train_validation,
-    train_unet,
-)
+from dustpred.resident import epoch_batches, split_train_validation
+from dustpred.trainer import HISTORY_COLUMNS, TrainingDivergedError
+from dustpred.training import TrainSpec, launch_distributed, run_training, train_unet
 
 TINY = {
     "variant": "residual",

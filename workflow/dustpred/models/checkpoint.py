@@ -28,7 +28,7 @@ from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import UNet
 
 if TYPE_CHECKING:  # the trainer's result; prediction must not import the trainer
-    from dustpred.training import TrainResult
+    from dustpred.trainer import TrainResult
 
 FORMAT = "dustpred-unet"
 FORMAT_VERSION = 1
