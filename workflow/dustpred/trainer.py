@@ -51,7 +51,11 @@ HISTORY_COLUMNS = [
     "epoch",
     "lr",
     "train_loss",
+    "train_l1",
+    "train_corr",
     "val_loss",
+    "val_l1",
+    "val_corr",
     "train_r50",
     "train_r150",
     "val_r50",
@@ -59,6 +63,9 @@ HISTORY_COLUMNS = [
     "samples_per_s",
     "seconds",
 ]
+# The loss and its two terms (l1 = mean |T - P|, corr = lambda [(1 - r50) + (1 - r150)], see
+# dustpred.losses.PaperLoss.terms) are means over the epoch's samples; loss = l1 + corr.
+LOSS_TERMS = ("loss", "l1", "corr", "r50", "r150")
 GRAPH_WARMUP_STEPS = 3  # eager steps before capturing the training step (11 under DDP)
 
 
@@ -129,8 +136,9 @@ class Trainer:
             and (graphs == "true" or (graphs == "auto" and not self.dist.active))
         )
         self.opt = self._optimizer()
+        # Sums over the epoch's samples of LOSS_TERMS.
         self.acc = torch.zeros(
-            3, dtype=torch.float64 if not self.cuda else torch.float32, device=device
+            len(LOSS_TERMS), dtype=torch.float64 if not self.cuda else torch.float32, device=device
         )
         self.graph = None
         self.autocast = (
@@ -212,13 +220,15 @@ class Trainer:
             x, t, m = (v.to(self.device, non_blocking=True) for v in (x, t, m))
         with self.autocast:
             pred = self.train_model(x)
-        loss, r = self.loss_fn(pred, t, m)
+        l1, corr, r = self.loss_fn.terms(pred, t, m)
+        loss = corr + l1
         loss.backward()
         if self.settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip, foreach=self.cuda)
         self.opt.step()
         b = t.shape[0]
-        stat = torch.stack([loss.detach() * b, r[:, 0].sum(), r[:, 1].sum()])
+        terms = [loss.detach(), l1.detach(), corr.detach()]
+        stat = torch.stack([v * b for v in terms] + [r[:, 0].sum(), r[:, 1].sum()])
         self.acc.add_(stat.to(self.acc.dtype))
         return loss.detach()
 
@@ -295,27 +305,25 @@ class Trainer:
         self._check_finite(losses, epoch)
         acc = self._reduce(self.acc.double().cpu())
         n = self.steps * self.batch
-        return {
-            "train_loss": acc[0].item() / n,
-            "train_r50": acc[1].item() / n,
-            "train_r150": acc[2].item() / n,
-            "samples_per_s": n / seconds,
-            "train_seconds": seconds,
-        }
+        row = {f"train_{k}": v / n for k, v in zip(LOSS_TERMS, acc.tolist(), strict=True)}
+        return {**row, "samples_per_s": n / seconds, "train_seconds": seconds}
 
     def _log_progress(self, epoch: int, total_epochs: int, done: int, t0: float) -> None:
         """Log this rank's running means after ``done`` steps of ``epoch`` (started at t0)."""
-        acc = self.acc.tolist()
         n = done * self.local_batch
+        loss, l1, corr, r50, r150 = (v / n for v in self.acc.tolist())
         log.info(
-            "epoch %d/%d batch %d/%d: loss %.4f r50 %.4f r150 %.4f (%.0f samples/s)",
+            "epoch %d/%d batch %d/%d: loss %.4f (L1 %.4f + corr %.4f) r50 %.4f r150 %.4f "
+            "(%.0f samples/s)",
             epoch + 1,
             total_epochs,
             done,
             self.steps,
-            acc[0] / n,
-            acc[1] / n,
-            acc[2] / n,
+            loss,
+            l1,
+            corr,
+            r50,
+            r150,
             done * self.batch / (time.perf_counter() - t0),
         )
 
@@ -336,9 +344,10 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Loss, r50, r150 averaged over the validation cutouts (all ranks' shares)."""
+        """:data:`LOSS_TERMS` averaged over the validation cutouts (all ranks' shares), as
+        ``val_loss``, ``val_l1``, ...; NaN without validation cutouts."""
         local = self.val_idx[self.dist.rank :: self.dist.world].to(self.data.features.device)
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)  # and the sample count
         self.net.eval()
         eval_batch = 4 * self.local_batch
         for lo in range(0, len(local), eval_batch):
@@ -346,22 +355,18 @@ class Trainer:
             x, t, m = x.to(self.device), t.to(self.device), m.to(self.device)
             with self.autocast:
                 pred = self.net(x)
-            loss, r = self.loss_fn(pred, t, m)
+            l1, corr, r = self.loss_fn.terms(pred, t, m)
             b = t.shape[0]
+            terms = [(corr + l1).item(), l1.item(), corr.item()]
             sums += torch.tensor(
-                [loss.item() * b, r[:, 0].sum().item(), r[:, 1].sum().item(), b],
+                [v * b for v in terms] + [r[:, 0].sum().item(), r[:, 1].sum().item(), b],
                 dtype=torch.float64,
             )
         self.net.train()
-        sums = self._reduce(sums)
-        n = sums[3].item()
-        if n == 0:
-            return {"val_loss": math.nan, "val_r50": math.nan, "val_r150": math.nan}
-        return {
-            "val_loss": sums[0].item() / n,
-            "val_r50": sums[1].item() / n,
-            "val_r150": sums[2].item() / n,
-        }
+        sums = self._reduce(sums).tolist()
+        n = sums[-1]
+        means = (v / n if n else math.nan for v in sums[:-1])
+        return {f"val_{k}": v for k, v in zip(LOSS_TERMS, means, strict=True)}
 
     # -- state
     def state(self, epoch: int, result: TrainResult) -> dict:
@@ -431,17 +436,14 @@ class Trainer:
     @staticmethod
     def _log_epoch(epoch: int, epochs: int, row: dict, train_seconds: float, best: bool) -> None:
         log.info(
-            "epoch %d/%d: lr %.2g train loss %.4f r50 %.4f r150 %.4f | val loss %.4f "
-            "r50 %.4f r150 %.4f | %.0f samples/s, %.1f s (train %.1f s)%s",
+            "epoch %d/%d: lr %.2g train loss %.4f (L1 %.4g + corr %.4g) r50 %.4f r150 %.4f | "
+            "val loss %.4f (L1 %.4g + corr %.4g) r50 %.4f r150 %.4f | %.0f samples/s, %.1f s "
+            "(train %.1f s)%s",
             epoch + 1,
             epochs,
             row["lr"],
-            row["train_loss"],
-            row["train_r50"],
-            row["train_r150"],
-            row["val_loss"],
-            row["val_r50"],
-            row["val_r150"],
+            *(row[f"train_{k}"] for k in LOSS_TERMS),
+            *(row[f"val_{k}"] for k in LOSS_TERMS),
             row["samples_per_s"],
             row["seconds"],
             train_seconds,

@@ -287,6 +287,7 @@ def _prepare(
         variant=settings.variant,
         max_cutouts=STATS_CUTOUTS,
         seed=seed,
+        target_scale=settings.target_scale,
     )
     t0 = time.perf_counter()
     data = load_resident(shards, stats, device)
