@@ -108,6 +108,24 @@ def test_resume_after_a_kill_ends_with_the_same_weights_as_an_uninterrupted_run(
     )
 
 
+def test_a_resumed_run_writes_the_same_model_file_bytes_as_an_uninterrupted_one(shards, tmp_path):
+    # A large constant learning rate makes the best validation epoch come before the kill,
+    # so the resumed run's best weights are the ones read back from the resume state.
+    params = {**TINY, "epochs": 3, "lr": 0.05, "lr_decay_factor": 1.0}
+    _train(shards, tmp_path / "full", params, seed=3)
+
+    def stop_after_second_epoch(epoch, result):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(shards, tmp_path / "killed", params, seed=3, hook=stop_after_second_epoch)
+    _train(shards, tmp_path / "killed", params, seed=3)
+    full = (tmp_path / "full" / "unet.pt").read_bytes()
+    assert torch.load(tmp_path / "full" / "unet.pt", weights_only=False)["best_epoch"] < 2
+    assert (tmp_path / "killed" / "unet.pt").read_bytes() == full
+
+
 def test_same_seed_and_config_give_a_byte_identical_model_file(shards, tmp_path):
     _train(shards, tmp_path / "a", {**TINY, "epochs": 1})
     _train(shards, tmp_path / "b", {**TINY, "epochs": 1})
