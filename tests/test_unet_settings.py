@@ -86,3 +86,10 @@ def test_an_unknown_key_is_named():
 def test_a_value_out_of_range_is_named_with_what_was_found(key, value):
     with pytest.raises(ConfigError, match=re.escape(f"'unet.{key}': found {value!r}")):
         UNetSettings.from_config({key: value})
+
+
+def test_every_network_variant_is_an_accepted_setting():
+    from dustpred.models.unet import VARIANTS
+
+    for variant in VARIANTS:
+        assert UNetSettings.from_config({"variant": variant}).variant == variant

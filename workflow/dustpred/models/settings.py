@@ -17,7 +17,7 @@ from typing import Any
 from dustpred.config import schema_defaults
 from dustpred.errors import ConfigError
 
-VARIANTS = ("paper", "residual")
+VARIANTS = ("paper", "halving", "residual")  # as dustpred.models.unet.VARIANTS
 INPUT_KINDS = ("cube", "moments", "integrated")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_GRAPHS = ("auto", "true", "false")
@@ -31,7 +31,7 @@ class UNetSettings:
 
     Attributes
     ----------
-    variant : {"paper", "residual"}
+    variant : {"paper", "halving", "residual"}
     input_kind : {"cube", "moments", "integrated"}
     widths : tuple of int
         Feature widths of the levels, top to bottom.
