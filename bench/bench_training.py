@@ -7,7 +7,7 @@ target that depends nonlinearly on them, so that training makes progress):
 
 - ``plain``: fp32, NCHW, ``torch.optim.Adam``, one eager step per batch (PyTorch defaults:
   cuDNN may use TF32 for convolutions), batches gathered from a float32 tensor on the GPU.
-- ``ours``: :class:`dustpred.training.Trainer` exactly as the workflow runs it: bf16 autocast,
+- ``ours``: :class:`dustpred.trainer.Trainer` exactly as the workflow runs it: bf16 autocast,
   channels_last, bf16 resident data with per-sample rotations/flips, fused Adam, gradient
   clipping, per-step loss bookkeeping, per-epoch validation, in several modes (eager, CUDA
   graph, torch.compile + CUDA graph).
@@ -47,7 +47,7 @@ from dustpred.losses import PaperLoss  # noqa: E402
 from dustpred.models.settings import UNetSettings  # noqa: E402
 from dustpred.models.unet import UNet, forward_flops  # noqa: E402
 from dustpred.resident import ResidentData  # noqa: E402
-from dustpred.training import Trainer  # noqa: E402
+from dustpred.trainer import Trainer  # noqa: E402
 
 PAPER_SAMPLES, PAPER_EPOCHS = 50_000, 40
 

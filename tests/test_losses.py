@@ -53,6 +53,23 @@ def test_rescaled_prediction_leaves_only_the_l1_term():
     np.testing.assert_allclose(loss.item(), (2.0 * t).abs().mean().item(), rtol=1e-4)
 
 
+def test_the_terms_are_the_l1_and_the_weighted_correlation_and_add_up_to_the_loss():
+    rng = np.random.default_rng(2)
+    t = rng.lognormal(size=(4, 32, 32)) * 100.0
+    p = t + 40.0 * rng.normal(size=t.shape)
+    mask = np.zeros(t.shape, dtype=np.uint8)
+    mask[::2, :8, :8] = 1
+    t *= mask == 0
+    args = [torch.tensor(v, dtype=torch.float32) for v in (p, t)] + [torch.tensor(mask)]
+    loss_fn = PaperLoss(32, SIDE, lam=LAM)
+    l1, corr, r = loss_fn.terms(*args)
+    loss, _ = loss_fn(*args)
+    assert loss.item() == (corr + l1).item()  # the same float32 sum, bitwise
+    np.testing.assert_allclose(l1.item(), np.abs(t - p * (mask == 0)).mean(), rtol=1e-5)
+    r50, r150 = r50_r150(t, p * (mask == 0), side_deg=SIDE)
+    np.testing.assert_allclose(corr.item(), LAM * np.mean(2 - r50 - r150), rtol=1e-4)
+
+
 def test_masked_pixels_of_the_prediction_do_not_matter():
     t = torch.randn(2, 16, 16)
     mask = torch.zeros(2, 16, 16, dtype=torch.uint8)

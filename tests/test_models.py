@@ -6,7 +6,7 @@ import pytest
 import torch
 from fake_training_shards import SIDE_DEG, write_fake_shards
 
-from dustpred.errors import InputError
+from dustpred.errors import ConfigError, InputError
 from dustpred.metrics import bin_edges, ell_grid
 from dustpred.models.checkpoint import load_model, save_model
 from dustpred.models.inputs import fit_input_stats, prepare_inputs
@@ -284,7 +284,7 @@ def test_forward_flops_of_the_halving_network():
 
 def test_model_file_round_trip(tmp_path):
     from dustpred.models.inputs import InputStats
-    from dustpred.training import TrainResult
+    from dustpred.trainer import TrainResult
 
     torch.manual_seed(1)
     net = UNet(3, widths=(4, 8), variant="residual")
@@ -313,6 +313,33 @@ def test_load_model_rejects_other_files(tmp_path):
 
 
 # --- inputs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["mean_abs", "none", 25.0])
+def test_target_scale_setting_sets_the_target_divisor_and_keeps_the_base_on_its_scale(
+    tmp_path, setting
+):
+    paths = write_fake_shards(tmp_path / "s", channels=4, n_per_shard=(20,))
+    shards = ShardSet(paths)
+    d = shards.read(["inputs", "target", "mask"], np.arange(shards.n))
+    good = d["mask"] == 0
+    mean_abs_t = np.abs(d["target"][good].astype(np.float64)).mean()
+    stats = fit_input_stats(
+        shards, np.arange(shards.n), input_kind="cube", variant="residual", target_scale=setting
+    )
+    expected = {"mean_abs": mean_abs_t, "none": 1.0, 25.0: 25.0}[setting]
+    np.testing.assert_allclose(stats.target_scale, expected, rtol=1e-6)
+    # The residual's integrated channel has the mean |.| of the scaled target.
+    base = prepare_inputs(d["inputs"], d["mask"], stats).numpy()[:, -1]
+    np.testing.assert_allclose(np.abs(base[good]).mean(), mean_abs_t / expected, rtol=1e-4)
+
+
+def test_unknown_target_scale_is_a_config_error(tmp_path):
+    shards = ShardSet(write_fake_shards(tmp_path / "s", channels=4, n_per_shard=(8,)))
+    with pytest.raises(ConfigError, match="'unet.target_scale': found 'max'"):
+        fit_input_stats(
+            shards, np.arange(shards.n), input_kind="cube", variant="paper", target_scale="max"
+        )
 
 
 @pytest.mark.parametrize("kind,nf", [("cube", 4), ("moments", 3), ("integrated", 1)])

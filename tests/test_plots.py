@@ -35,7 +35,11 @@ def training_csv(tmp_path):
             "epoch": e,
             "lr": 1e-3,
             "train_loss": 5 / e,
+            "train_l1": 0.05 / e,
+            "train_corr": 5 / e - 0.05 / e,
             "val_loss": 6 / e,
+            "val_l1": 0.06 / e,
+            "val_corr": 6 / e - 0.06 / e,
             "train_r50": 1 - 0.3 / e,
             "train_r150": 1 - 0.4 / e,
             "val_r50": 0.9 - 0.3 / e,
@@ -151,13 +155,23 @@ def test_plot_functions_write_png_and_pdf(tables, training_csv, tmp_path):
         assert_png_and_pdf(png, pdf)
 
 
-def test_training_figure_has_loss_and_r_by_epoch(training_csv):
+def test_training_figure_has_loss_its_terms_and_r_by_epoch(training_csv):
     fig = plots.training_figure(pd.read_csv(training_csv))
-    ax_loss, ax_r = fig.axes
+    ax_loss, ax_terms, ax_r = fig.axes
     assert ax_loss.get_xlabel() == "epoch" and "loss" in ax_loss.get_ylabel()
     assert ax_loss.get_yscale() == "linear"  # 5/e over 5 epochs: less than a decade
     labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
     assert labels == ["r50", "r150", "train", "validation"]
+    term_labels = [t.get_text() for t in ax_terms.get_legend().get_texts()]
+    assert term_labels[0].startswith("mean") and term_labels[1].startswith(r"$\lambda")
+    assert ax_terms.get_yscale() == "log"  # the terms differ 100-fold here
+    plots.plt.close(fig)
+
+
+def test_training_figure_of_a_table_without_loss_terms_has_no_terms_panel(training_csv):
+    table = pd.read_csv(training_csv).drop(columns=["train_l1", "train_corr", "val_l1"])
+    fig = plots.training_figure(table)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (eq. 2.3)", r"mean $r$ (U-Net)"]
     plots.plt.close(fig)
 
 

@@ -9,18 +9,11 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
+from dustpred.distributed import DistInfo
 from dustpred.models.checkpoint import load_model
-from dustpred.training import (
-    HISTORY_COLUMNS,
-    DistInfo,
-    TrainingDivergedError,
-    TrainSpec,
-    epoch_batches,
-    launch_distributed,
-    run_training,
-    split_train_validation,
-    train_unet,
-)
+from dustpred.resident import epoch_batches, split_train_validation
+from dustpred.trainer import HISTORY_COLUMNS, TrainingDivergedError
+from dustpred.training import TrainSpec, launch_distributed, run_training, train_unet
 
 TINY = {
     "variant": "residual",
@@ -64,6 +57,25 @@ def test_training_writes_the_model_and_the_epoch_table(shards, tmp_path):
     assert not (tmp_path / "resume").exists()  # removed after success
 
 
+def test_logged_loss_terms_add_up_to_the_logged_loss(shards, tmp_path):
+    _train(shards, tmp_path, TINY)
+    table = pd.read_csv(tmp_path / "training.csv")
+    for subset in ("train", "val"):
+        l1, corr = table[f"{subset}_l1"], table[f"{subset}_corr"]
+        # float32 per-batch sums, then 8 significant digits in the CSV
+        np.testing.assert_allclose(l1 + corr, table[f"{subset}_loss"], rtol=1e-6)
+        assert (l1 > 0).all() and (corr > 0).all()
+        # corr is lambda [(1 - r50) + (1 - r150)] averaged over the same cutouts
+        r_sum = table[f"{subset}_r50"] + table[f"{subset}_r150"]
+        np.testing.assert_allclose(corr, 30.0 * (2.0 - r_sum), rtol=1e-5)
+
+
+def test_target_scale_none_trains_on_the_target_in_its_own_units(shards, tmp_path):
+    _train(shards, tmp_path, {**TINY, "epochs": 1, "target_scale": "none"})
+    _, stats, meta = load_model(tmp_path / "unet.pt")
+    assert stats.target_scale == 1.0 and meta["params"]["target_scale"] == "none"
+
+
 def test_resume_after_a_kill_ends_with_the_same_weights_as_an_uninterrupted_run(shards, tmp_path):
     params = {**TINY, "epochs": 3, "lr_decay_every": 2}
     _train(shards, tmp_path / "full", params, seed=3)
@@ -94,6 +106,24 @@ def test_resume_after_a_kill_ends_with_the_same_weights_as_an_uninterrupted_run(
     pd.testing.assert_frame_equal(
         a.drop(columns=["samples_per_s", "seconds"]), b.drop(columns=["samples_per_s", "seconds"])
     )
+
+
+def test_a_resumed_run_writes_the_same_model_file_bytes_as_an_uninterrupted_one(shards, tmp_path):
+    # A large constant learning rate makes the best validation epoch come before the kill,
+    # so the resumed run's best weights are the ones read back from the resume state.
+    params = {**TINY, "epochs": 3, "lr": 0.05, "lr_decay_factor": 1.0}
+    _train(shards, tmp_path / "full", params, seed=3)
+
+    def stop_after_second_epoch(epoch, result):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(shards, tmp_path / "killed", params, seed=3, hook=stop_after_second_epoch)
+    _train(shards, tmp_path / "killed", params, seed=3)
+    full = (tmp_path / "full" / "unet.pt").read_bytes()
+    assert torch.load(tmp_path / "full" / "unet.pt", weights_only=False)["best_epoch"] < 2
+    assert (tmp_path / "killed" / "unet.pt").read_bytes() == full
 
 
 def test_same_seed_and_config_give_a_byte_identical_model_file(shards, tmp_path):

@@ -44,6 +44,16 @@ def test_values_are_typed_but_the_stored_config_keeps_them_as_given():
     assert list(settings.config) == list(schema_defaults("unet"))  # schema order, all keys
 
 
+@pytest.mark.parametrize(
+    ("value", "typed"), [("mean_abs", "mean_abs"), ("none", "none"), (250, 250.0)]
+)
+def test_target_scale_is_mean_abs_none_or_a_positive_number(value, typed):
+    settings = UNetSettings.from_config({"target_scale": value})
+    assert settings.target_scale == typed and type(settings.target_scale) is type(typed)
+    assert settings.config["target_scale"] == value
+    assert UNetSettings.from_config({}).target_scale == "mean_abs"  # the default
+
+
 def test_settings_are_frozen():
     settings = UNetSettings.from_config({})
     with pytest.raises(FrozenInstanceError):
@@ -68,8 +78,18 @@ def test_an_unknown_key_is_named():
         ("widths", []),
         ("lr", "1e-3"),  # YAML 1.1 reads 1e-3 (no dot) as a string
         ("compile", "fastest"),
+        ("target_scale", "max"),
+        ("target_scale", 0),
+        ("target_scale", True),
     ],
 )
 def test_a_value_out_of_range_is_named_with_what_was_found(key, value):
     with pytest.raises(ConfigError, match=re.escape(f"'unet.{key}': found {value!r}")):
         UNetSettings.from_config({key: value})
+
+
+def test_every_network_variant_is_an_accepted_setting():
+    from dustpred.models.unet import VARIANTS
+
+    for variant in VARIANTS:
+        assert UNetSettings.from_config({"variant": variant}).variant == variant

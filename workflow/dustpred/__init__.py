@@ -22,7 +22,8 @@ The library behind the Snakemake workflow; it never imports snakemake. Modules:
 - ``models``      integrated, linear and U-Net predictors
 - ``distributed`` process group and rank-synchronised BatchNorm for data-parallel training
 - ``resident``    the training set in (GPU) memory, its rotations/flips and epoch order
-- ``training``    U-Net training (resumable, DDP)
+- ``trainer``     the U-Net training loop (one process: epochs, CUDA graphs, best weights)
+- ``training``    U-Net training runs: set-up, resume, several processes, model file
 - ``evaluation``  tables of r(ell), r50/r150 and wins
 - ``plots``       the paper's figures
 - ``fullsky``     full-sky template: tiles, cross-fitting folds, reassembly on HEALPix

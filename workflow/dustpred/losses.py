@@ -45,6 +45,9 @@ def band_correlations(target: torch.Tensor, prediction: torch.Tensor, weights: t
 class PaperLoss(nn.Module):
     """``lam * mean_batch[(1 - r50) + (1 - r150)] + mean |T - P|`` for maps (B, n, n).
 
+    The L1 term is the mean over every pixel of the batch (masked pixels count as 0), in the
+    units of the target as given (see ``unet.target_scale`` in :mod:`dustpred.models.inputs`).
+
     Parameters
     ----------
     npix : int
@@ -66,10 +69,17 @@ class PaperLoss(nn.Module):
         w = torch.tensor(rfft_band_weights(npix, side_deg), dtype=torch.float32)
         self.register_buffer("weights", w, persistent=False)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+    def terms(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+        """The loss's two terms: ``l1 = mean |T - P|`` and ``corr = lam * mean_batch[(1 - r50)
+        + (1 - r150)]`` (scalar tensors, differentiable; ``corr + l1`` is the loss), and r
+        (B, 2), detached."""
         prediction = prediction.float() * (mask == 0)
         target = target.float()
         r = band_correlations(target, prediction, self.weights)
-        corr = (2.0 - r.sum(dim=1)).mean()
+        corr = self.lam * (2.0 - r.sum(dim=1)).mean()
         l1 = (target - prediction).abs().mean()
-        return self.lam * corr + l1, r.detach()
+        return l1, corr, r.detach()
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
+        l1, corr, r = self.terms(prediction, target, mask)
+        return corr + l1, r

@@ -51,6 +51,11 @@ SPLIT_SUBSET_LABELS = {
     "east_west": {"train": "train: east", "test": "test: west"},
 }
 TRAINING_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r50", "val_r150"]
+TERM_COLUMNS = ["train_l1", "train_corr", "val_l1", "val_corr"]  # logged since issue 15
+TERM_STYLE = {  # term -> colour, label
+    "l1": ("#7f7f7f", r"mean $|T - \tilde T|$"),
+    "corr": ("#9467bd", r"$\lambda[(1 - r_{50}) + (1 - r_{150})]$"),
+}
 MASK_COLOUR = "#9e9e9e"
 
 
@@ -251,19 +256,43 @@ def seed_averaged_r_ell(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return out.reset_index()[R_ELL_COLUMNS]
 
 
+def _log_if_decades(ax, values: np.ndarray) -> None:
+    """Log y scale only where positive values span more than a decade (else it just hides the
+    ticks)."""
+    if np.all(values > 0) and np.nanmax(values) > 10 * np.nanmin(values):
+        ax.set_yscale("log")
+
+
+def _loss_terms_panel(ax, training: pd.DataFrame) -> None:
+    """The loss's two terms by epoch: L1 and lambda [(1 - r50) + (1 - r150)], train dashed,
+    validation solid."""
+    epoch = training["epoch"]
+    for term, (colour, label) in TERM_STYLE.items():
+        ax.plot(epoch, training[f"train_{term}"], color=colour, ls="--")
+        ax.plot(epoch, training[f"val_{term}"], color=colour, ls="-", label=label)
+    ax.plot([], [], color="0.4", ls="--", label="train")
+    ax.plot([], [], color="0.4", ls="-", label="validation")
+    _log_if_decades(ax, training[TERM_COLUMNS].to_numpy(dtype=float))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss term")
+    ax.legend(fontsize="small")
+
+
 def training_figure(training: pd.DataFrame) -> Figure:
-    """Training curves: loss (left) and r50/r150 (right) by epoch, train and validation."""
-    fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(10.0, 4.0))
+    """Training curves by epoch, train and validation: the loss (left), its two terms (middle;
+    only where the table has :data:`TERM_COLUMNS`) and r50/r150 (right)."""
+    terms = all(c in training for c in TERM_COLUMNS)
+    fig, axes = plt.subplots(1, 3 if terms else 2, figsize=(15.0 if terms else 10.0, 4.0))
+    ax_loss, ax_r = axes[0], axes[-1]
     epoch = training["epoch"]
     ax_loss.plot(epoch, training["train_loss"], color=PALETTE["unet"], ls="--", label="train")
     ax_loss.plot(epoch, training["val_loss"], color=PALETTE["unet"], ls="-", label="validation")
-    losses = training[["train_loss", "val_loss"]].to_numpy(dtype=float)
-    # log scale only where the loss spans more than a decade; else it just hides the ticks
-    if np.all(losses > 0) and np.nanmax(losses) > 10 * np.nanmin(losses):
-        ax_loss.set_yscale("log")
+    _log_if_decades(ax_loss, training[["train_loss", "val_loss"]].to_numpy(dtype=float))
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss (eq. 2.3)")
     ax_loss.legend()
+    if terms:
+        _loss_terms_panel(axes[1], training)
     shades = {"r50": "#1f77b4", "r150": "#17becf"}
     for metric in ("r50", "r150"):
         if f"train_{metric}" in training:
@@ -274,7 +303,7 @@ def training_figure(training: pd.DataFrame) -> Figure:
     ax_r.set_xlabel("epoch")
     ax_r.set_ylabel(r"mean $r$ (U-Net)")
     ax_r.legend(fontsize="small")
-    for ax in (ax_loss, ax_r):
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle("U-Net training")

@@ -7,14 +7,15 @@ network's build arguments (``model_config``), the ``unet`` config slice with its
 ``best_epoch``, ``best_val_loss``), the number of epochs, the software :func:`versions` and
 the run's metadata (``npix``, ``side_deg``, ``world_size``, ``train_shards``).
 
-Files are written atomically and through a file handle (:func:`save_torch`), so the same run
-gives the same bytes.
+Files are written atomically and through a file handle (:func:`save_torch`), and the weights'
+keys are interned, so the same run gives the same bytes, resumed or not.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import UNet
 
 if TYPE_CHECKING:  # the trainer's result; prediction must not import the trainer
-    from dustpred.training import TrainResult
+    from dustpred.trainer import TrainResult
 
 FORMAT = "dustpred-unet"
 FORMAT_VERSION = 1
@@ -80,8 +81,8 @@ def save_model(
         "params": settings.config,
         "stats": stats.to_dict(),
         "seed": int(seed),
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "best_state_dict": result.best_state,
+        "state_dict": _canonical({k: v.detach().cpu() for k, v in net.state_dict().items()}),
+        "best_state_dict": _canonical(result.best_state),
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "epochs": len(result.history),
@@ -89,6 +90,17 @@ def save_model(
         **meta,
     }
     save_torch(model, path)
+
+
+def _canonical(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """``state`` with interned keys. pickle writes a string object once and then refers to
+    it, so which key objects two dicts share shows in the bytes. Without this, a top-level key
+    (the residual's ``scale``) is shared between the weights and the best weights of an
+    uninterrupted run but not of a resumed one, whose best weights come from the resume file;
+    interned, the keys of both dicts are shared however they were made."""
+    if state is None:
+        return None
+    return {sys.intern(k): v for k, v in state.items()}
 
 
 def load_model(

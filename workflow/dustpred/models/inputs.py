@@ -10,22 +10,28 @@ Normalisation (statistics from the training set, stored with the model):
   ``sqrt(M2 / M0 - (M1 / M0)^2)`` with ``Mm = sum_v v^m I_v`` (v in km/s): integrated
   intensity, intensity-weighted mean velocity and velocity dispersion; each standardised.
 - ``input_kind = "integrated"``: one map, ``asinh(M0 / a)``, standardised.
-- ``variant = "residual"`` appends the integrated map ``M0 / s`` (``s`` its mean |M0|) as a
-  last, linearly scaled channel: the network adds it to its output.
-- The target is divided by its mean |T| over unmasked training pixels, so the L1 term of the
-  loss is O(1) whatever the map units.
+- The target is divided by ``target_scale`` (setting ``unet.target_scale``): ``mean_abs``
+  (the default) divides it by its mean |T| over unmasked training pixels, so the L1 term of
+  the loss is O(1) whatever the map units; ``none`` leaves it in its units (µK_RJ for the
+  dust maps), as the authors' code does; a number divides it by that number. The prediction
+  is multiplied by the same scale.
+- ``variant = "residual"`` appends the integrated map ``M0 / s`` as a last, linearly scaled
+  channel: the network adds it to its output. ``s`` makes its mean |.| that of the scaled
+  target (with ``mean_abs``: 1, so ``s`` is the mean |M0|), so that the network starts near
+  the integrated-intensity baseline in any target units.
 
 Masked pixels are zero in every prepared channel (the standardised mean).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from dustpred.errors import InputError
+from dustpred.errors import ConfigError, InputError
 from dustpred.shards import ShardSet
 
 INPUT_KINDS = ("cube", "moments", "integrated")
@@ -46,9 +52,9 @@ class InputStats:
     mean, std : list of float
         Per-feature standardisation (F,) of the asinh/moment features.
     base_scale : float
-        Divides the integrated map of the residual variant.
+        Divides the integrated map of the residual variant (units of M0 per target unit).
     target_scale : float
-        Divides the target (mean |T| over unmasked training pixels).
+        Divides the target (target units; see the module docstring).
     """
 
     input_kind: str
@@ -106,9 +112,14 @@ def fit_input_stats(
     max_cutouts: int = 1024,
     seed: int = 0,
     chunk: int = 128,
+    target_scale: str | float = "mean_abs",
 ) -> InputStats:
     """Fit :class:`InputStats` on (a seeded subsample of at most ``max_cutouts`` of) the
-    training cutouts ``indices`` of ``shards``. Sums are accumulated in float64."""
+    training cutouts ``indices`` of ``shards``. Sums are accumulated in float64.
+
+    ``target_scale`` is ``unet.target_scale``: ``"mean_abs"``, ``"none"`` or a number > 0
+    (see the module docstring).
+    """
     if input_kind not in INPUT_KINDS:
         raise InputError(
             f"config key 'unet.input_kind': got {input_kind!r}, expected one of {INPUT_KINDS}"
@@ -139,8 +150,7 @@ def fit_input_stats(
         variant=variant,
         velocities_kms=[float(v) for v in shards.velocities_kms],
         softening=max(softening, np.finfo(np.float32).tiny),
-        base_scale=max(m0_sum / n_pix, np.finfo(np.float32).tiny),
-        target_scale=max(t_sum / n_pix, np.finfo(np.float32).tiny),
+        **_output_scales(m0_sum / n_pix, t_sum / n_pix, target_scale),
     )
     # Pass 2: per-feature mean and standard deviation over unmasked pixels.
     s1 = s2 = 0.0
@@ -163,6 +173,27 @@ def fit_input_stats(
     stats.mean = [float(v) for v in mean]
     stats.std = [float(v) for v in std]
     return stats
+
+
+def _output_scales(m0_mean: float, t_mean: float, target_scale: str | float) -> dict:
+    """``base_scale`` and ``target_scale`` of :class:`InputStats` from the mean |M0| and the
+    mean |T| over unmasked training pixels, for the setting ``target_scale``."""
+    tiny = np.finfo(np.float32).tiny
+    if target_scale == "mean_abs":  # both channels O(1); kept in this form for identical bytes
+        return {"base_scale": max(m0_mean, tiny), "target_scale": max(t_mean, tiny)}
+    if target_scale == "none":
+        scale = 1.0
+    elif isinstance(target_scale, int | float) and not isinstance(target_scale, bool):
+        scale = float(target_scale)
+    else:
+        scale = math.nan
+    if not 0 < scale < math.inf:
+        raise ConfigError(
+            f"config key 'unet.target_scale': found {target_scale!r}; expected mean_abs, "
+            "none or a number > 0"
+        )
+    # The integrated map, divided by base_scale, has the mean |.| of the target divided by scale.
+    return {"base_scale": max(m0_mean * scale / max(t_mean, tiny), tiny), "target_scale": scale}
 
 
 def prepare_features(

@@ -17,11 +17,12 @@ from typing import Any
 from dustpred.config import schema_defaults
 from dustpred.errors import ConfigError
 
-VARIANTS = ("paper", "residual")
+VARIANTS = ("paper", "halving", "residual")  # as dustpred.models.unet.VARIANTS
 INPUT_KINDS = ("cube", "moments", "integrated")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_GRAPHS = ("auto", "true", "false")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TARGET_SCALES = ("mean_abs", "none")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class UNetSettings:
 
     Attributes
     ----------
-    variant : {"paper", "residual"}
+    variant : {"paper", "halving", "residual"}
     input_kind : {"cube", "moments", "integrated"}
     widths : tuple of int
         Feature widths of the levels, top to bottom.
@@ -39,6 +40,11 @@ class UNetSettings:
     dropout : float
     loss_lambda : float
         Weight of the correlation term of the loss.
+    target_scale : {"mean_abs", "none"} or float
+        What the target is divided by before the loss (and the prediction multiplied by):
+        ``"mean_abs"``, its mean |T| over unmasked training pixels (the L1 term is then O(1)
+        whatever the units); ``"none"``, nothing (the L1 term is in the target's units, as in
+        the authors' code); a number > 0, that number (in the target's units).
     epochs, batch_size : int
         Epochs; global batch (split across processes).
     lr, lr_decay_every, lr_decay_factor : float, int, float
@@ -63,6 +69,7 @@ class UNetSettings:
     bottleneck: int | None
     dropout: float
     loss_lambda: float
+    target_scale: str | float
     epochs: int
     batch_size: int
     lr: float
@@ -106,6 +113,7 @@ class UNetSettings:
             bottleneck=None if config["bottleneck"] is None else int(config["bottleneck"]),
             dropout=float(config["dropout"]),
             loss_lambda=float(config["loss_lambda"]),
+            target_scale=_target_scale(config["target_scale"]),
             epochs=int(config["epochs"]),
             batch_size=int(config["batch_size"]),
             lr=float(config["lr"]),
@@ -135,6 +143,15 @@ def _check(config: dict[str, Any]) -> None:
         ("bottleneck", lambda v: v is None or v >= 1, "null or an integer >= 1"),
         ("dropout", lambda v: 0 <= v <= 0.95, "0 <= value <= 0.95"),
         ("loss_lambda", lambda v: v >= 0, "a number >= 0"),
+        (
+            "target_scale",
+            lambda v: (
+                v in TARGET_SCALES
+                if isinstance(v, str)
+                else not isinstance(v, bool) and 0 < v < float("inf")
+            ),
+            "mean_abs, none or a number > 0",
+        ),
         ("epochs", lambda v: int(v) >= 1, "an integer >= 1"),
         ("batch_size", lambda v: int(v) >= 1, "an integer >= 1"),
         ("lr", lambda v: v > 0, "a number > 0"),
@@ -161,3 +178,8 @@ def _check(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key 'unet.{key}': found {config[key]!r}; expected {expected}"
             )
+
+
+def _target_scale(value: str | float) -> str | float:
+    """A checked ``target_scale``: one of :data:`TARGET_SCALES`, else the number as a float."""
+    return value if isinstance(value, str) else float(value)
