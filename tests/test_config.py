@@ -96,6 +96,7 @@ def test_experiment_settings_are_the_summary_setting_columns():
     assert settings == {
         "split": "north_south",
         "velocity_kms": "-64.5..17",
+        "variant": None,
         "input_kind": None,
         "loss_lambda": 60.0,
     }
