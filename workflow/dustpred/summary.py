@@ -339,13 +339,16 @@ def summarize(
     per_cutout_paths
         (experiment, seed) -> that run's per-cutout CSV table.
     summary_csv, summary_txt, summary_parquet
-        Outputs: the table, and a human-readable text (also logged).
+        Outputs: the table, and a human-readable text (also logged): the headline
+        (:func:`headline_lines`: the models of the runs on the same test cutouts side by
+        side), then one paragraph per run and the spread over seeds.
     by_experiment
         (csv, parquet) paths of the table of means and sds over seeds per experiment and
         model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
     settings
         Experiment name -> its :data:`SETTING_COLUMNS` values (see
-        :func:`dustpred.config.experiment_settings`); fills those columns of both tables.
+        :func:`dustpred.config.experiment_settings`); fills those columns of both tables and
+        groups the headline (without it, each run is its own headline group).
     errors
         How errors are computed (default :class:`dustpred.evaluation.ErrorSettings`).
 
