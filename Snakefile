@@ -16,6 +16,7 @@ from dustpred.config import (
     canonical,
     check_config,
     check_config_file,
+    drop_disabled_experiments,
     read_schema,
     validate_config,
 )
@@ -30,12 +31,13 @@ configfile: "config/config.yaml"
 
 
 # Validation, before any job: the config as given (every bad key named, as a ConfigError),
-# Snakemake's pass that fills in the schema defaults, then each experiment's resolved
-# settings and the checks across keys (dustpred.config).
+# Snakemake's pass that fills in the schema defaults, then (experiments set to false left
+# out) each experiment's resolved settings and the checks across keys (dustpred.config).
 SCHEMA = "workflow/schemas/config.schema.yaml"
 _schema = read_schema(Path(workflow.basedir) / SCHEMA)
 validate_config(config, _schema)
 validate(config, SCHEMA, set_default=True)
+drop_disabled_experiments(config)
 check_config(config, _schema)
 
 # Sorted keys: rules compare params by repr, so key order in the YAML must not matter.

@@ -21,6 +21,7 @@ from dustpred.config import (
     check_config_file,
     check_cross_keys,
     deep_merge,
+    drop_disabled_experiments,
     experiment_settings,
     find_lambda_sweep,
     read_schema,
@@ -96,6 +97,7 @@ def test_experiment_settings_are_the_summary_setting_columns():
     assert settings == {
         "split": "north_south",
         "velocity_kms": "-64.5..17",
+        "variant": None,
         "input_kind": None,
         "loss_lambda": 60.0,
     }
@@ -229,6 +231,40 @@ def with_experiment(override) -> dict:
 def test_shipped_configs_pass_every_check(files):
     config = with_defaults(read_config(*files))
     check_config(config, SCHEMA)  # raises on any problem
+
+
+def test_default_config_trains_the_residual_and_the_paper_unet_on_the_same_cutouts():
+    config = with_defaults(read_config("config/config.yaml"))
+    assert drop_disabled_experiments(config) == []
+    resolved = {name: resolve_experiment(config, name) for name in config["experiments"]}
+    assert {name: r["unet"]["variant"] for name, r in resolved.items()} == {
+        "baseline": "residual",
+        "paper_unet": "paper",
+    }
+    shared = {(tuple(r["velocity_kms"]), r["split"]) for r in resolved.values()}
+    assert len(shared) == 1  # one preprocessing, one set of cutouts
+
+
+def test_an_experiment_set_to_false_is_left_out():
+    config = with_defaults(read_config("config/config.yaml", "config/paper.yaml"))
+    assert drop_disabled_experiments(config) == ["paper_unet"]
+    assert "paper_unet" not in config["experiments"]
+    variants = {resolve_experiment(config, n)["unet"]["variant"] for n in config["experiments"]}
+    assert variants == {"paper"}  # paper.yaml configures no residual U-Net
+
+
+def test_every_experiment_set_to_false_is_refused():
+    config = with_defaults(read_config("config/config.yaml"))
+    config["experiments"] = {"baseline": False, "paper_unet": False}
+    with pytest.raises(ConfigError, match=r"'experiments': every experiment .* false"):
+        drop_disabled_experiments(config)
+
+
+def test_the_removed_scale_dependent_switch_is_refused_by_name():
+    config = read_config("config/config.yaml")
+    config["linear"]["scale_dependent"] = True  # both linear models are always fitted now
+    with pytest.raises(ConfigError, match=r"'linear\.scale_dependent': unknown key"):
+        validate_config(config, SCHEMA)
 
 
 def test_base_typo_names_the_key():

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from fake_predictions import write_fake_predictions
 
 from dustpred.config import experiment_settings
@@ -14,6 +15,8 @@ from dustpred.evaluation import (
     WINS_COLUMNS,
     Predictions,
     evaluate,
+    model_label,
+    model_order,
     wins_table,
 )
 from dustpred.metrics import r50_r150, r_ell
@@ -62,8 +65,8 @@ def test_per_cutout_values_are_the_metric_on_the_masked_maps(tmp_path):
     np.testing.assert_allclose(sel["r150"], r150, rtol=1e-12)
     np.testing.assert_allclose(sel["masked_fraction"], test["mask"].mean(axis=(1, 2)))
     np.testing.assert_allclose(sel["lon"], test["lon"])
-    assert set(pc["model"]) == {"integrated", "linear", "unet", "oracle"}
-    assert len(pc) == 2 * 4 * 20
+    assert set(pc["model"]) == {"integrated", "linear", "linear_sd", "unet", "oracle"}
+    assert len(pc) == 2 * 5 * 20
 
 
 def test_masked_pixels_are_zeroed_even_if_the_file_has_values_there(tmp_path):
@@ -127,7 +130,7 @@ def test_known_ranking_shows_in_wins_and_means(tmp_path):
 def test_oracle_is_optional(tmp_path):
     tables, _, _ = run_evaluate(tmp_path, oracle=False)
     assert "oracle" not in set(tables["per_cutout"]["model"])
-    assert set(tables["wins"]["model"]) == {"linear", "unet"}
+    assert set(tables["wins"]["model"]) == {"linear", "linear_sd", "unet"}
 
 
 def test_missing_model_raises_input_error_naming_the_file(tmp_path):
@@ -208,13 +211,13 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
     assert set(table["velocity_kms"]) == {"-64.5..17"}
     by_experiment = pd.read_parquet(by_exp[1])
     assert list(by_experiment.columns) == SUMMARY_BY_EXPERIMENT_COLUMNS
-    assert len(by_experiment) == 2 * 4
+    assert len(by_experiment) == 2 * 5
     row = by_experiment[(by_experiment.experiment == "baseline") & (by_experiment.model == "unet")]
     seeds = table[(table.experiment == "baseline") & (table.model == "unet")]
     assert row["wins_r150_mean"].iloc[0] == pytest.approx(seeds["wins_r150"].astype(float).mean())
     assert row["r50_test_sd"].iloc[0] == pytest.approx(seeds["r50_test"].std(ddof=1))
     assert row["loss_lambda"].iloc[0] == 30.0
-    assert len(table) == 3 * 4
+    assert len(table) == 3 * 5
     assert table[["experiment", "seed", "model"]].duplicated().sum() == 0
     text = (tmp_path / "summary.txt").read_text()
     row = table[(table.experiment == "lam0") & (table.model == "unet")].iloc[0]
@@ -291,3 +294,137 @@ def test_unknown_models_are_listed_last_by_name():
 
     assert model_order(["residual", "unet", "integrated"]) == ["integrated", "unet", "residual"]
     assert model_label("residual") == "residual"
+
+
+# --- the headline: every model on the same test cutouts --------------------------------------
+
+
+def default_settings():
+    """Experiment -> summary settings of config/config.yaml's experiments."""
+    from conftest import REPO
+
+    from dustpred.config import resolve_experiment
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    return {
+        name: experiment_settings(resolve_experiment(config, name))
+        for name in config["experiments"]
+    }
+
+
+def fake_run(root, experiment, seed=0, data_seed=0, n=12, **fake):
+    """Evaluate fake predictions of one run; returns its per-cutout CSV. Runs with the same
+    ``data_seed`` and noise share every map but those whose noise differs."""
+    d = root / experiment / f"seed{seed}"
+    d.mkdir(parents=True)
+    paths = {s: d / f"{s}.h5" for s in ("train", "test")}
+    for i, path in enumerate(paths.values()):
+        write_fake_predictions(path, n=n, seed=data_seed + 10 * i, **fake)
+    evaluate(paths, *[(d / f"{t}.csv", None) for t in ("per_cutout", "r_ell", "wins")])
+    return d / "per_cutout.csv"
+
+
+def headline(text):
+    return text.split("every run")[0]
+
+
+def test_scale_dependent_linear_model_is_a_row_of_the_summary_table(tmp_path):
+    path = fake_run(tmp_path, "baseline")
+    table = summarize({("baseline", 0): path}, tmp_path / "s.csv", tmp_path / "s.txt")
+    sd = table[table.model == "linear_sd"]
+    assert len(sd) == 1 and np.isfinite(sd["r50_test"].iloc[0])
+    pc = pd.read_csv(path)
+    expected = pc[(pc.subset == "test") & (pc.model == "linear_sd")]["r50"].mean()
+    assert sd["r50_test"].iloc[0] == pytest.approx(expected, rel=1e-12)
+    assert "linear, scale-dependent" in (tmp_path / "s.txt").read_text()
+
+
+def test_headline_lists_all_six_models_of_the_default_experiments(tmp_path):
+    from fake_predictions import NOISE
+
+    settings = default_settings()
+    assert set(settings) == {"baseline", "paper_unet"}
+    paths = {
+        ("baseline", 0): fake_run(tmp_path, "baseline"),
+        ("paper_unet", 0): fake_run(tmp_path, "paper_unet", noise={**NOISE, "unet": 0.6}),
+    }
+    table = summarize(paths, tmp_path / "s.csv", tmp_path / "s.txt", settings=settings)
+    text = headline((tmp_path / "s.txt").read_text())
+    assert "split north_south, HI -64.5..17 km/s, seed 0: experiments baseline, paper_unet" in text
+    labels = [
+        "integrated intensity",
+        "linear, scale-independent",
+        "linear, scale-dependent",
+        "U-Net (residual)",
+        "U-Net (paper)",
+        "oracle (HI-traced dust)",
+    ]
+    # The model lines: "label  r50 = m ± e [naive]   r150 = ...", one per model.
+    rows = [line.strip() for line in text.splitlines() if "] " in line and " r50 = " in line]
+    assert [next(lab for lab in labels if row.startswith(lab)) for row in rows] == labels
+    for experiment, label in (("baseline", "U-Net (residual)"), ("paper_unet", "U-Net (paper)")):
+        unet = table[(table.experiment == experiment) & (table.model == "unet")].iloc[0]
+        row = next(r for r in rows if r.startswith(label))
+        assert f"r50 = {unet['r50_test']:.3f} ± {unet['r50_test_err']:.3f}" in row
+        assert f"{label} beats integrated intensity in {unet['wins_r50']}/12 (r50)" in text
+    assert set(table["variant"]) == {"residual", "paper"}
+
+
+def test_headline_refuses_runs_that_do_not_share_their_cutouts(tmp_path):
+    paths = {
+        ("baseline", 0): fake_run(tmp_path, "baseline"),
+        ("paper_unet", 0): fake_run(tmp_path, "paper_unet", data_seed=5),  # other cutouts
+    }
+    with pytest.raises(InputError, match="integrated intensity differs between the runs"):
+        summarize(paths, tmp_path / "s.csv", tmp_path / "s.txt", settings=default_settings())
+
+
+def test_headline_lists_linear_models_per_experiment_where_they_differ(tmp_path):
+    from fake_predictions import NOISE
+
+    from dustpred.summary import combine_runs
+
+    tables = {
+        "a": pd.read_csv(fake_run(tmp_path, "a")),
+        "b": pd.read_csv(fake_run(tmp_path, "b", noise={**NOISE, "linear": 0.5})),
+    }
+    combined = combine_runs(tables, {"a": "residual", "b": "paper"})
+    assert model_order(combined["model"].unique()) == [
+        "integrated",
+        "linear:a",
+        "linear:b",
+        "linear_sd",
+        "unet:residual",
+        "unet:paper",
+        "oracle",
+    ]
+
+
+def test_unet_tags_are_variants_with_the_experiment_where_a_variant_repeats():
+    from dustpred.summary import unet_tags
+
+    settings = {"baseline": {"variant": "paper"}, "lambda_0": {"variant": "paper"}, "r": {}}
+    tags = unet_tags(["baseline", "lambda_0", "r"], settings)
+    assert tags == {"baseline": "paper, baseline", "lambda_0": "paper, lambda_0", "r": "r"}
+    assert model_label(f"unet:{tags['lambda_0']}") == "U-Net (paper, lambda_0)"
+
+
+def test_runs_of_other_cutouts_or_seeds_form_their_own_headline_groups():
+    from dustpred.summary import headline_groups
+
+    settings = {
+        "baseline": {"split": "north_south", "velocity_kms": "-64.5..17"},
+        "paper_unet": {"split": "north_south", "velocity_kms": "-64.5..17"},
+        "east_west": {"split": "east_west", "velocity_kms": "-64.5..17"},
+    }
+    runs = [("baseline", 0), ("paper_unet", 0), ("east_west", 0), ("baseline", 1)]
+    groups = headline_groups(runs, settings)
+    assert list(groups.values()) == [
+        [("baseline", 0), ("paper_unet", 0)],
+        [("east_west", 0)],
+        [("baseline", 1)],
+    ]
+    assert list(headline_groups(runs[:2], None).values()) == [
+        [("baseline", 0)],
+        [("paper_unet", 0)],
+    ]

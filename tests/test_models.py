@@ -102,12 +102,32 @@ def test_collinear_channels_give_a_finite_solution():
 
 def test_fit_linear_writes_the_weights_table(tmp_path):
     paths = write_fake_shards(tmp_path / "shards", channels=4)
-    table = fit_linear(paths, tmp_path / "linear.csv")
+    table = fit_linear(paths, tmp_path / "linear.csv").scale_independent
     back = read_weights(tmp_path / "linear.csv")
     assert list(back.columns) == TABLE_COLUMNS
     assert back["channel"].tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(back["velocity_kms"], ShardSet(paths).velocities_kms)
     np.testing.assert_allclose(back["weight"], table["weight"], rtol=1e-8)
+
+
+def test_fit_linear_writes_both_models_from_the_same_normal_equations(tmp_path):
+    paths = write_fake_shards(tmp_path / "shards", channels=4)
+    fitted = fit_linear(paths, tmp_path / "linear.csv", tmp_path / "linear_sd.csv")
+    eq = NormalEquations.empty(4, 16, SIDE_DEG)
+    data = ShardSet(paths).load(["inputs", "target"])
+    eq.add(data["inputs"], data["target"])
+    velocities = ShardSet(paths).velocities_kms
+    for path, table, sd in (
+        ("linear.csv", fitted.scale_independent, False),
+        ("linear_sd.csv", fitted.scale_dependent, True),
+    ):
+        expected = weights_table(eq, velocities, scale_dependent=sd)
+        back = read_weights(tmp_path / path)
+        np.testing.assert_allclose(back["weight"], expected["weight"], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(back["weight"], table["weight"], rtol=1e-8)
+    nbins = len(bin_edges(16, SIDE_DEG)) - 1
+    assert len(read_weights(tmp_path / "linear_sd.csv")) == 4 * nbins  # one vector per bin
+    assert len(read_weights(tmp_path / "linear.csv")) == 4
 
 
 def test_scale_independent_prediction_is_the_weighted_channel_sum():

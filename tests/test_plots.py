@@ -95,7 +95,7 @@ def test_fig4_legend_gives_the_win_counts_with_their_errors_and_the_identity_lin
     wins = tables["wins"].set_index(["subset", "model", "metric"])
     for ax, metric in zip(fig.axes, ("r50", "r150"), strict=True):
         texts = [t.get_text() for t in ax.get_legend().get_texts()]
-        for model, label in (("unet", "U-Net"), ("linear", "linear combination")):
+        for model, label in (("unet", "U-Net"), ("linear", "linear, scale-independent")):
             w = wins.loc[("test", model, metric)]
             assert (
                 f"{label}: better in {int(w['wins'])}/12 "

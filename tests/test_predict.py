@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     train = write_fake_shards(root / "train", n_per_shard=(24, 8), seed=1)
     test = write_fake_shards(root / "test", n_per_shard=(10, 6), seed=2)
-    fit_linear(train, root / "linear.csv")
+    fit_linear(train, root / "linear.csv", root / "linear_sd.csv")
     train_unet(
         train,
         root / "unet.pt",
@@ -37,7 +37,13 @@ def trained(tmp_path_factory):
         seed=0,
         resume_path=root / "resume" / "state.pt",
     )
-    predict_shards(test, root / "linear.csv", root / "unet.pt", root / "test.h5")
+    predict_shards(
+        test,
+        root / "linear.csv",
+        root / "unet.pt",
+        root / "test.h5",
+        linear_sd_csv=root / "linear_sd.csv",
+    )
     return root, test
 
 
@@ -48,7 +54,7 @@ def _read(paths, name):
 def test_prediction_file_has_every_map_and_coordinate(trained):
     root, test = trained
     with h5py.File(root / "test.h5", "r") as f:
-        for name in ("target", "integrated", "linear", "unet", "oracle"):
+        for name in ("target", "integrated", "linear", "linear_sd", "unet", "oracle"):
             assert f[name].shape == (16, 16, 16) and f[name].dtype == np.float32, name
         assert f["mask"].dtype == np.uint8
         for name in ("lon", "lat", "psi", "masked_fraction"):
@@ -61,13 +67,16 @@ def test_predicted_maps_are_zero_where_masked_and_match_each_model(trained):
     root, test = trained
     inputs, mask = _read(test, "inputs"), _read(test, "mask")
     with h5py.File(root / "test.h5", "r") as f:
-        maps = {k: f[k][...] for k in ("target", "integrated", "linear", "unet")}
+        maps = {k: f[k][...] for k in ("target", "integrated", "linear", "linear_sd", "unet")}
         np.testing.assert_array_equal(f["mask"][...], mask)
     for name, m in maps.items():
         assert np.all(m[mask == 1] == 0), name
     np.testing.assert_allclose(maps["integrated"], inputs.sum(axis=1), rtol=1e-5, atol=1e-5)
     linear = predict_linear(inputs, read_weights(root / "linear.csv"), side_deg=24.96)
     np.testing.assert_allclose(maps["linear"], linear, rtol=1e-5, atol=1e-5)
+    linear_sd = predict_linear(inputs, read_weights(root / "linear_sd.csv"), side_deg=24.96)
+    np.testing.assert_allclose(maps["linear_sd"], linear_sd * (mask == 0), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(maps["linear_sd"], maps["linear"], atol=1e-3)  # two models
     net, stats, meta = load_model(root / "unet.pt", which="best")
     with torch.no_grad():
         unet = net(prepare_inputs(inputs, mask, stats)).numpy() * stats.target_scale
@@ -82,6 +91,7 @@ def test_shards_without_oracle_give_no_oracle_map(trained, tmp_path):
     predict_shards(plain, root / "linear.csv", root / "unet.pt", tmp_path / "p.h5")
     with h5py.File(tmp_path / "p.h5", "r") as f:
         assert "oracle" not in f and "unet" in f
+        assert "linear_sd" not in f  # no scale-dependent weights given
 
 
 def test_shards_with_another_channel_count_are_rejected(trained, tmp_path):

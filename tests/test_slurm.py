@@ -45,7 +45,8 @@ STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
 CONFIGS = [REPO / "config" / "config.yaml", TINY_CONFIG]
 # On top of the tiny config, for both runs: a fixed number of epochs, enough for training to
 # be cancelled after its first and still have epochs left to resume (and few, to stay fast).
-EXTRA_CONFIG = {"unet": {"epochs": 6}}
+# One training job (the cancel-and-resume test follows it): paper_unet left out.
+EXTRA_CONFIG = {"unet": {"epochs": 6}, "experiments": {"paper_unet": False}}
 PROFILES = [
     "--profile",
     str(REPO / "profiles" / "slurm"),

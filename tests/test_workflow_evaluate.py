@@ -100,10 +100,13 @@ def test_summary_has_a_row_per_run_and_model_and_is_printed(finished):
     workdir, result = finished
     table = pd.read_csv(workdir / "results/tables/summary.csv")
     assert sorted(set(zip(table.experiment, table.seed, strict=True))) == sorted(RUNS)
-    assert len(table) == len(RUNS) * 4
+    assert len(table) == len(RUNS) * 5  # integrated, linear, linear_sd, unet, oracle
     assert set(table.loc[table.experiment == "lam0", "loss_lambda"]) == {0.0}
     text = (workdir / "results/summary.txt").read_text()
     assert text.count("U-Net beats integrated intensity in") == len(RUNS)
+    # Seed 0 of both experiments shares the test cutouts: one headline block, both U-Nets.
+    assert "seed 0: experiments baseline, lam0" in text
+    assert "U-Net (residual, lam0) beats integrated intensity in" in text
     assert "U-Net beats integrated intensity in" in (workdir / "logs/summary.log").read_text()
 
 

@@ -33,7 +33,17 @@ TABLE_COLUMNS = {
     "summary": SUMMARY_COLUMNS,
     "summary_by_experiment": SUMMARY_BY_EXPERIMENT_COLUMNS,
 }
-PREDICTION_DATASETS = {"target", "mask", "integrated", "linear", "unet", "lon", "lat", "psi"}
+PREDICTION_DATASETS = {
+    "target",
+    "mask",
+    "integrated",
+    "linear",
+    "linear_sd",
+    "unet",
+    "lon",
+    "lat",
+    "psi",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -100,12 +110,24 @@ def test_every_declared_output_exists_and_is_well_formed(finished):
 def test_summary_reports_every_model_and_the_win_counts(finished):
     workdir, result = finished
     text = (workdir / "results/summary.txt").read_text()
-    for label in ("integrated intensity", "linear combination", "U-Net", "oracle"):
-        assert label in text
+    headline = text.split("every run")[0]
+    assert "\n  integrated intensity " in headline  # the reference: its r, no win count
+    for label in (
+        "linear, scale-independent",
+        "linear, scale-dependent",
+        "U-Net (residual)",
+        "U-Net (paper)",
+        "oracle (HI-traced dust)",
+    ):
+        assert f"  {label} beats integrated intensity in" in headline, label
     assert "U-Net beats integrated intensity in" in text
-    assert "U-Net beats integrated intensity in" in result.stderr  # printed to the log
+    assert "U-Net (paper) beats integrated intensity in" in result.stderr  # printed to the log
     table = pd.read_csv(workdir / "results/tables/summary.csv")
-    assert set(table["model"]) == {"integrated", "linear", "unet", "oracle"}
+    assert set(table["model"]) == {"integrated", "linear", "linear_sd", "unet", "oracle"}
+    assert set(zip(table.experiment, table.variant, strict=True)) == {
+        ("baseline", "residual"),
+        ("paper_unet", "paper"),
+    }
     oracle = table[table.model == "oracle"].iloc[0]
     assert oracle["r50_test"] > table[table.model == "integrated"]["r50_test"].iloc[0]
 

@@ -202,6 +202,30 @@ def validate_experiments(config: Mapping[str, Any], schema: Mapping[str, Any]) -
     _raise_if(problems, "invalid experiment overrides")
 
 
+def drop_disabled_experiments(config: dict[str, Any]) -> list[str]:
+    """Remove, in place, the experiments set to ``false`` in ``config["experiments"]``.
+
+    Config files merge key by key, so an overlay (``config/paper.yaml``) cannot delete an
+    experiment of the file below it (``config/config.yaml``); ``name: false`` leaves it out.
+    Returns the names removed.
+
+    Raises
+    ------
+    ConfigError
+        If no experiment is left.
+    """
+    experiments = config["experiments"]
+    dropped = [name for name, value in experiments.items() if value is False]
+    if dropped and len(dropped) == len(experiments):
+        raise ConfigError(
+            f"config key 'experiments': every experiment ({dropped}) is set to false; "
+            "expected at least one enabled"
+        )
+    for name in dropped:
+        del experiments[name]
+    return dropped
+
+
 def check_cross_keys(config: Mapping[str, Any]) -> None:
     """The checks beyond the schema, of the base and of every experiment, in one place.
 
@@ -255,7 +279,7 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
 
 
 # Columns of the summary tables that describe an experiment (see dustpred.evaluation).
-SETTING_COLUMNS = ["split", "velocity_kms", "input_kind", "loss_lambda"]
+SETTING_COLUMNS = ["split", "velocity_kms", "variant", "input_kind", "loss_lambda"]
 
 
 def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,6 +293,7 @@ def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "split": resolved.get("split"),
         "velocity_kms": f"{lo:g}..{hi:g}",
+        "variant": unet.get("variant"),
         "input_kind": unet.get("input_kind"),
         "loss_lambda": unet.get("loss_lambda"),
     }

@@ -2,8 +2,9 @@
 
 Inputs are prediction files (one per experiment, seed and subset) written by
 :mod:`dustpred.predict`: HDF5 with datasets ``target``, ``mask`` (1 = masked) and one
-(N, H, W) map per model (``integrated``, ``linear``, ``unet``; optionally ``oracle``, the
-HI-traced part of the synthetic dust, i.e. the best any HI-based model can do), plus
+(N, H, W) map per model (``integrated``, ``linear``, ``unet``; optionally ``linear_sd``, the
+scale-dependent linear model, and ``oracle``, the HI-traced part of the synthetic dust, i.e.
+the best any HI-based model can do), plus
 ``lon``, ``lat``, ``psi`` (N,) in degrees and attrs ``reso_arcmin`` and ``npix``.
 
 Outputs are long-format pandas tables (one row per cutout and model, or per ell bin and
@@ -39,16 +40,22 @@ log = logging.getLogger(__name__)
 REFERENCE = "integrated"
 MODELS = ("integrated", "linear", "unet")
 ORACLE = "oracle"
+# Maps a prediction file may lack: prediction files written before the scale-dependent
+# model was evaluated, and skies without an oracle (real data).
+OPTIONAL_MODELS = ("linear_sd", ORACLE)
 SUBSETS = ("train", "test")
 METRICS = ("r50", "r150")
 # The paper's r and the offset-robust r, per cutout; wins and summaries use both.
 ROBUST_METRICS = ("r50_robust", "r150_robust")
 ALL_METRICS = (*METRICS, *ROBUST_METRICS)
 # Display order and labels of every model the tables may hold: adding a model to the
-# evaluation is adding it here (models not listed come last, labelled by their name).
+# evaluation is adding it here (models not listed come last, labelled by their name). A name
+# "<model>:<tag>" (the summary's headline, e.g. "unet:paper") sorts with <model> and is
+# labelled "<label> (<tag>)".
 MODEL_LABELS = {
     "integrated": "integrated intensity",
-    "linear": "linear combination",
+    "linear": "linear, scale-independent",
+    "linear_sd": "linear, scale-dependent",
     "unet": "U-Net",
     "oracle": "oracle (HI-traced dust)",
 }
@@ -92,13 +99,18 @@ WINS_COLUMNS = [
 
 
 def model_order(names: Iterable[str]) -> list[str]:
-    """``names`` (unique) in the display order of :data:`MODEL_LABELS`, unknown ones last."""
+    """``names`` (unique) in the display order of :data:`MODEL_LABELS` (a tagged name
+    ``model:tag`` at its model's place, tags in the order given), unknown ones last."""
     names = list(dict.fromkeys(names))
-    known = [m for m in MODEL_LABELS if m in names]
-    return known + [m for m in names if m not in MODEL_LABELS]
+    rank = {m: i for i, m in enumerate(MODEL_LABELS)}
+    return sorted(names, key=lambda m: rank.get(m.split(":", 1)[0], len(rank)))
 
 
 def model_label(model: str) -> str:
+    """Display label of ``model``; ``"unet:paper"`` -> ``"U-Net (paper)"``."""
+    base, sep, tag = model.partition(":")
+    if sep and base in MODEL_LABELS:
+        return f"{MODEL_LABELS[base]} ({tag})"
     return MODEL_LABELS.get(model, model)
 
 
@@ -166,7 +178,7 @@ class Predictions:
     side_deg : float
         Cutout side ``npix * reso_arcmin / 60`` in degrees.
     models : list of str
-        Model maps present, in display order (integrated, linear, unet, then oracle).
+        Model maps present, in display order (integrated, linear, linear_sd, unet, oracle).
     lon, lat, psi : ndarray, shape (n,)
         Cutout centres and rotations in degrees (NaN if the file has none).
     """
@@ -180,14 +192,14 @@ class Predictions:
             if missing:
                 raise InputError(
                     f"{self.path}: missing dataset(s) {missing}; expected 'target', 'mask' and "
-                    f"the model maps {list(MODELS)} (optionally 'oracle')"
+                    f"the model maps {list(MODELS)} (optionally {list(OPTIONAL_MODELS)})"
                 )
             shape = f["target"].shape
             if len(shape) != 3 or shape[1] != shape[2] or shape[0] == 0:
                 raise InputError(
                     f"{self.path}: 'target' has shape {shape}; expected (N, n, n) with N >= 1"
                 )
-            self.models = [m for m in model_order((*MODELS, ORACLE)) if m in f]
+            self.models = [m for m in model_order((*MODELS, *OPTIONAL_MODELS)) if m in f]
             for key in ("mask", *self.models):
                 if f[key].shape != shape:
                     raise InputError(

@@ -1,9 +1,11 @@
-"""Apply the three models to cutout shards and write one prediction file per subset.
+"""Apply the models to cutout shards and write one prediction file per subset.
 
 Output (HDF5, written atomically), read by :mod:`dustpred.evaluation`:
 
-- datasets ``target``, ``mask`` (uint8, 1 = masked), ``integrated``, ``linear``, ``unet``
-  (N, H, W) float32 with masked pixels zero; ``oracle`` (N, H, W) when the shards have it;
+- datasets ``target``, ``mask`` (uint8, 1 = masked), ``integrated``, ``linear`` (the
+  scale-independent linear model), ``unet`` (N, H, W) float32 with masked pixels zero;
+  ``linear_sd`` (the scale-dependent linear model) when its weights are given (the workflow
+  always gives them); ``oracle`` (N, H, W) when the shards have it;
   ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,) in degrees / fraction;
 - attrs ``reso_arcmin``, ``npix``, ``unet_weights`` (``"best"``: the U-Net weights of the
   epoch with the lowest validation loss), ``unet_best_epoch``, ``seed``.
@@ -108,13 +110,19 @@ def predict_shards(
     threads: int = 1,
     device: str = "auto",
     chunk: int = 256,
+    linear_sd_csv: str | os.PathLike | None = None,
 ) -> None:
-    """Predict every cutout of ``shard_paths`` with the integrated, linear and U-Net models
-    (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
+    """Predict every cutout of ``shard_paths`` with the integrated, linear (weights
+    ``linear_csv``; also ``linear_sd_csv`` if given, written as ``linear_sd``) and U-Net
+    models (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
     torch.set_num_threads(max(1, int(threads)))
     dev = resolve_device(device)
     shards = ShardSet(shard_paths)
     weights = read_weights(linear_csv)
+    weights_sd = read_weights(linear_sd_csv) if linear_sd_csv is not None else None
+    extra = (("linear_sd",) if weights_sd is not None else ()) + (
+        ("oracle",) if shards.has_oracle else ()
+    )
     net, stats, meta = load_model(unet_path, which="best", device=dev)
     n, (h, w) = shards.n, shards.shape
     log.info(
@@ -130,7 +138,7 @@ def predict_shards(
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         maps = {
             k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
-            for k in MAPS + (("oracle",) if shards.has_oracle else ())
+            for k in MAPS + extra
         }
         mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
         per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
@@ -143,6 +151,9 @@ def predict_shards(
             models = predict_models(x, m, weights, net, stats, side_deg=shards.side_deg, device=dev)
             for name, values in models.items():
                 maps[name][start:stop] = values
+            if weights_sd is not None:
+                sd = predict_linear(x, weights_sd, side_deg=shards.side_deg)
+                maps["linear_sd"][start:stop] = sd * keep
             if shards.has_oracle:
                 maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
             mask_ds[start:stop] = m

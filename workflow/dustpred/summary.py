@@ -1,6 +1,11 @@
 """Summaries across runs: one row per (experiment, seed, model), spreads over seeds and over
 sky realisations, and the text that ``make run`` prints.
 
+The text opens with a headline: for each group of runs on the same test cutouts (same
+velocity range, split and training seed), every model side by side, i.e. integrated
+intensity, both linear models and the oracle once, and each experiment's U-Net labelled by
+its ``unet.variant`` (:func:`headline_lines`). Per-run paragraphs follow.
+
 Every mean comes with its block-bootstrap error over sky regions of the test cutout centres
 (:class:`dustpred.evaluation.ErrorSettings`) and the naive error (cutouts treated as
 independent, ``*_err_naive``); the text prints "mean ± error (N effective patches)". The
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from dustpred.errors import InputError
 from dustpred.evaluation import (
     ALL_METRICS,
     METRICS,
+    ORACLE,
     PER_CUTOUT_COLUMNS,
     REFERENCE,
     SUBSETS,
@@ -149,6 +156,9 @@ def _pm(value: float, error: float, digits: int = 3, sign: str = "") -> str:
     return f"{value:{sign}.{digits}f} ± {error:.{digits}f}"
 
 
+LABEL_WIDTH = 24  # the narrowest label column of the text
+
+
 def summary_lines(
     per_cutout: pd.DataFrame,
     wins: pd.DataFrame,
@@ -164,6 +174,7 @@ def summary_lines(
         return [f"no {subset} cutouts"]
     table = summary_rows("-", 0, per_cutout, wins, errors, subset=subset)
     n, patches = int(table["n_test"].iloc[0]), float(table["n_patches"].iloc[0])
+    width = max(LABEL_WIDTH, *(len(model_label(m)) for m in table["model"]))
     lines = [
         f"{subset} set, {n} cutouts ({patches:.1f} effective patches of HEALPix Nside "
         f"{errors.region_nside}): mean ± block-bootstrap error [naive error]",
@@ -171,13 +182,14 @@ def summary_lines(
     for _, row in table.iterrows():
         label = model_label(row["model"])
         lines.append(
-            f"  {label:<24} r50 = {_pm(row['r50_test'], row['r50_test_err'])} "
+            f"  {label:<{width}} r50 = {_pm(row['r50_test'], row['r50_test_err'])} "
             f"[{row['r50_test_err_naive']:.3f}]   r150 = "
             f"{_pm(row['r150_test'], row['r150_test_err'])} [{row['r150_test_err_naive']:.3f}]"
         )
         if "r50_robust_test" in row and not pd.isna(row["r50_robust_test"]):
             lines.append(
-                f"  {'':<24} robust r50 = {_pm(row['r50_robust_test'], row['r50_robust_test_err'])}"
+                f"  {'':<{width}} robust r50 = "
+                f"{_pm(row['r50_robust_test'], row['r50_robust_test_err'])}"
                 f"   robust r150 = {_pm(row['r150_robust_test'], row['r150_robust_test_err'])}"
             )
     for _, row in table[table["model"] != REFERENCE].iterrows():
@@ -200,6 +212,116 @@ def summary_lines(
     return lines
 
 
+# --- the headline: every model on the same test cutouts ------------------------------------
+
+# Models that depend only on the cutouts: the same in every run on the same cutouts.
+CUTOUT_MODELS = (REFERENCE, ORACLE)
+# Models trained per experiment and seed: one headline entry per run.
+TRAINED_MODELS = ("unet",)
+# r values of two runs' model agreeing this closely are the same model on the same cutouts
+# (they come from the same inputs; only the CSV round trip separates them).
+SAME_ATOL = 1e-6
+SAME_COLUMNS = ("lon", "lat", "psi", *ALL_METRICS)
+
+
+def headline_groups(
+    runs: Sequence[tuple[str, int]], settings: Mapping[str, Mapping[str, object]] | None
+) -> dict[tuple, list[tuple[str, int]]]:
+    """Runs on the same test cutouts: (split, velocity range, seed) -> its runs, in order.
+
+    The cutouts depend on the velocity range and the split only, so experiments that share
+    them and a training seed are compared side by side. A run whose experiment has no entry
+    in ``settings`` (:data:`dustpred.config.SETTING_COLUMNS`) forms its own group.
+    """
+    groups: dict[tuple, list[tuple[str, int]]] = {}
+    for experiment, seed in runs:
+        s = (settings or {}).get(experiment)
+        key = (s["split"], s["velocity_kms"], seed) if s else (experiment, None, seed)
+        groups.setdefault(key, []).append((experiment, seed))
+    return groups
+
+
+def unet_tags(
+    experiments: Sequence[str], settings: Mapping[str, Mapping[str, object]] | None
+) -> dict[str, str]:
+    """Headline tag of each experiment's U-Net: its ``unet.variant`` (``residual``,
+    ``paper``), with the experiment's name where two share a variant, else the name alone."""
+    variants = {e: (settings or {}).get(e, {}).get("variant") for e in experiments}
+    count = Counter(variants.values())
+    return {e: (v if count[v] == 1 else f"{v}, {e}") if v else e for e, v in variants.items()}
+
+
+def _same_model(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two runs' rows of one model are the same cutouts with the same r."""
+    a, b = (t.sort_values(["subset", "cutout"]).reset_index(drop=True) for t in (a, b))
+    if len(a) != len(b) or not (a[["subset", "cutout"]] == b[["subset", "cutout"]]).all().all():
+        return False
+    cols = [c for c in SAME_COLUMNS if c in a.columns and c in b.columns]
+    return bool(
+        np.allclose(
+            a[cols].to_numpy(float), b[cols].to_numpy(float), rtol=0, atol=SAME_ATOL, equal_nan=True
+        )
+    )
+
+
+def combine_runs(per_cutout: Mapping[str, pd.DataFrame], tags: Mapping[str, str]) -> pd.DataFrame:
+    """One per-cutout table of the runs of one headline group (experiment -> its table).
+
+    Integrated intensity and the oracle are taken once, after checking that every run has
+    them on the same cutouts with the same r (else InputError: the runs do not share their
+    cutouts). The linear models are taken once where they agree (the same ``linear``
+    settings), else once per run as ``<model>:<experiment>``; each U-Net is
+    ``unet:<tag>`` (``tags``: :func:`unet_tags`).
+    """
+    names = list(per_cutout)
+    frames = []
+    models = model_order(m for t in per_cutout.values() for m in t["model"].unique())
+    for model in models:
+        rows = {e: t[t["model"] == model] for e, t in per_cutout.items()}
+        rows = {e: r for e, r in rows.items() if len(r)}
+        first = next(iter(rows))
+        if model in TRAINED_MODELS:
+            frames += [r.assign(model=f"{model}:{tags[e]}") for e, r in rows.items()]
+        elif all(_same_model(rows[first], r) for r in rows.values()):
+            frames.append(rows[first])
+        elif model in CUTOUT_MODELS:
+            raise InputError(
+                f"summary headline: {model_label(model)} differs between the runs of "
+                f"experiments {names} (velocity range, split and seed alike); expected the "
+                "same test cutouts (are some per-cutout tables stale?)"
+            )
+        else:
+            frames += [r.assign(model=f"{model}:{e}") for e, r in rows.items()]
+    return pd.concat(frames, ignore_index=True)[PER_CUTOUT_COLUMNS]
+
+
+def headline_lines(
+    per_cutout: Mapping[tuple[str, int], pd.DataFrame],
+    settings: Mapping[str, Mapping[str, object]] | None = None,
+    errors: ErrorSettings | None = None,
+) -> list[str]:
+    """The headline of the text summary: per group of :func:`headline_groups`, the lines of
+    :func:`summary_lines` on :func:`combine_runs` of its runs ((experiment, seed) -> that
+    run's per-cutout table)."""
+    errors = errors or ErrorSettings()
+    lines = ["headline: every model on the same test cutouts", "-" * 46]
+    for (split, velocity, seed), runs in headline_groups(list(per_cutout), settings).items():
+        experiments = [e for e, _ in runs]
+        if velocity is None:  # no settings: the run alone
+            lines.append(f"experiment {split}, seed {seed}")
+        else:
+            lines.append(
+                f"split {split}, HI {velocity} km/s, seed {seed}: "
+                f"experiment{'s' if len(runs) > 1 else ''} {', '.join(experiments)}"
+            )
+        tables = {e: per_cutout[(e, s)] for e, s in runs}
+        combined = combine_runs(tables, unet_tags(experiments, settings))
+        wins = wins_table(combined, errors)
+        lines.extend(summary_lines(combined, wins, errors=errors))
+        lines.append("")
+    return lines
+
+
 def summarize(
     per_cutout_paths: Mapping[tuple[str, int], str | os.PathLike],
     summary_csv: str | os.PathLike,
@@ -217,27 +339,35 @@ def summarize(
     per_cutout_paths
         (experiment, seed) -> that run's per-cutout CSV table.
     summary_csv, summary_txt, summary_parquet
-        Outputs: the table, and a human-readable text (also logged).
+        Outputs: the table, and a human-readable text (also logged): the headline
+        (:func:`headline_lines`: the models of the runs on the same test cutouts side by
+        side), then one paragraph per run and the spread over seeds.
     by_experiment
         (csv, parquet) paths of the table of means and sds over seeds per experiment and
         model (:data:`SUMMARY_BY_EXPERIMENT_COLUMNS`), or None.
     settings
         Experiment name -> its :data:`SETTING_COLUMNS` values (see
-        :func:`dustpred.config.experiment_settings`); fills those columns of both tables.
+        :func:`dustpred.config.experiment_settings`); fills those columns of both tables and
+        groups the headline (without it, each run is its own headline group).
     errors
         How errors are computed (default :class:`dustpred.evaluation.ErrorSettings`).
 
     Adding experiments or seeds only adds rows (and paragraphs of the text).
     """
     errors = errors or ErrorSettings()
-    frames, text = [], ["dustpred summary", "================", ""]
+    frames, runs_text, test_rows = [], ["every run", "---------"], {}
     for (experiment, seed), path in per_cutout_paths.items():
         per_cutout = read_table(path, PER_CUTOUT_COLUMNS)
         wins = wins_table(per_cutout, errors)
         frames.append(summary_rows(experiment, seed, per_cutout, wins, errors))
-        text.append(f"experiment {experiment}, seed {seed}")
-        text.extend(summary_lines(per_cutout, wins, errors=errors))
-        text.append("")
+        runs_text.append(f"experiment {experiment}, seed {seed}")
+        runs_text.extend(summary_lines(per_cutout, wins, errors=errors))
+        runs_text.append("")
+        # The headline reads only the test rows: hold those alone (memory at paper scale).
+        test_rows[(experiment, seed)] = per_cutout[per_cutout["subset"] == "test"]
+    text = ["dustpred summary", "================", ""]
+    if test_rows:
+        text += headline_lines(test_rows, settings, errors) + runs_text
     table = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
     )
@@ -386,6 +516,9 @@ __all__ = [
     "seed_spread",
     "summarize",
     "summarize_realisations",
+    "combine_runs",
+    "headline_groups",
+    "headline_lines",
     "summary_lines",
     "summary_rows",
 ]

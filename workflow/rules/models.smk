@@ -1,4 +1,5 @@
-# Stage: models. The linear weights (one fit per experiment) and the U-Net (one training run
+# Stage: models. The linear weights (one fit per experiment: the scale-independent and the
+# scale-dependent model from the same normal equations) and the U-Net (one training run
 # per experiment and seed) from the training shards; integrated intensity needs no fit.
 # Training writes a resume state every epoch to results/models/{experiment}/seed{seed}/resume/
 # (not an output: Snakemake leaves it in place when a job fails, so rerunning the job continues
@@ -10,7 +11,8 @@ rule fit_linear:
         shards=train_shards,
         index=cutout_index,
     output:
-        "results/models/{experiment}/linear.csv",
+        linear="results/models/{experiment}/linear.csv",
+        linear_sd="results/models/{experiment}/linear_sd.csv",
     log:
         "logs/fit_linear/{experiment}.log",
     benchmark:

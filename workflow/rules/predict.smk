@@ -1,5 +1,6 @@
-# Stage: predict. Integrated intensity, linear model and U-Net (its best-on-validation
-# weights) applied to every cutout of the training and of the test subset.
+# Stage: predict. Integrated intensity, the scale-independent and scale-dependent linear
+# models and the U-Net (its best-on-validation weights) applied to every cutout of the
+# training and of the test subset.
 
 
 rule predict:
@@ -7,6 +8,7 @@ rule predict:
         shards=predict_shards_input,
         index=cutout_index,
         linear="results/models/{experiment}/linear.csv",
+        linear_sd="results/models/{experiment}/linear_sd.csv",
         model="results/models/{experiment}/seed{seed}/unet.pt",
     output:
         "results/predictions/{experiment}/seed{seed}/{subset}.h5",

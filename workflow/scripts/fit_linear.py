@@ -1,4 +1,5 @@
-"""Rule fit_linear: linear-combination weights from the training shards."""
+"""Rule fit_linear: scale-independent and scale-dependent linear weights from the training
+shards."""
 
 from dustpred.logutil import setup_logging
 from dustpred.models.linear import fit_linear
@@ -7,7 +8,7 @@ setup_logging(snakemake.log[0])  # noqa: F821
 params = snakemake.params.linear  # noqa: F821
 fit_linear(
     list(snakemake.input.shards),  # noqa: F821
-    snakemake.output[0],  # noqa: F821
-    scale_dependent=bool(params["scale_dependent"]),
+    snakemake.output.linear,  # noqa: F821
+    snakemake.output.linear_sd,  # noqa: F821
     ridge=float(params["ridge"]),
 )

@@ -1,4 +1,4 @@
-"""Rule predict: integrated, linear and U-Net (best weights) maps for one subset."""
+"""Rule predict: integrated, linear (both) and U-Net (best weights) maps for one subset."""
 
 from dustpred.logutil import setup_logging
 from dustpred.predict import predict_shards
@@ -10,5 +10,6 @@ predict_shards(
     smk.input.linear,
     smk.input.model,
     smk.output[0],
+    linear_sd_csv=smk.input.linear_sd,
     threads=smk.threads,
 )

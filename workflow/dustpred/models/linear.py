@@ -15,7 +15,8 @@ optional ridge term adds ``ridge * mean(diag A)`` to the diagonal.
 
 Weights table (CSV): one row per (bin, channel) with columns ``channel`` (0-based),
 ``velocity_kms``, ``weight``, ``ell_lo``, ``ell_hi``. The scale-independent table has one bin
-covering all fitted modes.
+covering all fitted modes. :func:`fit_linear` writes both tables from one pass over the
+training shards: the workflow evaluates both models (``linear`` and ``linear_sd``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -149,30 +151,55 @@ def read_weights(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+class LinearWeights(NamedTuple):
+    """The two weights tables fitted from the same normal equations."""
+
+    scale_independent: pd.DataFrame
+    scale_dependent: pd.DataFrame
+
+
 def fit_linear(
     shard_paths: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
+    scale_dependent_csv: str | os.PathLike | None = None,
     *,
-    scale_dependent: bool = False,
     ridge: float = 0.0,
-) -> pd.DataFrame:
-    """Fit the linear model on training shards and write its weights table to ``out_csv``."""
+) -> LinearWeights:
+    """Fit the scale-independent and the scale-dependent linear model on training shards.
+
+    Both solve the same normal equations, accumulated once: summed over the ell bins
+    (scale-independent, written to ``out_csv``) and bin by bin (scale-dependent, written to
+    ``scale_dependent_csv`` if given).
+    """
     shards = ShardSet(shard_paths)
     log.info(
-        "linear: %d training cutouts of %d channels, %s weights, ridge %g",
+        "linear: %d training cutouts of %d channels, ridge %g",
         shards.n,
         shards.channels,
-        "scale-dependent" if scale_dependent else "scale-independent",
         ridge,
     )
     eq = accumulate_shards(shards)
-    table = weights_table(eq, shards.velocities_kms, scale_dependent=scale_dependent, ridge=ridge)
-    write_table(table, out_csv)
-    w = table["weight"].to_numpy()
-    log.info(
-        "linear: weights mean %.4g, min %.4g, max %.4g -> %s", w.mean(), w.min(), w.max(), out_csv
+    fitted = LinearWeights(
+        *(
+            weights_table(eq, shards.velocities_kms, scale_dependent=sd, ridge=ridge)
+            for sd in (False, True)
+        )
     )
-    return table
+    outputs = ((fitted.scale_independent, out_csv, "scale-independent"),)
+    if scale_dependent_csv is not None:
+        outputs += ((fitted.scale_dependent, scale_dependent_csv, "scale-dependent"),)
+    for table, path, kind in outputs:
+        write_table(table, path)
+        w = table["weight"].to_numpy()
+        log.info(
+            "linear, %s: weights mean %.4g, min %.4g, max %.4g -> %s",
+            kind,
+            w.mean(),
+            w.min(),
+            w.max(),
+            path,
+        )
+    return fitted
 
 
 def predict_linear(inputs: np.ndarray, table: pd.DataFrame, *, side_deg: float) -> np.ndarray:
