@@ -11,7 +11,8 @@ rule fit_linear_crossfit:
         shards=crossfit_shards,
         index=cutout_index,
     output:
-        "results/models/{experiment}/crossfit/linear.csv",
+        linear="results/models/{experiment}/crossfit/linear.csv",
+        linear_sd="results/models/{experiment}/crossfit/linear_sd.csv",
     log:
         "logs/fit_linear_crossfit/{experiment}.log",
     benchmark:
