@@ -1,7 +1,7 @@
 # Helpers shared by all stages: experiment settings, input resolution, target lists; one
 # section per stage in data-flow order (sky/download -> preprocess -> cutouts -> models ->
-# predict -> evaluate -> template), like the rule files. No rules here. Rules take only the config slice
-# they use, so an edit reruns only the jobs that depend on it. Import only light modules:
+# predict -> evaluate -> template), like the rule files. No rules here. Rules take only the
+# config slice they use, so an edit reruns only the jobs that depend on it. Import only light modules:
 # dustpred.config and dustpred.errors (tests/test_config.py checks that building the DAG
 # loads neither h5py, pandas nor torch).
 import importlib.util
@@ -485,7 +485,12 @@ def summary_settings():
 TEMPLATE_FIGURES = ("template_maps", "template_r_ell")
 # Keys of config `template` that do not shape the FITS file (they select experiments, shape
 # the second model, which is an input, or only the validation).
-TEMPLATE_OTHER_KEYS = ("enabled", "experiments", "crossfit_validation_fraction", "validation")
+TEMPLATE_OTHER_KEYS = (
+    "enabled",
+    "experiments",
+    "crossfit_validation_fraction",
+    "validation",
+)
 PREPROCESSED = (("stack", "npy"), ("mask", "npy"), ("meta", "json"))
 
 
@@ -541,9 +546,7 @@ def crossfit_unet_params(wildcards):
 
 
 def crossfit_resume_state(wildcards):
-    return (
-        f"results/models/{wildcards.experiment}/seed{wildcards.seed}/crossfit/resume/state.pt"
-    )
+    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/crossfit/resume/state.pt"
 
 
 def cross_fit():
