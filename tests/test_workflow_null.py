@@ -39,7 +39,7 @@ def run_null(tmp_path_factory, name, overrides):
 
 @pytest.fixture(scope="module")
 def shuffled(tmp_path_factory):
-    overrides = {"cutouts": {**SIZES["cutouts"], "pairing": "shuffled"}}
+    overrides = {**SIZES, "cutouts": {**SIZES["cutouts"], "pairing": "shuffled"}}
     return run_null(tmp_path_factory, "null_shuffled", overrides)
 
 
