@@ -68,7 +68,11 @@ TRAIN_LOG = f"logs/train_unet/{EXPERIMENT}/seed{SEED}.log"
 # preprocess stack/mask/oracle, cutout shards, linear weights, the U-Net file, predictions,
 # tables, PNGs, summary) is deterministic, threads being equal.
 COMPARED_DIRS = ["resources", "results"]
-NOT_BYTE_EQUAL = ["*.pdf", "results/models/*/seed*/training.csv"]
+NOT_BYTE_EQUAL = [
+    "*.pdf",
+    "results/models/*/seed*/training.csv",
+    "results/models/*/seed*/crossfit/training.csv",
+]
 TIMING_COLUMNS = ["samples_per_s", "seconds"]
 
 
@@ -358,11 +362,16 @@ def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
     assert sorted(map(int, submitted)) == [job.jobid for job in slurm_run.jobs]
 
 
+# The rules that ask for a GPU: both trainings and the template's batched inference.
+GPU_RULES = ("train_unet", "train_unet_crossfit", "template")
+
+
 @pytest.mark.slurm
 def test_training_ran_on_the_gpu_partition_with_one_gpu(slurm_run):
-    train = slurm_run.of_rule("train_unet")
-    assert train and all(j.partition == "gpu" and j.tres_per_job == "gres:gpu:1" for j in train)
-    others = [job for job in slurm_run.jobs if job.rule != "train_unet"]
+    gpu = [job for rule in GPU_RULES for job in slurm_run.of_rule(rule)]
+    assert slurm_run.of_rule("train_unet")
+    assert all(j.partition == "gpu" and j.tres_per_job == "gres:gpu:1" for j in gpu)
+    others = [job for job in slurm_run.jobs if job.rule not in GPU_RULES]
     assert all(job.partition == "cpu" and "gpu" not in job.tres_per_job for job in others)
 
 
