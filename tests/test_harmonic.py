@@ -138,18 +138,20 @@ def realistic_maps():
     return {"dust": dust, "hi": hi}
 
 
+@pytest.mark.parametrize("iters", [1, 3])
 @pytest.mark.parametrize("name", ["dust", "hi"])
-def test_fast_path_matches_healpy_path_within_1e4(realistic_maps, name):
-    # Today's path: healpy, iter=3, lmax = 3 Nside - 1. Ours: ducc0, iter=3, lmax from
-    # filter_lmax (647). Relative rms difference over the reference's standard deviation
-    # (stricter than over its rms, which includes the mean): measured 4.8e-5 (dust) and
-    # 3.9e-5 (HI); tolerance 1e-4.
+def test_fast_path_matches_healpy_path_within_1e4(realistic_maps, name, iters):
+    # Today's path: healpy, iter=3, lmax = 3 Nside - 1. Ours: ducc0, lmax from filter_lmax
+    # (647), with the configs' 1 iteration or healpy's 3. Relative rms difference over the
+    # reference's standard deviation (stricter than over its rms, which includes the mean):
+    # measured 4.8e-5 (dust) and 3.9e-5 (HI) with either: once lmax is cut, the cut is the
+    # error and iterations past the first do not reduce it. Tolerance 1e-4.
     m = realistic_maps[name]
     ref = harmonic.lowpass_to_nside_healpy(m, ACC_NSIDE, ACC_ELL_C, ACC_ORDER, iters=3)
-    ours = harmonic.lowpass_to_nside(m, ACC_NSIDE, ACC_ELL_C, ACC_ORDER, iters=3, nthreads=2)
+    ours = harmonic.lowpass_to_nside(m, ACC_NSIDE, ACC_ELL_C, ACC_ORDER, iters=iters, nthreads=2)
     assert harmonic.filter_lmax(ACC_NSIDE, ACC_NSIDE, ACC_ELL_C, ACC_ORDER) == 647
     rel = np.sqrt(np.mean((ours - ref) ** 2)) / ref.std()
-    print(f"{name}: relative rms difference {rel:.2e}")
+    print(f"{name}, {iters} iterations: relative rms difference {rel:.2e}")
     assert rel <= 1e-4, rel
 
 

@@ -14,6 +14,7 @@ from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import (
     TABLE_COLUMNS,
     NormalEquations,
+    accumulate_shards,
     fit_linear,
     predict_linear,
     read_weights,
@@ -108,6 +109,14 @@ def test_fit_linear_writes_the_weights_table(tmp_path):
     assert back["channel"].tolist() == [0, 1, 2, 3]
     np.testing.assert_allclose(back["velocity_kms"], ShardSet(paths).velocities_kms)
     np.testing.assert_allclose(back["weight"], table["weight"], rtol=1e-8)
+
+
+def test_normal_equations_do_not_depend_on_the_thread_count(tmp_path):
+    # 40 cutouts in chunks of 4: ten chunks summed in order whether 1 or 3 run at once
+    shards = ShardSet(write_fake_shards(tmp_path / "shards", channels=4))
+    one = accumulate_shards(shards, chunk=4, nthreads=1)
+    three = accumulate_shards(shards, chunk=4, nthreads=3)
+    assert one.a.tobytes() == three.a.tobytes() and one.b.tobytes() == three.b.tobytes()
 
 
 def test_fit_linear_writes_both_models_from_the_same_normal_equations(tmp_path):

@@ -184,3 +184,14 @@ def test_each_input_table_is_opened_once(inputs, tmp_path, monkeypatch):
         **SETTINGS,
     )
     assert sorted(opened) == ["dust.fits", "hi.fits", "mask.fits"]
+
+
+def test_stack_does_not_depend_on_how_many_channels_are_filtered_at_once(inputs, outputs, tmp_path):
+    # 8 threads: two channels at a time, 4 threads each (THREADS_PER_MAP); the fixture: 1.
+    d = inputs["dir"]
+    paths = [tmp_path / name for name in ("stack.npy", "mask.npy", "meta.json")]
+    preprocess.preprocess(
+        d / "hi.fits", d / "dust.fits", d / "mask.fits", *paths, **SETTINGS, nthreads=8
+    )
+    one = (outputs["dir"] / "stack.npy").read_bytes()
+    assert paths[0].read_bytes() == one

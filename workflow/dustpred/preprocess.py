@@ -40,6 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,10 @@ from dustpred.healpix_maps import (
 from dustpred.hi_cube import HI_COLUMN, open_hi_cube
 
 log = logging.getLogger(__name__)
+
+# Threads of each channel's transforms; the job's threads run nthreads // 4 channels at once
+# (one Nside-1024 transform scales poorly past a few threads).
+THREADS_PER_MAP = 4
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -188,12 +193,12 @@ def preprocess(
             "threshold": float(mask_threshold),
         }
 
-    def lowpass(values: np.ndarray) -> np.ndarray:
+    def lowpass(values: np.ndarray, threads: int) -> np.ndarray:
         return harmonic.lowpass_to_nside(
-            values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=nthreads
+            values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=threads
         )
 
-    _write_stack(stack_path, hi, dust, nside, lowpass, t0)
+    _write_stack(stack_path, hi, dust, nside, lowpass, t0, nthreads)
     save_npy_atomic(mask_out_path, masked)
 
     meta = _stack_meta(
@@ -268,13 +273,17 @@ def _write_stack(
     hi_source: _HISource,
     dust: np.ndarray,
     nside: int,
-    lowpass: Callable[[np.ndarray], np.ndarray],
+    lowpass: Callable[[np.ndarray, int], np.ndarray],
     t0: float,
+    nthreads: int,
 ) -> None:
     """Read the selected channels, then write ``stack.npy``: filtered channels, dust last.
 
-    The ``(npix_in, nchan)`` channel selection is freed before the dust is filtered; the
-    stack is a memory map under a temporary name until complete.
+    ``lowpass(map, threads)`` filters one map. The channels are filtered
+    ``nthreads // THREADS_PER_MAP`` at a time (a transform of one Nside-1024 map does not
+    keep 16 threads busy); the dust, alone, gets all ``nthreads``. The ``(npix_in, nchan)``
+    channel selection is freed before the dust is filtered; the stack is a memory map under
+    a temporary name until complete.
     """
     hi = hi_source.read()
     nchan = hi.shape[1]
@@ -288,9 +297,9 @@ def _write_stack(
         stack = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(12 * nside**2, nchan + 1)
         )
-        _filter_channels(stack, hi, hi_source.velocities, lowpass, t0)
+        filter_channels(stack, hi, hi_source.velocities, lowpass, t0, nthreads)
         del hi
-        stack[:, nchan] = lowpass(dust)
+        stack[:, nchan] = lowpass(dust, nthreads)
         log.info(
             "dust filtered (Nside %d -> %d), %.1f s",
             hp.npix2nside(dust.size),
@@ -361,26 +370,38 @@ def _masked_at_nside(
     return masked, mask_nside
 
 
-def _filter_channels(
+def filter_channels(
     stack: np.ndarray,
     hi: np.ndarray,
     velocities: np.ndarray,
-    lowpass: Callable[[np.ndarray], np.ndarray],
+    lowpass: Callable[[np.ndarray, int], np.ndarray],
     t0: float,
+    nthreads: int,
 ) -> None:
     """Low-pass each ``(npix_in,)`` column of ``hi`` (``(npix_in, nchan)``, K) into the same
-    column of ``stack`` (``(npix, nchan + 1)``), logging progress against start time ``t0``."""
+    column of ``stack`` (``(npix, nchan + 1)``), several columns at once (ducc0 releases the
+    GIL), logging progress against start time ``t0``. Each column's result does not depend
+    on the threads, so neither does the stack."""
     nchan = hi.shape[1]
-    for j in range(nchan):
-        stack[:, j] = lowpass(hi[:, j])
-        if j % 8 == 0 or j == nchan - 1:
-            log.info(
-                "channel %d/%d (%.3f km/s) filtered, %.1f s",
-                j + 1,
-                nchan,
-                velocities[j],
-                time.monotonic() - t0,
-            )
+    workers = max(1, min(nchan, int(nthreads) // THREADS_PER_MAP))
+    per_map = max(1, int(nthreads) // workers)
+
+    def filter_column(j: int) -> int:
+        stack[:, j] = lowpass(hi[:, j], per_map)
+        return j
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, j in enumerate(pool.map(filter_column, range(nchan)), start=1):
+            if done % 8 == 1 or done == nchan:
+                log.info(
+                    "channel %d/%d (%.3f km/s) filtered (%d at a time, %d threads each), %.1f s",
+                    j + 1,
+                    nchan,
+                    velocities[j],
+                    workers,
+                    per_map,
+                    time.monotonic() - t0,
+                )
 
 
 def _stack_meta(

@@ -429,39 +429,43 @@ def lr_masks(dust: np.ndarray, mask_nside: int, *, nthreads: int = 1) -> dict[st
     return masks
 
 
+def _block_noise(seed: int, block: int, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """White noise of block ``block``: its own stream (seed, "hi_noise", block), float32."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAMS["hi_noise"], block]))
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
+
+
+def _noisy_hi_block(comp, settings, velocities, sl: slice, block: int, sigma: float):
+    """Noisy HI spectra ``(m, nchan)`` float32 K of pixels ``sl`` (block number ``block``)."""
+    spectra = hi_block(comp, sl, velocities, settings.channel_kms, settings.nonlinear)
+    spectra += _block_noise(settings.seed, block, spectra.shape, sigma)
+    return spectra
+
+
 def _hi_blocks(comp, settings, velocities, block_pixels, nthreads: int = 1) -> Iterator[np.ndarray]:
     """Noisy HI spectra, block after block of pixels, in pixel order.
 
     Up to ``nthreads`` blocks are computed at once in a thread pool (numpy releases the
-    GIL in its loops), at most ``nthreads + 1`` held; the noise is drawn here, in block
-    order from one stream, so the cube does not depend on ``nthreads``.
+    GIL in its loops), at most ``nthreads + 1`` held. Each block draws its noise from its
+    own stream (seed, block number), so the noise is drawn in parallel too and the cube
+    does not depend on ``nthreads`` (it does on ``block_pixels``, fixed by the caller).
     """
     npix = 12 * settings.nside**2
     sigma = settings.hi_noise_mk * 1e-3 * settings.nside / 256.0
-    rng = _rng(settings.seed, "hi_noise")
     slices = [
         slice(start, min(start + block_pixels, npix)) for start in range(0, npix, block_pixels)
     ]
     workers = max(int(nthreads), 1)
-
-    def noisy(block: np.ndarray) -> np.ndarray:
-        block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(sigma)
-        return block
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         for i, sl in enumerate(slices):
-            pending.append(
-                pool.submit(
-                    hi_block, comp, sl, velocities, settings.channel_kms, settings.nonlinear
-                )
-            )
+            pending.append(pool.submit(_noisy_hi_block, comp, settings, velocities, sl, i, sigma))
             if len(pending) > workers:
-                yield noisy(pending.popleft().result())
+                yield pending.popleft().result()
             if i % 16 == 0:
                 log.info("HI cube: pixels %d..%d of %d", sl.start, sl.stop - 1, npix)
         while pending:
-            yield noisy(pending.popleft().result())
+            yield pending.popleft().result()
 
 
 def simulate_sky(

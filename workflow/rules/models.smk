@@ -19,7 +19,7 @@ rule fit_linear:
         "benchmarks/fit_linear/{experiment}.tsv"
     conda:
         CONDA_ENV
-    threads: 1
+    threads: 8
     resources:
         mem_mb=2048,
     params:

@@ -11,4 +11,5 @@ fit_linear(
     snakemake.output.linear,  # noqa: F821
     snakemake.output.linear_sd,  # noqa: F821
     ridge=float(params["ridge"]),
+    nthreads=snakemake.threads,  # noqa: F821
 )

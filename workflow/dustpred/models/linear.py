@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -71,20 +73,46 @@ class NormalEquations:
 
     def add(self, inputs: np.ndarray, target: np.ndarray) -> None:
         """Accumulate cutouts: ``inputs`` (n, C, H, W), ``target`` (n, H, W)."""
-        n, c, h, w = inputs.shape
-        idx, mult, _ = _rfft_modes(h, self.side_deg)
-        fi = np.fft.rfft2(np.asarray(inputs, dtype=np.float64)).reshape(n, c, -1)
-        ft = np.fft.rfft2(np.asarray(target, dtype=np.float64)).reshape(n, -1)
-        sw = np.sqrt(mult)
-        for j in range(len(self.b)):
-            sel = np.flatnonzero(idx == j)
-            # Real representation [Re; Im] turns sum_k Re(x_k conj(y_k)) into one dot product.
-            xi = fi[:, :, sel] * sw[sel]
-            xt = ft[:, sel] * sw[sel]
-            xr = np.concatenate([xi.real, xi.imag], axis=2).transpose(1, 0, 2).reshape(c, -1)
-            tr = np.concatenate([xt.real, xt.imag], axis=1).reshape(-1)
-            self.a[j] += xr @ xr.T
-            self.b[j] += xr @ tr
+        a, b = chunk_sums(inputs, target, self.side_deg, len(self.b))
+        self.a += a
+        self.b += b
+
+
+def chunk_sums(
+    inputs: np.ndarray, target: np.ndarray, side_deg: float, nbins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The normal equations' terms of one chunk of cutouts, per ell bin.
+
+    Parameters
+    ----------
+    inputs, target
+        ``(n, C, H, W)`` HI channels and ``(n, H, W)`` dust of ``n`` cutouts.
+    side_deg
+        Cutout side (degrees).
+    nbins
+        Number of ell bins.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``a`` (nbins, C, C) and ``b`` (nbins, C), float64.
+    """
+    n, c, h, w = inputs.shape
+    idx, mult, _ = _rfft_modes(h, side_deg)
+    fi = np.fft.rfft2(np.asarray(inputs, dtype=np.float64)).reshape(n, c, -1)
+    ft = np.fft.rfft2(np.asarray(target, dtype=np.float64)).reshape(n, -1)
+    sw = np.sqrt(mult)
+    a, b = np.zeros((nbins, c, c)), np.zeros((nbins, c))
+    for j in range(nbins):
+        sel = np.flatnonzero(idx == j)
+        # Real representation [Re; Im] turns sum_k Re(x_k conj(y_k)) into one dot product.
+        xi = fi[:, :, sel] * sw[sel]
+        xt = ft[:, sel] * sw[sel]
+        xr = np.concatenate([xi.real, xi.imag], axis=2).transpose(1, 0, 2).reshape(c, -1)
+        tr = np.concatenate([xt.real, xt.imag], axis=1).reshape(-1)
+        a[j] = xr @ xr.T
+        b[j] = xr @ tr
+    return a, b
 
 
 def solve_normal_equations(a: np.ndarray, b: np.ndarray, ridge: float = 0.0) -> np.ndarray:
@@ -107,12 +135,32 @@ def solve_normal_equations(a: np.ndarray, b: np.ndarray, ridge: float = 0.0) -> 
     return ws * d
 
 
-def accumulate_shards(shards: ShardSet, *, chunk: int = 64) -> NormalEquations:
-    """Normal equations summed over every cutout of ``shards``."""
+def accumulate_shards(shards: ShardSet, *, chunk: int = 64, nthreads: int = 1) -> NormalEquations:
+    """Normal equations summed over every cutout of ``shards``.
+
+    Chunks are read in order and their terms (:func:`chunk_sums`: FFTs and products, which
+    release the GIL) computed ``nthreads`` at a time, then added in chunk order, so the sums
+    do not depend on ``nthreads``.
+    """
     eq = NormalEquations.empty(shards.channels, shards.npix, shards.side_deg)
-    for start, d in shards.iter_chunks(["inputs", "target"], chunk):
-        eq.add(d["inputs"], d["target"])
-        log.debug("linear: accumulated cutouts %d..%d", start, start + len(d["target"]) - 1)
+    nbins = len(eq.b)
+    workers = max(1, int(nthreads))
+
+    def add(future) -> None:
+        a, b = future.result()
+        eq.a += a
+        eq.b += b
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for start, d in shards.iter_chunks(["inputs", "target"], chunk):
+            pending.append(pool.submit(chunk_sums, d["inputs"], d["target"], eq.side_deg, nbins))
+            if len(pending) > workers:
+                add(pending.popleft())
+            if start % (chunk * 128) == 0:
+                log.info("linear: cutouts %d.. of %d", start, shards.n)
+        while pending:
+            add(pending.popleft())
     return eq
 
 
@@ -164,12 +212,14 @@ def fit_linear(
     scale_dependent_csv: str | os.PathLike | None = None,
     *,
     ridge: float = 0.0,
+    nthreads: int = 1,
 ) -> LinearWeights:
     """Fit the scale-independent and the scale-dependent linear model on training shards.
 
-    Both solve the same normal equations, accumulated once: summed over the ell bins
-    (scale-independent, written to ``out_csv``) and bin by bin (scale-dependent, written to
-    ``scale_dependent_csv`` if given).
+    Both solve the same normal equations, accumulated once (``nthreads`` chunks at a time,
+    :func:`accumulate_shards`): summed over the ell bins (scale-independent, written to
+    ``out_csv``) and bin by bin (scale-dependent, written to ``scale_dependent_csv`` if
+    given).
     """
     shards = ShardSet(shard_paths)
     log.info(
@@ -178,7 +228,7 @@ def fit_linear(
         shards.channels,
         ridge,
     )
-    eq = accumulate_shards(shards)
+    eq = accumulate_shards(shards, nthreads=nthreads)
     fitted = LinearWeights(
         *(
             weights_table(eq, shards.velocities_kms, scale_dependent=sd, ridge=ridge)
