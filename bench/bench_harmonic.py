@@ -36,7 +36,10 @@ def main() -> None:
     parser.add_argument("--healpy-threads", type=int, default=2)
     parser.add_argument("--healpy-maps", type=int, default=2)
     args = parser.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.healpy_threads)  # before healpy is imported
+    # Before the imports: healpy's threads, and ducc0's pool (which would else take
+    # OMP_NUM_THREADS too; Snakemake sets both to the job's threads).
+    os.environ["OMP_NUM_THREADS"] = str(args.healpy_threads)
+    os.environ["DUCC0_NUM_THREADS"] = str(args.threads)
 
     import healpy as hp
     import numpy as np

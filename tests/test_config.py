@@ -40,7 +40,7 @@ HEAVY = ("h5py", "pandas", "torch")
 
 BASE = {
     "preprocess": {"velocity_kms": [-64.5, 17.0]},
-    "cutouts": {"split": "north_south"},
+    "cutouts": {"split": "north_south", "pairing": "matched"},
     "seeds": [0],
     "unet": {"loss_lambda": 30.0, "widths": [8, 16]},
     "linear": {"ridge": 0.0},
@@ -58,6 +58,7 @@ def test_experiment_without_overrides_is_the_base():
     assert exp == {
         "velocity_kms": [-64.5, 17.0],
         "split": "north_south",
+        "pairing": "matched",
         "seeds": [0],
         "unet": {"loss_lambda": 30.0, "widths": [8, 16]},
         "linear": {"ridge": 0.0},
@@ -96,6 +97,7 @@ def test_experiment_settings_are_the_summary_setting_columns():
     assert list(settings) == SETTING_COLUMNS
     assert settings == {
         "split": "north_south",
+        "pairing": "matched",
         "velocity_kms": "-64.5..17",
         "variant": None,
         "input_kind": None,

@@ -416,13 +416,15 @@ def test_runs_of_other_cutouts_or_seeds_form_their_own_headline_groups():
         "baseline": {"split": "north_south", "velocity_kms": "-64.5..17"},
         "paper_unet": {"split": "north_south", "velocity_kms": "-64.5..17"},
         "east_west": {"split": "east_west", "velocity_kms": "-64.5..17"},
+        "null": {"split": "north_south", "pairing": "shuffled", "velocity_kms": "-64.5..17"},
     }
-    runs = [("baseline", 0), ("paper_unet", 0), ("east_west", 0), ("baseline", 1)]
+    runs = [("baseline", 0), ("paper_unet", 0), ("east_west", 0), ("baseline", 1), ("null", 0)]
     groups = headline_groups(runs, settings)
     assert list(groups.values()) == [
         [("baseline", 0), ("paper_unet", 0)],
         [("east_west", 0)],
         [("baseline", 1)],
+        [("null", 0)],
     ]
     assert list(headline_groups(runs[:2], None).values()) == [
         [("baseline", 0)],

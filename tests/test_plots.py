@@ -219,6 +219,22 @@ def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
     plots.plt.close(fig)
 
 
+def test_fig6_shows_both_loss_terms_of_the_last_epoch_per_lambda(tables, training_csv):
+    t = pd.read_csv(training_csv)  # last epoch: val_l1 0.012, val_corr 1.188
+    doubled = t.assign(val_l1=2 * t["val_l1"])
+    fig = plots.lambda_sweep_figure(
+        {0.0: [tables["r_ell"]], 30.0: [tables["r_ell"]]}, {0.0: [t], 30.0: [t, doubled]}
+    )
+    _, ax_terms = fig.axes
+    lines = {line.get_label(): line for line in ax_terms.get_lines()}
+    l1 = lines[plots.TERM_STYLE["l1"][1]].get_ydata()
+    corr = lines[plots.TERM_STYLE["corr"][1]].get_ydata()
+    np.testing.assert_allclose(l1, [0.012, 0.018])  # lambda 30: mean of two seeds
+    np.testing.assert_allclose(corr, [1.188, 1.188])
+    assert [tick.get_text() for tick in ax_terms.get_xticklabels()] == ["0", "30"]
+    plots.plt.close(fig)
+
+
 def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
     base = tables["r_ell"]
     by_seed = {0: base, 1: _shifted(base, "unet", 0.02), 2: _shifted(base, "unet", -0.05)}
@@ -234,13 +250,20 @@ def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
     plots.plt.close(fig)
 
 
-def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, tmp_path):
+def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, training_csv, tmp_path):
     p = tables["paths"]
     plots.plot_lambda_sweep([p["r_ell"], p["r_ell"]], [0.0, 30.0], [tmp_path / "f6.png"], dpi=60)
+    plots.plot_lambda_sweep(
+        [p["r_ell"]] * 2,
+        [0.0, 30.0],
+        [tmp_path / "f6t.png"],
+        training_paths=[training_csv] * 2,
+        dpi=60,
+    )
     plots.plot_seed_ensemble(
         [p["r_ell"]] * 2, [p["per_cutout"]] * 2, [0, 1], [tmp_path / "e.png"], dpi=60
     )
-    for name in ("f6.png", "e.png"):
+    for name in ("f6.png", "f6t.png", "e.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(InputError, match="lambdas"):
         plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])

@@ -102,3 +102,11 @@ def test_editing_cutout_settings_remakes_the_shards(workdir):
     done = snakemake_cli(workdir, *TARGETS, args=("-n",), extra_config=extra)
     assert done.returncode == 0, done.stderr[-3000:]
     assert job_counts(done.stdout + done.stderr) == {"cutout_shard": 2, "gather_cutouts": 1}
+
+
+def test_a_shuffled_pairing_experiment_gets_its_own_cutouts_from_the_same_stack(workdir):
+    extra = {"experiments": {"null_shuffled": {"pairing": "shuffled"}}}
+    target = f"{CUT}-shuffled/index.json"
+    done = snakemake_cli(workdir, target, args=("-n",), extra_config=extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert job_counts(done.stdout + done.stderr) == {"cutout_shard": 2, "gather_cutouts": 1}

@@ -1,8 +1,9 @@
 """Resolve named experiments: the base configuration with per-experiment overrides.
 
-An experiment may override ``velocity_kms``, ``split``, ``seeds`` and any key of the
-``unet`` and ``linear`` sections. Preprocessing and cutouts depend only on the velocity
-range and the split, so experiments that share them share those jobs.
+An experiment may override ``velocity_kms``, ``split``, ``pairing`` (``cutouts.pairing``: a
+shuffled-HI null test next to the real run), ``seeds`` and any key of the ``unet`` and
+``linear`` sections. Preprocessing depends only on the velocity range and cutouts on it, the
+split and the pairing, so experiments that share them share those jobs.
 
 Also the helpers that read resolved experiments to build the DAG: the settings that the
 summary tables list (:func:`experiment_settings`) and the lambda sweep of Fig. 6
@@ -31,6 +32,7 @@ from dustpred.errors import ConfigError
 EXPERIMENT_KEY_PATHS: dict[str, tuple[str, ...]] = {
     "velocity_kms": ("preprocess", "velocity_kms"),
     "split": ("cutouts", "split"),
+    "pairing": ("cutouts", "pairing"),
     "seeds": ("seeds",),
     "unet": ("unet",),
     "linear": ("linear",),
@@ -52,7 +54,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
 def resolve_experiment(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The settings of experiment ``name``: base config values with its overrides applied.
 
-    Returns a dict with keys ``velocity_kms``, ``split``, ``seeds``, ``unet``, ``linear``.
+    Returns a dict with the keys of :data:`EXPERIMENT_KEY_PATHS`.
     """
     experiments = config["experiments"]
     if name not in experiments:
@@ -279,7 +281,7 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
 
 
 # Columns of the summary tables that describe an experiment (see dustpred.evaluation).
-SETTING_COLUMNS = ["split", "velocity_kms", "variant", "input_kind", "loss_lambda"]
+SETTING_COLUMNS = ["split", "pairing", "velocity_kms", "variant", "input_kind", "loss_lambda"]
 
 
 def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,6 +294,7 @@ def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
     lo, hi = resolved.get("velocity_kms", (float("nan"), float("nan")))
     return {
         "split": resolved.get("split"),
+        "pairing": resolved.get("pairing"),
         "velocity_kms": f"{lo:g}..{hi:g}",
         "variant": unet.get("variant"),
         "input_kind": unet.get("input_kind"),

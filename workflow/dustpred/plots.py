@@ -326,8 +326,22 @@ def _seed_mean(curves: Sequence[pd.DataFrame], model: str, subset: str = "test")
     return ell, r.mean(axis=0), band
 
 
-def lambda_sweep_figure(curves: Mapping[float, Sequence[pd.DataFrame]]) -> Figure:
-    """Fig. 6: mean test r(ell) of the U-Net for each loss weight lambda.
+def _final_terms(trainings: Sequence[pd.DataFrame]) -> dict[str, float]:
+    """Validation L1 and correlation terms at the last epoch, mean over seeds (NaN if a table
+    lacks :data:`TERM_COLUMNS`)."""
+    rows = [t.sort_values("epoch").iloc[-1] for t in trainings if set(TERM_COLUMNS) <= set(t)]
+    return {
+        term: float(np.mean([r[f"val_{term}"] for r in rows])) if rows else float("nan")
+        for term in TERM_STYLE
+    }
+
+
+def lambda_sweep_figure(
+    curves: Mapping[float, Sequence[pd.DataFrame]],
+    trainings: Mapping[float, Sequence[pd.DataFrame]] | None = None,
+) -> Figure:
+    """Fig. 6: mean test r(ell) of the U-Net for each loss weight lambda (left) and, given the
+    training tables, the two loss terms at the last epoch against lambda (right).
 
     Parameters
     ----------
@@ -336,8 +350,15 @@ def lambda_sweep_figure(curves: Mapping[float, Sequence[pd.DataFrame]]) -> Figur
         Curves are averaged over seeds; bands are the error on the mean (over cutouts for a
         single seed, over seeds otherwise). Integrated intensity (red) and the oracle (black
         dashed) of the first lambda are drawn for reference.
+    trainings
+        lambda -> training.csv tables (one per seed): the validation L1 term and the
+        correlation term lambda [(1 - r50) + (1 - r150)] of the last epoch, mean over seeds,
+        one point per lambda (lambdas evenly spaced on the axis). None: the left panel only.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, axes = plt.subplots(
+        1, 1 if trainings is None else 2, figsize=(6.4 if trainings is None else 11.5, 4.6)
+    )
+    ax = axes if trainings is None else axes[0]
     lambdas = sorted(curves)
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(lambdas)))
     styles = ["-", "--", "-.", ":"]
@@ -369,8 +390,27 @@ def lambda_sweep_figure(curves: Mapping[float, Sequence[pd.DataFrame]]) -> Figur
     ax.set_title(r"Effect of the loss weight $\lambda$")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower left")
+    if trainings is not None:
+        _terms_by_lambda_panel(axes[1], lambdas, trainings)
     fig.tight_layout()
     return fig
+
+
+def _terms_by_lambda_panel(
+    ax, lambdas: Sequence[float], trainings: Mapping[float, Sequence[pd.DataFrame]]
+) -> None:
+    """The two validation loss terms of the last epoch, one point per lambda."""
+    terms = [_final_terms(trainings.get(lam, [])) for lam in lambdas]
+    x = np.arange(len(lambdas))
+    for term, (colour, label) in TERM_STYLE.items():
+        ax.plot(x, [t[term] for t in terms], "o-", color=colour, label=label)
+    _log_if_decades(ax, np.array([[t[k] for k in TERM_STYLE] for t in terms], dtype=float))
+    ax.set_xticks(x, [f"{lam:g}" for lam in lambdas])
+    ax.set_xlabel(r"loss weight $\lambda$")
+    ax.set_ylabel("validation loss term, last epoch")
+    ax.set_title("The two terms of the loss (eq. 2.3)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
 
 
 def seed_ensemble_figure(
@@ -525,16 +565,25 @@ def plot_lambda_sweep(
     lambdas: Sequence[float],
     outputs: Sequence[str | os.PathLike],
     *,
+    training_paths: Sequence[str | os.PathLike] | None = None,
     dpi: int = 150,
 ) -> None:
     """Fig. 6 from r(ell) tables; ``lambdas[i]`` is the loss weight of ``r_ell_paths[i]``
-    (several paths per lambda are seeds of one experiment)."""
+    (several paths per lambda are seeds of one experiment) and of ``training_paths[i]``
+    (the same runs' training.csv, for the loss-term panel; None leaves it out)."""
     if len(r_ell_paths) != len(lambdas):
         raise InputError(f"{len(r_ell_paths)} r(ell) tables but {len(lambdas)} lambdas")
+    if training_paths is not None and len(training_paths) != len(lambdas):
+        raise InputError(f"{len(training_paths)} training tables but {len(lambdas)} lambdas")
     curves: dict[float, list[pd.DataFrame]] = {}
     for path, lam in zip(r_ell_paths, lambdas, strict=True):
         curves.setdefault(float(lam), []).append(read_table(path, R_ELL_COLUMNS))
-    save_figure(lambda_sweep_figure(curves), outputs, dpi)
+    trainings: dict[float, list[pd.DataFrame]] | None = None
+    if training_paths is not None:
+        trainings = {}
+        for path, lam in zip(training_paths, lambdas, strict=True):
+            trainings.setdefault(float(lam), []).append(read_table(path, ["epoch"]))
+    save_figure(lambda_sweep_figure(curves, trainings), outputs, dpi)
 
 
 def plot_seed_ensemble(

