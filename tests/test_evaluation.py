@@ -430,3 +430,32 @@ def test_runs_of_other_cutouts_or_seeds_form_their_own_headline_groups():
         [("baseline", 0)],
         [("paper_unet", 0)],
     ]
+
+
+def test_correlations_do_not_depend_on_the_thread_count(tmp_path):
+    path = tmp_path / "p.h5"
+    write_fake_predictions(path, n=10)
+    pred = Predictions(path)
+    one = pred.correlations(chunk=3, nthreads=1)
+    three = pred.correlations(chunk=3, nthreads=3)  # four chunks, three at a time
+    np.testing.assert_array_equal(three.masked_fraction, one.masked_fraction)
+    for model, values in one.by_model.items():
+        for key, value in values.items():
+            assert three.by_model[model][key].tobytes() == value.tobytes(), (model, key)
+
+
+def test_correlations_of_several_models_equal_one_model_at_a_time(tmp_path):
+    from dustpred.metrics import r_ell_r50_r150
+
+    path = tmp_path / "p.h5"
+    write_fake_predictions(path, n=6)
+    pred = Predictions(path)
+    data = pred.read()
+    corr = pred.correlations()
+    for model in pred.models:
+        _, r, r50, r150 = r_ell_r50_r150(
+            data["target"], data[model], side_deg=pred.side_deg, mask=data["mask"], robust=True
+        )
+        np.testing.assert_array_equal(corr.by_model[model]["r_ell_robust"], r)
+        np.testing.assert_array_equal(corr.by_model[model]["r50_robust"], r50)
+        np.testing.assert_array_equal(corr.by_model[model]["r150_robust"], r150)

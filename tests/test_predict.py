@@ -100,3 +100,16 @@ def test_shards_with_another_channel_count_are_rejected(trained, tmp_path):
     with pytest.raises(InputError, match="channels"):
         predict_shards(other, root / "linear.csv", root / "unet.pt", tmp_path / "p.h5")
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_prediction_file_does_not_depend_on_the_thread_count(trained, tmp_path):
+    # chunks of 4 of the 16 test cutouts: four chunks whose linear maps run 3 at a time
+    root, test = trained
+    kwargs = {"linear_sd_csv": root / "linear_sd.csv", "chunk": 4}
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}.h5"
+        predict_shards(test, root / "linear.csv", root / "unet.pt", out, threads=threads, **kwargs)
+    with h5py.File(tmp_path / "t1.h5", "r") as one, h5py.File(tmp_path / "t3.h5", "r") as three:
+        assert sorted(one) == sorted(three)
+        for name in one:
+            assert one[name][...].tobytes() == three[name][...].tobytes(), name

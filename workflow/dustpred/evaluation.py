@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,7 @@ import pandas as pd
 from dustpred import resampling
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
-from dustpred.metrics import TAPER_PIX, bin_edges, r_ell_r50_r150
+from dustpred.metrics import TAPER_PIX, bin_edges, r_ell_r50_r150_models
 
 log = logging.getLogger(__name__)
 
@@ -256,35 +258,54 @@ class Predictions:
                 out.append(mask.reshape(len(mask), -1).mean(axis=1))
         return np.concatenate(out)
 
-    def correlations(self, chunk: int = CHUNK, taper_pix: float = TAPER_PIX) -> Correlations:
+    def correlations(
+        self, chunk: int = CHUNK, taper_pix: float = TAPER_PIX, *, nthreads: int = 1
+    ) -> Correlations:
         """r50, r150 and r(ell) of every model on every cutout, in the paper's form and the
         offset-robust form (``*_robust``, mask-edge taper ``taper_pix`` pixels), read
-        ``chunk`` cutouts at a time."""
+        ``chunk`` cutouts at a time; ``nthreads`` chunks are computed at once (numpy's FFTs
+        release the GIL) and joined in order, so the result does not depend on it."""
+        workers = max(1, int(nthreads))
+        parts = []
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for start in range(0, self.n, chunk):
+                data = self.read(start, min(start + chunk, self.n))
+                pending.append(pool.submit(_chunk_correlations, data, self, taper_pix))
+                if len(pending) > workers:
+                    parts.append(pending.popleft().result())
+            parts += [future.result() for future in pending]
         keys = ("r50", "r150", "r_ell", "r50_robust", "r150_robust", "r_ell_robust")
-        result: dict[str, dict[str, list]] = {m: {k: [] for k in keys} for m in self.models}
-        masked: list[np.ndarray] = []
-        ell = None
-        for start in range(0, self.n, chunk):
-            data = self.read(start, min(start + chunk, self.n))
-            masked.append(data["mask"].reshape(len(data["mask"]), -1).mean(axis=1))
-            for model in self.models:
-                for suffix, robust in (("", False), ("_robust", True)):
-                    ell, r, r50, r150 = r_ell_r50_r150(
-                        data["target"],
-                        data[model],
-                        side_deg=self.side_deg,
-                        mask=data["mask"] if robust else None,
-                        robust=robust,
-                        taper_pix=taper_pix,
-                    )
-                    result[model][f"r50{suffix}"].append(r50)
-                    result[model][f"r150{suffix}"].append(r150)
-                    result[model][f"r_ell{suffix}"].append(r)
         return Correlations(
-            ell=ell,
-            masked_fraction=np.concatenate(masked),
-            by_model={m: {k: np.concatenate(v) for k, v in d.items()} for m, d in result.items()},
+            ell=parts[-1][0],
+            masked_fraction=np.concatenate([p[1] for p in parts]),
+            by_model={
+                m: {k: np.concatenate([p[2][m][k] for p in parts]) for k in keys}
+                for m in self.models
+            },
         )
+
+
+def _chunk_correlations(data: dict[str, np.ndarray], pred: Predictions, taper_pix: float):
+    """(ell, masked fraction (n,), model -> {r50, r150, r_ell and their *_robust}) of one
+    chunk read by :meth:`Predictions.read`: each form's target FFT and window once."""
+    masked = data["mask"].reshape(len(data["mask"]), -1).mean(axis=1)
+    by_model: dict[str, dict[str, np.ndarray]] = {m: {} for m in pred.models}
+    ell = None
+    for suffix, robust in (("", False), ("_robust", True)):
+        ell, out = r_ell_r50_r150_models(
+            data["target"],
+            {m: data[m] for m in pred.models},
+            side_deg=pred.side_deg,
+            mask=data["mask"] if robust else None,
+            robust=robust,
+            taper_pix=taper_pix,
+        )
+        for model, (r, r50, r150) in out.items():
+            by_model[model].update(
+                {f"r_ell{suffix}": r, f"r50{suffix}": r50, f"r150{suffix}": r150}
+            )
+    return ell, masked, by_model
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -420,6 +441,7 @@ def evaluate(
     wins: Sequence[str | os.PathLike],
     *,
     errors: ErrorSettings | None = None,
+    nthreads: int = 1,
 ) -> dict[str, pd.DataFrame]:
     """Evaluate the prediction files of one experiment and seed and write the three tables.
 
@@ -431,6 +453,8 @@ def evaluate(
         (csv, parquet) output paths of each table.
     errors
         How errors are computed (default :class:`ErrorSettings`).
+    nthreads
+        Chunks of cutouts correlated at once (:meth:`Predictions.correlations`).
 
     Returns
     -------
@@ -444,7 +468,7 @@ def evaluate(
     for subset, path in predictions.items():
         pred = Predictions(path)
         log.info("%s: %d %s cutouts, models %s", path, pred.n, subset, pred.models)
-        corr = pred.correlations(taper_pix=errors.robust_taper_pix)
+        corr = pred.correlations(taper_pix=errors.robust_taper_pix, nthreads=nthreads)
         pc_frames.append(per_cutout_table(pred, corr, subset))
         rl_frames.append(r_ell_table(pred, corr, subset, errors))
     tables = {

@@ -33,6 +33,7 @@ amplitude floor. The paper's form (``robust=False``) stays the default and is un
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -200,6 +201,32 @@ def apodise(maps: np.ndarray, window: np.ndarray) -> np.ndarray:
     return window * (x - mean)
 
 
+def _form(
+    mask: np.ndarray | None, shape: tuple[int, ...], robust: bool, taper_pix: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """What the chosen form does to a map of ``shape`` before the FFT.
+
+    Paper's form: nothing (masked pixels zeroed if ``mask`` is given, which leaves maps that
+    already have zeros there value for value the same); robust form: :func:`apodise` with
+    the window of ``mask``, computed once here for every map it is applied to.
+    """
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool)
+        try:
+            mask = np.broadcast_to(mask, shape)
+        except ValueError:
+            raise InputError(
+                f"r(ell): mask has shape {mask.shape} but the maps have shape {shape}; "
+                f"expected a mask broadcastable to the maps"
+            ) from None
+    if not robust:
+        if mask is None:
+            return lambda x: x
+        return lambda x: np.where(mask, 0.0, x)
+    window = np.ones(shape[-2:]) if mask is None else apodisation_window(mask, taper_pix)
+    return lambda x: apodise(x, window)
+
+
 def _prepared(
     target: np.ndarray,
     prediction: np.ndarray,
@@ -207,32 +234,12 @@ def _prepared(
     robust: bool,
     taper_pix: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The two maps as the chosen form transforms them before the FFT.
-
-    Paper's form: unchanged (masked pixels zeroed if ``mask`` is given, which leaves maps
-    that already have zeros there value for value the same); robust form: :func:`apodise`.
-    """
+    """The two maps as the chosen form (:func:`_form`) transforms them before the FFT."""
     target = np.asarray(target)
     prediction = np.asarray(prediction)
     _check_shapes(target.shape, prediction.shape)
-    if mask is not None:
-        mask = np.asarray(mask).astype(bool)
-        try:
-            mask = np.broadcast_to(mask, target.shape)
-        except ValueError:
-            raise InputError(
-                f"r(ell): mask has shape {mask.shape} but the maps have shape {target.shape}; "
-                f"expected a mask broadcastable to the maps"
-            ) from None
-    if not robust:
-        if mask is None:
-            return target, prediction
-        return np.where(mask, 0.0, target), np.where(mask, 0.0, prediction)
-    if mask is None:
-        window = np.ones(target.shape[-2:])
-    else:
-        window = apodisation_window(mask, taper_pix)
-    return apodise(target, window), apodise(prediction, window)
+    form = _form(mask, target.shape, robust, taper_pix)
+    return form(target), form(prediction)
 
 
 def _floored_amplitude(power: np.ndarray) -> np.ndarray:
@@ -241,12 +248,16 @@ def _floored_amplitude(power: np.ndarray) -> np.ndarray:
     return np.sqrt(power + floor)
 
 
+def _spectrum(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FFT (..., H, W) of maps and its floored amplitude (:func:`_floored_amplitude`)."""
+    f = np.fft.fft2(np.asarray(maps, dtype=np.float64))
+    return f, _floored_amplitude(np.abs(f) ** 2)
+
+
 def mode_correlation(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """Per-mode correlation r_k of two maps of shape (..., H, W); float64, FFT order."""
-    t = np.fft.fft2(np.asarray(target, dtype=np.float64))
-    p = np.fft.fft2(np.asarray(prediction, dtype=np.float64))
-    num = (t * p.conj()).real
-    return num / (_floored_amplitude(np.abs(t) ** 2) * _floored_amplitude(np.abs(p) ** 2))
+    (t, amp_t), (p, amp_p) = _spectrum(target), _spectrum(prediction)
+    return (t * p.conj()).real / (amp_t * amp_p)
 
 
 def r_ell(
@@ -338,11 +349,52 @@ def r_ell_r50_r150(
     two functions' results, at half the FFTs. ``mask``, ``robust`` and ``taper_pix`` as in
     :func:`r_ell` (``robust=True`` with the mask gives the offset-robust form).
     """
-    target, prediction = _prepared(target, prediction, mask, robust, taper_pix)
+    centres, out = r_ell_r50_r150_models(
+        target,
+        {"": prediction},
+        side_deg=side_deg,
+        mask=mask,
+        robust=robust,
+        taper_pix=taper_pix,
+    )
+    return (centres, *out[""])
+
+
+def r_ell_r50_r150_models(
+    target: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    *,
+    side_deg: float = DEFAULT_SIDE_DEG,
+    mask: np.ndarray | None = None,
+    robust: bool = False,
+    taper_pix: float = TAPER_PIX,
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """:func:`r_ell_r50_r150` of several predictions against one target.
+
+    The target's FFT and the robust form's window are computed once for all of them, so
+    each prediction costs one FFT; the results equal :func:`r_ell_r50_r150`'s value for
+    value.
+
+    Returns
+    -------
+    ell_centres : ndarray, shape (nbins,)
+    by_name : dict
+        Name -> ``(r (..., nbins), r50 (...), r150 (...))``.
+    """
+    target = np.asarray(target)
+    maps = {name: np.asarray(p) for name, p in predictions.items()}
+    for p in maps.values():
+        _check_shapes(target.shape, p.shape)
+    form = _form(mask, target.shape, robust, taper_pix)
     bins, bands, centres = _weights(tuple(target.shape[-2:]), float(side_deg))
-    rk = mode_correlation(target, prediction).reshape(*target.shape[:-2], -1)
-    r = rk @ bands
-    return centres.copy(), rk @ bins, r[..., 0], r[..., 1]
+    t, amp_t = _spectrum(form(target))
+    out = {}
+    for name, p in maps.items():
+        f, amp_p = _spectrum(form(p))
+        rk = ((t * f.conj()).real / (amp_t * amp_p)).reshape(*target.shape[:-2], -1)
+        r = rk @ bands
+        out[name] = (rk @ bins, r[..., 0], r[..., 1])
+    return centres.copy(), out
 
 
 def r50_r150_torch(target, prediction, *, side_deg: float = DEFAULT_SIDE_DEG):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
@@ -93,12 +95,26 @@ def predict_models(
         ``(n, H, W)`` float32 each, masked pixels 0; U-Net in target units, the integrated
         and linear maps in the HI maps' units.
     """
-    keep = mask == 0
     return {
-        "integrated": integrated_intensity(x) * keep,
-        "linear": predict_linear(x, weights, side_deg=side_deg) * keep,
+        **cutout_models(x, mask, weights, side_deg=side_deg),
         "unet": predict_unet(net, stats, x, mask, batch=batch, device=device),
     }
+
+
+def cutout_models(
+    x: np.ndarray, mask: np.ndarray, weights, *, side_deg: float, weights_sd=None
+) -> dict[str, np.ndarray]:
+    """The CPU models' maps of cutouts ``x`` (``(n, C, H, W)``, mask ``(n, H, W)``, 1 =
+    masked): ``{'integrated', 'linear'}``, and ``'linear_sd'`` with ``weights_sd``; each
+    ``(n, H, W)`` float32 in the HI maps' units, masked pixels 0."""
+    keep = mask == 0
+    out = {
+        "integrated": integrated_intensity(x) * keep,
+        "linear": predict_linear(x, weights, side_deg=side_deg) * keep,
+    }
+    if weights_sd is not None:
+        out["linear_sd"] = predict_linear(x, weights_sd, side_deg=side_deg) * keep
+    return out
 
 
 def predict_shards(
@@ -142,24 +158,39 @@ def predict_shards(
         }
         mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
         per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
-        for start, d in shards.iter_chunks(names, chunk):
+        workers = max(1, int(threads))
+
+        def write(start: int, d: dict, unet: np.ndarray, cpu_maps) -> None:
             stop = start + len(d["target"])
             m = np.asarray(d["mask"]).astype(np.uint8)
             keep = m == 0
-            x = np.asarray(d["inputs"], dtype=np.float32)
             maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
-            models = predict_models(x, m, weights, net, stats, side_deg=shards.side_deg, device=dev)
-            for name, values in models.items():
+            for name, values in {**cpu_maps.result(), "unet": unet}.items():
                 maps[name][start:stop] = values
-            if weights_sd is not None:
-                sd = predict_linear(x, weights_sd, side_deg=shards.side_deg)
-                maps["linear_sd"][start:stop] = sd * keep
             if shards.has_oracle:
                 maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
             mask_ds[start:stop] = m
             for k in PER_CUTOUT:
                 per[k][start:stop] = d[k]
             log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
+
+        # The CPU models (FFTs of every channel for the scale-dependent weights) of `threads`
+        # chunks run at once in a pool while this thread runs the U-Net; chunks are written
+        # in order.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for start, d in shards.iter_chunks(names, chunk):
+                m = np.asarray(d["mask"]).astype(np.uint8)
+                x = np.asarray(d["inputs"], dtype=np.float32)
+                cpu_maps = pool.submit(
+                    cutout_models, x, m, weights, side_deg=shards.side_deg, weights_sd=weights_sd
+                )
+                unet = predict_unet(net, stats, x, m, device=dev)
+                pending.append((start, d, unet, cpu_maps))
+                if len(pending) > workers:
+                    write(*pending.popleft())
+            while pending:
+                write(*pending.popleft())
         f.attrs["reso_arcmin"] = shards.reso_arcmin
         f.attrs["npix"] = shards.npix
         f.attrs["unet_weights"] = "best"

@@ -39,6 +39,7 @@ rule evaluate:
         "benchmarks/evaluate/{experiment}/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 8
     resources:
         mem_mb=4000,
     params:

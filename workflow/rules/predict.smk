@@ -18,8 +18,8 @@ rule predict:
         "benchmarks/predict/{experiment}/seed{seed}/{subset}.tsv"
     conda:
         CONDA_ENV
-    threads: 2
+    threads: 4
     resources:
-        mem_mb=3072,
+        mem_mb=8000,
     script:
         "../scripts/predict.py"

@@ -12,4 +12,5 @@ evaluate(
     r_ell_path=(out.r_ell, out.r_ell_parquet),
     wins=(out.wins, out.wins_parquet),
     errors=ErrorSettings.from_config(errors["evaluation"], errors["seed"]),
+    nthreads=snakemake.threads,  # noqa: F821
 )
