@@ -1,4 +1,4 @@
-"""Validation of a full-sky template on the sphere: r_ell per hemisphere from healpy.anafast.
+"""Validation of a full-sky template on the sphere: r_ell per hemisphere from the spectra.
 
 For each hemisphere of the split (:func:`dustpred.fullsky.region_map`), the kept sky (the LR
 mask) inside it is apodised (:func:`apodised_mask`), the weighted mean of each map over it is
@@ -12,6 +12,11 @@ between the target ``T`` and each template ``P``: the sphere's version of the pa
 mode-coupling correction is applied: the same window multiplies both maps, so it cancels to
 first order in the ratio, and bins much wider than the window's width in ell keep the rest
 small.
+
+The transforms are :mod:`dustpred.harmonic`'s (ducc0, ``nthreads`` threads; healpy's
+``map2alm(iter=3)`` to rounding). The window's Gaussian smoothing stops at the multipole
+where the beam has fallen below :data:`BEAM_TOLERANCE` (ell ~ 140 for a 5 deg FWHM), not at
+``3 Nside - 1``.
 """
 
 from __future__ import annotations
@@ -20,14 +25,33 @@ import healpy as hp
 import numpy as np
 import pandas as pd
 
+from dustpred import harmonic
 from dustpred.errors import InputError
 from dustpred.fullsky import region_map
+
+#: Largest Gaussian beam response b_ell = exp(-ell(ell+1) sigma^2 / 2) the smoothing drops.
+BEAM_TOLERANCE = 1e-6
 
 #: Hemisphere names of each split: (region 0 = sampling's 'train', region 1 = 'test').
 HEMISPHERES = {"north_south": ("north", "south"), "east_west": ("east", "west")}
 
 
-def apodised_mask(keep: np.ndarray, apod_deg: float) -> np.ndarray:
+def smooth(values: np.ndarray, fwhm_deg: float, *, nthreads: int = 1) -> np.ndarray:
+    """``healpy.smoothing(values, fwhm)`` (Gaussian beam, 3 iterations), band-limited where
+    the beam falls below :data:`BEAM_TOLERANCE`: ``lmax = sqrt(2 ln(1/tol)) / sigma``.
+
+    ``values``: ``(12 Nside**2,)`` RING map; returns the smoothed float64 map.
+    """
+    nside = hp.npix2nside(len(values))
+    sigma = np.radians(fwhm_deg) / np.sqrt(8.0 * np.log(2.0))
+    band = int(np.ceil(np.sqrt(2.0 * np.log(1.0 / BEAM_TOLERANCE)) / sigma))
+    lmax = min(3 * nside - 1, band)
+    alm = harmonic.analysis(values, lmax, iters=3, nthreads=nthreads)
+    beam = hp.gauss_beam(np.radians(fwhm_deg), lmax=lmax)
+    return harmonic.synthesis(hp.almxfl(alm, beam), nside, lmax, nthreads=nthreads)
+
+
+def apodised_mask(keep: np.ndarray, apod_deg: float, *, nthreads: int = 1) -> np.ndarray:
     """A smooth window inside ``keep`` that falls to ~0 at its edge.
 
     The kept region is eroded (pixels where ``keep`` smoothed by a Gaussian of FWHM
@@ -41,6 +65,8 @@ def apodised_mask(keep: np.ndarray, apod_deg: float) -> np.ndarray:
         ``(12 Nside**2,)`` bool RING, True = use.
     apod_deg
         Apodisation scale (FWHM of the Gaussian), degrees; 0 returns ``keep`` as float.
+    nthreads
+        Threads of the transforms (:func:`smooth`).
 
     Returns
     -------
@@ -50,9 +76,8 @@ def apodised_mask(keep: np.ndarray, apod_deg: float) -> np.ndarray:
     keep = np.asarray(keep, dtype=np.float64)
     if apod_deg <= 0:
         return keep
-    fwhm = np.radians(apod_deg)
-    core = (hp.smoothing(keep, fwhm=fwhm) >= 0.99).astype(np.float64)
-    return np.clip(hp.smoothing(core, fwhm=fwhm), 0.0, 1.0) * keep
+    core = (smooth(keep, apod_deg, nthreads=nthreads) >= 0.99).astype(np.float64)
+    return np.clip(smooth(core, apod_deg, nthreads=nthreads), 0.0, 1.0) * keep
 
 
 def ell_bins(ell_min: int, ell_cutoff: float, bin_width: int) -> np.ndarray:
@@ -77,6 +102,7 @@ def sphere_r_ell(
     bin_width: int = 20,
     ell_min: int = 2,
     apod_deg: float = 5.0,
+    nthreads: int = 1,
 ) -> pd.DataFrame:
     """Binned r_ell between the target and each template, per hemisphere (module docstring).
 
@@ -98,6 +124,8 @@ def sphere_r_ell(
         Bins ``[ell_min + k * bin_width, ...)`` up to ``ell_cutoff``.
     apod_deg
         :func:`apodised_mask` scale.
+    nthreads
+        Threads of the harmonic transforms (the results do not depend on it).
 
     Returns
     -------
@@ -119,7 +147,9 @@ def sphere_r_ell(
     rows = []
     for region, hemisphere in zip(("train", "test"), HEMISPHERES[split], strict=True):
         window = apodised_mask(
-            np.asarray(keep, dtype=bool) & region_map(nside, split, region), apod_deg
+            np.asarray(keep, dtype=bool) & region_map(nside, split, region),
+            apod_deg,
+            nthreads=nthreads,
         )
         if not window.sum() > 0:
             raise InputError(f"sphere_r_ell: no usable sky in the {hemisphere} hemisphere")
@@ -127,7 +157,7 @@ def sphere_r_ell(
         def alm(values, window=window):
             values = np.asarray(values, dtype=np.float64)
             mean = (window * values).sum() / window.sum()
-            return hp.map2alm(window * (values - mean), lmax=lmax)
+            return harmonic.analysis(window * (values - mean), lmax, iters=3, nthreads=nthreads)
 
         alm_t = alm(target)
         cl_tt = hp.alm2cl(alm_t)

@@ -359,13 +359,15 @@ def write_sphere_r_ell(
     split: str,
     ell_cutoff: float,
     validation: Mapping[str, Any],
+    nthreads: int = 1,
 ) -> pd.DataFrame:
     """The sphere r_ell table (:func:`dustpred.fullsky_validate.sphere_r_ell`) of a template.
 
     Models ``unet`` (``I``), ``integrated``, ``linear`` and, when ``oracle_path`` is given,
     ``oracle`` (the HI-traced dust of the synthetic sky); kept sky: unmasked and
     ``WEIGHT > 0``. ``validation``: config ``template.validation`` (``bin_width``,
-    ``ell_min``, ``apod_deg``). Written as CSV and Parquet (``out_paths``).
+    ``ell_min``, ``apod_deg``); ``nthreads``: threads of the transforms. Written as CSV and
+    Parquet (``out_paths``).
     """
     maps = read_template(template_path, ["I", "I_INTEGRATED", "I_LINEAR", "WEIGHT"])
     nside = hp.npix2nside(maps["I"].size)
@@ -385,6 +387,7 @@ def write_sphere_r_ell(
         bin_width=int(validation["bin_width"]),
         ell_min=int(validation["ell_min"]),
         apod_deg=float(validation["apod_deg"]),
+        nthreads=nthreads,
     )
     write_table(table, *out_paths)
     return table

@@ -108,7 +108,7 @@ rule template_r_ell:
         "benchmarks/template_r_ell/{experiment}.tsv"
     conda:
         CONDA_ENV
-    threads: 1
+    threads: 8
     resources:
         mem_mb=template_mem_mb,
     params:

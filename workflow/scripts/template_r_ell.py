@@ -14,4 +14,5 @@ write_sphere_r_ell(
     split=cfg["split"],
     ell_cutoff=cfg["ell_cutoff"],
     validation=cfg["validation"],
+    nthreads=smk.threads,
 )
