@@ -461,7 +461,8 @@ def lambda_sweep_inputs(wildcards):
 def lambda_sweep_training(wildcards):
     """The training.csv of each run of the lambda sweep, in the order of its r(ell) tables."""
     return [
-        f"results/models/{name}/seed{seed}/training.csv" for name, seed in lambda_sweep_runs()
+        f"results/models/{name}/seed{seed}/training.csv"
+        for name, seed in lambda_sweep_runs()
     ]
 
 
