@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from fake_predictions import write_fake_predictions
 
-from dustpred import plots
+from dustpred import comparison_plots, plots
 from dustpred.errors import InputError
 from dustpred.evaluation import MODELS, ORACLE, evaluate
 
@@ -206,7 +206,7 @@ def _shifted(r_ell, model, delta):
 def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
     base = tables["r_ell"]
     curves = {30.0: [base], 0.0: [_shifted(base, "unet", -0.2), _shifted(base, "unet", -0.1)]}
-    fig = plots.lambda_sweep_figure(curves)
+    fig = comparison_plots.lambda_sweep_figure(curves)
     (ax,) = fig.axes
     lines = {line.get_label(): line for line in ax.get_lines()}
     lam0 = lines[r"U-Net, $\lambda$ = 0 (2 seeds)"]
@@ -222,7 +222,7 @@ def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
 def test_fig6_shows_both_loss_terms_of_the_last_epoch_per_lambda(tables, training_csv):
     t = pd.read_csv(training_csv)  # last epoch: val_l1 0.012, val_corr 1.188
     doubled = t.assign(val_l1=2 * t["val_l1"])
-    fig = plots.lambda_sweep_figure(
+    fig = comparison_plots.lambda_sweep_figure(
         {0.0: [tables["r_ell"]], 30.0: [tables["r_ell"]]}, {0.0: [t], 30.0: [t, doubled]}
     )
     _, ax_terms = fig.axes
@@ -239,7 +239,7 @@ def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
     base = tables["r_ell"]
     by_seed = {0: base, 1: _shifted(base, "unet", 0.02), 2: _shifted(base, "unet", -0.05)}
     pc = {s: tables["per_cutout"] for s in by_seed}
-    fig = plots.seed_ensemble_figure(by_seed, pc)
+    fig = comparison_plots.seed_ensemble_figure(by_seed, pc)
     ax, ax_pts = fig.axes
     thin = [line for line in ax.get_lines() if line.get_label().startswith("_")]
     assert len(thin) == 3
@@ -252,21 +252,23 @@ def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
 
 def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, training_csv, tmp_path):
     p = tables["paths"]
-    plots.plot_lambda_sweep([p["r_ell"], p["r_ell"]], [0.0, 30.0], [tmp_path / "f6.png"], dpi=60)
-    plots.plot_lambda_sweep(
+    comparison_plots.plot_lambda_sweep(
+        [p["r_ell"], p["r_ell"]], [0.0, 30.0], [tmp_path / "f6.png"], dpi=60
+    )
+    comparison_plots.plot_lambda_sweep(
         [p["r_ell"]] * 2,
         [0.0, 30.0],
         [tmp_path / "f6t.png"],
         training_paths=[training_csv] * 2,
         dpi=60,
     )
-    plots.plot_seed_ensemble(
+    comparison_plots.plot_seed_ensemble(
         [p["r_ell"]] * 2, [p["per_cutout"]] * 2, [0, 1], [tmp_path / "e.png"], dpi=60
     )
     for name in ("f6.png", "f6t.png", "e.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(InputError, match="lambdas"):
-        plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])
+        comparison_plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])
 
 
 def test_seed_average_of_r_ell_tables(tables):
@@ -283,7 +285,9 @@ def test_seed_average_of_r_ell_tables(tables):
 
 def test_fig7_labels_east_and_west(tables, tmp_path):
     p = tables["paths"]
-    plots.plot_east_west([p["r_ell"], p["r_ell"]], [tmp_path / "f7.png"], experiment="ew", dpi=60)
+    comparison_plots.plot_east_west(
+        [p["r_ell"], p["r_ell"]], [tmp_path / "f7.png"], experiment="ew", dpi=60
+    )
     assert (tmp_path / "f7.png").read_bytes()[:8] == PNG_MAGIC
     fig = plots.r_ell_figure(tables["r_ell"], split="east_west", title="t")
     titles = [ax.get_title() for ax in fig.axes]

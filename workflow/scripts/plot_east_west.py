@@ -1,7 +1,7 @@
 """Rule plot_east_west: Fig. 7, mean r(ell) of an east/west experiment over its seeds."""
 
+from dustpred.comparison_plots import plot_east_west
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_east_west
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_east_west(

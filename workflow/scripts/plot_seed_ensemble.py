@@ -1,7 +1,7 @@
 """Rule plot_seed_ensemble: test r(ell), r50 and r150 of every seed of one experiment."""
 
+from dustpred.comparison_plots import plot_seed_ensemble
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_seed_ensemble
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_seed_ensemble(
