@@ -160,9 +160,8 @@ def predict_shards(
         per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
         workers = max(1, int(threads))
 
-        def write(start: int, d: dict, unet: np.ndarray, cpu_maps) -> None:
+        def write(start: int, d: dict, m: np.ndarray, unet: np.ndarray, cpu_maps) -> None:
             stop = start + len(d["target"])
-            m = np.asarray(d["mask"]).astype(np.uint8)
             keep = m == 0
             maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
             for name, values in {**cpu_maps.result(), "unet": unet}.items():
@@ -181,12 +180,12 @@ def predict_shards(
             pending: deque = deque()
             for start, d in shards.iter_chunks(names, chunk):
                 m = np.asarray(d["mask"]).astype(np.uint8)
-                x = np.asarray(d["inputs"], dtype=np.float32)
+                x = np.asarray(d.pop("inputs"), dtype=np.float32)  # held once, by the job
                 cpu_maps = pool.submit(
                     cutout_models, x, m, weights, side_deg=shards.side_deg, weights_sd=weights_sd
                 )
                 unet = predict_unet(net, stats, x, m, device=dev)
-                pending.append((start, d, unet, cpu_maps))
+                pending.append((start, d, m, unet, cpu_maps))
                 if len(pending) > workers:
                     write(*pending.popleft())
             while pending:
