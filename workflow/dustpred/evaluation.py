@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from dustpred import resampling
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
 from dustpred.metrics import TAPER_PIX, bin_edges, r_ell_r50_r150_models
+from dustpred.ordered_pool import map_in_order
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +264,10 @@ class Predictions:
         offset-robust form (``*_robust``, mask-edge taper ``taper_pix`` pixels), read
         ``chunk`` cutouts at a time; ``nthreads`` chunks are computed at once (numpy's FFTs
         release the GIL) and joined in order, so the result does not depend on it."""
-        workers = max(1, int(nthreads))
-        parts = []
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-            for start in range(0, self.n, chunk):
-                data = self.read(start, min(start + chunk, self.n))
-                pending.append(pool.submit(_chunk_correlations, data, self, taper_pix))
-                if len(pending) > workers:
-                    parts.append(pending.popleft().result())
-            parts += [future.result() for future in pending]
+        chunks = (self.read(start, min(start + chunk, self.n)) for start in range(0, self.n, chunk))
+        parts = list(
+            map_in_order(lambda data: _chunk_correlations(data, self, taper_pix), chunks, nthreads)
+        )
         keys = ("r50", "r150", "r_ell", "r50_robust", "r150_robust", "r_ell_robust")
         return Correlations(
             ell=parts[-1][0],

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
@@ -32,6 +30,7 @@ from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import predict_linear, read_weights
+from dustpred.ordered_pool import map_in_order
 from dustpred.shards import ShardSet
 
 log = logging.getLogger(__name__)
@@ -158,13 +157,24 @@ def predict_shards(
         }
         mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
         per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
-        workers = max(1, int(threads))
 
-        def write(start: int, d: dict, m: np.ndarray, unet: np.ndarray, cpu_maps) -> None:
+        def with_cpu_models(chunk_of: tuple[int, dict]):
+            start, d = chunk_of
+            m = np.asarray(d["mask"]).astype(np.uint8)
+            x = np.asarray(d.pop("inputs"), dtype=np.float32)  # held once, by this chunk
+            cpu = cutout_models(x, m, weights, side_deg=shards.side_deg, weights_sd=weights_sd)
+            return start, d, m, x, cpu
+
+        # The CPU models (FFTs of every channel for the scale-dependent weights) of `threads`
+        # chunks run in a pool while this thread runs the U-Net; chunks are written in order.
+        for start, d, m, x, cpu in map_in_order(
+            with_cpu_models, shards.iter_chunks(names, chunk), threads
+        ):
             stop = start + len(d["target"])
             keep = m == 0
             maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
-            for name, values in {**cpu_maps.result(), "unet": unet}.items():
+            cpu["unet"] = predict_unet(net, stats, x, m, device=dev)
+            for name, values in cpu.items():
                 maps[name][start:stop] = values
             if shards.has_oracle:
                 maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
@@ -172,24 +182,6 @@ def predict_shards(
             for k in PER_CUTOUT:
                 per[k][start:stop] = d[k]
             log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
-
-        # The CPU models (FFTs of every channel for the scale-dependent weights) of `threads`
-        # chunks run at once in a pool while this thread runs the U-Net; chunks are written
-        # in order.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-            for start, d in shards.iter_chunks(names, chunk):
-                m = np.asarray(d["mask"]).astype(np.uint8)
-                x = np.asarray(d.pop("inputs"), dtype=np.float32)  # held once, by the job
-                cpu_maps = pool.submit(
-                    cutout_models, x, m, weights, side_deg=shards.side_deg, weights_sd=weights_sd
-                )
-                unet = predict_unet(net, stats, x, m, device=dev)
-                pending.append((start, d, m, unet, cpu_maps))
-                if len(pending) > workers:
-                    write(*pending.popleft())
-            while pending:
-                write(*pending.popleft())
         f.attrs["reso_arcmin"] = shards.reso_arcmin
         f.attrs["npix"] = shards.npix
         f.attrs["unet_weights"] = "best"

@@ -111,15 +111,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import healpy as hp
 import numpy as np
 
 from dustpred import harmonic, healpix_maps, hi_cube
+from dustpred.ordered_pool import map_in_order
 
 log = logging.getLogger(__name__)
 
@@ -445,27 +444,24 @@ def _noisy_hi_block(comp, settings, velocities, sl: slice, block: int, sigma: fl
 def _hi_blocks(comp, settings, velocities, block_pixels, nthreads: int = 1) -> Iterator[np.ndarray]:
     """Noisy HI spectra, block after block of pixels, in pixel order.
 
-    Up to ``nthreads`` blocks are computed at once in a thread pool (numpy releases the
-    GIL in its loops), at most ``nthreads + 1`` held. Each block draws its noise from its
-    own stream (seed, block number), so the noise is drawn in parallel too and the cube
-    does not depend on ``nthreads`` (it does on ``block_pixels``, fixed by the caller).
+    Up to ``nthreads`` blocks are computed at once (numpy releases the GIL in its loops), at
+    most ``nthreads + 1`` held (:func:`dustpred.ordered_pool.map_in_order`). Each block draws
+    its noise from its own stream (seed, block number), so the noise is drawn in parallel too
+    and the cube does not depend on ``nthreads`` (it does on ``block_pixels``, fixed by the
+    caller).
     """
     npix = 12 * settings.nside**2
     sigma = settings.hi_noise_mk * 1e-3 * settings.nside / 256.0
     slices = [
         slice(start, min(start + block_pixels, npix)) for start in range(0, npix, block_pixels)
     ]
-    workers = max(int(nthreads), 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        for i, sl in enumerate(slices):
-            pending.append(pool.submit(_noisy_hi_block, comp, settings, velocities, sl, i, sigma))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-            if i % 16 == 0:
-                log.info("HI cube: pixels %d..%d of %d", sl.start, sl.stop - 1, npix)
-        while pending:
-            yield pending.popleft().result()
+
+    def noisy(i: int) -> np.ndarray:
+        if i % 16 == 0:
+            log.info("HI cube: pixels %d..%d of %d", slices[i].start, slices[i].stop - 1, npix)
+        return _noisy_hi_block(comp, settings, velocities, slices[i], i, sigma)
+
+    yield from map_in_order(noisy, range(len(slices)), nthreads)
 
 
 def simulate_sky(

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +33,7 @@ import pandas as pd
 from dustpred.atomic import atomic_write
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid, rfft_multiplicity
+from dustpred.ordered_pool import map_in_order
 from dustpred.shards import ShardSet
 
 log = logging.getLogger(__name__)
@@ -144,23 +143,16 @@ def accumulate_shards(shards: ShardSet, *, chunk: int = 64, nthreads: int = 1) -
     """
     eq = NormalEquations.empty(shards.channels, shards.npix, shards.side_deg)
     nbins = len(eq.b)
-    workers = max(1, int(nthreads))
 
-    def add(future) -> None:
-        a, b = future.result()
+    def terms(chunk_of: tuple[int, dict]) -> tuple[np.ndarray, np.ndarray]:
+        start, d = chunk_of
+        if start % (chunk * 128) == 0:
+            log.info("linear: cutouts %d.. of %d", start, shards.n)
+        return chunk_sums(d["inputs"], d["target"], eq.side_deg, nbins)
+
+    for a, b in map_in_order(terms, shards.iter_chunks(["inputs", "target"], chunk), nthreads):
         eq.a += a
         eq.b += b
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        for start, d in shards.iter_chunks(["inputs", "target"], chunk):
-            pending.append(pool.submit(chunk_sums, d["inputs"], d["target"], eq.side_deg, nbins))
-            if len(pending) > workers:
-                add(pending.popleft())
-            if start % (chunk * 128) == 0:
-                log.info("linear: cutouts %d.. of %d", start, shards.n)
-        while pending:
-            add(pending.popleft())
     return eq
 
 
