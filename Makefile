@@ -24,7 +24,7 @@ run: $(STAMP)
 # runs/realisations.txt: each model's gain over integrated, mean and spread over skies and seeds.
 N ?= 3
 realisations: $(STAMP)
-	$(BIN)/python -m dustpred.realisations $(N) --configfile $(CONFIG) -- --cores $(CORES)
+	$(BIN)/python -m dustpred.realisations.runs $(N) --configfile $(CONFIG) -- --cores $(CORES)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --configfile $(CONFIG)
@@ -39,8 +39,9 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
+# Two worker processes; the tests that share the tiny DAG run on one of them (loadgroup).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra -n 2 --dist loadgroup --durations 15
 
 clean:
 	rm -rf results .snakemake runs

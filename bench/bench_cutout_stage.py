@@ -4,9 +4,9 @@ Makes a random preprocessed stack like the preprocess stage's (``stack.npy`` pix
 ``(npix, nchan + 1)`` float32, ``mask.npy`` with ~28 % of the sky masked: the galactic band
 |b| < 12 deg plus random discs, ``meta.json``), then runs the cutout stage as the workflow
 does: K processes, one per scatter job, each running the rule's library call
-(:func:`dustpred.cutouts.write_shards`: shard i of the training and of the test cutouts),
+(:func:`dustpred.cutouts.extract.write_shards`: shard i of the training and of the test cutouts),
 with the thread variables Snakemake sets for ``threads: 1``; then the gather step
-(:func:`dustpred.cutouts.write_index`, SHA-256 of every shard on ``--gather-threads``).
+(:func:`dustpred.cutouts.extract.write_index`, SHA-256 of every shard on ``--gather-threads``).
 Snakemake's own scheduling overhead (a second or two) is not included.
 
 Prints the stage's wall time (jobs + gather), each job's time and peak memory (VmHWM, which
@@ -90,7 +90,7 @@ def status_kb(field: str) -> int:
 
 def job(args: argparse.Namespace) -> None:
     """One scatter job (run in its own process)."""
-    from dustpred.cutouts import write_shards
+    from dustpred.cutouts.extract import write_shards
 
     t0 = time.monotonic()
     prep, out = Path(args.prep), Path(args.workdir) / "cutouts"
@@ -194,7 +194,7 @@ def main() -> None:
         results += [json.loads(line[4:]) for line in stdout.splitlines() if line.startswith("JOB ")]
     t_jobs = time.monotonic() - t0
 
-    from dustpred.cutouts import write_index
+    from dustpred.cutouts.extract import write_index
 
     k = args.shards
     t1 = time.monotonic()

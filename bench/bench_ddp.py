@@ -1,6 +1,6 @@
 """Data-parallel scaling of U-Net training: 1 GPU against N GPUs, through the workflow's path.
 
-Each run is the ``train_unet`` rule's own code: :func:`dustpred.training.launch_distributed`
+Each run is the ``train_unet`` rule's own code: :func:`dustpred.training.job.launch_distributed`
 starts ``python -m torch.distributed.run --standalone --nproc-per-node N`` (also for N = 1,
 so that both sides go through torchrun), the ranks train on synthetic cutout shards at the
 paper's settings (64 input maps of 64 x 64 pixels, widths 64-128-256-512, dropout 0.3, the
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from dustpred.training import TrainSpec, launch_distributed, run_training  # noqa: E402
+from dustpred.training.job import TrainSpec, launch_distributed, run_training  # noqa: E402
 
 # NVLink multicast stays off on shared hosts (device README); torchrun's ranks inherit these.
 for _key, _value in (

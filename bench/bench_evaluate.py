@@ -6,7 +6,7 @@ and the offset-robust one, on the same cutouts read in the same chunks:
 - per-model (the workflow's earlier path): for each chunk, model and form,
   :func:`dustpred.metrics.r_ell_r50_r150` (the target's FFT and the robust window again for
   every model), one chunk after the other;
-- ours: :meth:`dustpred.evaluation.Predictions.correlations` (each form's target FFT and
+- ours: :meth:`dustpred.evaluation.evaluate.Predictions.correlations` (each form's target FFT and
   window once per chunk, ``--threads`` chunks at a time).
 
 Prints both times, the ratio and whether every value is identical.
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from dustpred.evaluation import CHUNK, Predictions
+from dustpred.evaluation.evaluate import CHUNK, Predictions
 from dustpred.metrics import TAPER_PIX, r_ell_r50_r150
 
 

@@ -1,4 +1,4 @@
-"""Side-by-side bench of the harmonic step: healpy per-map loop vs dustpred.harmonic (ducc0).
+"""Side-by-side bench of the harmonic step: healpy per-map loop vs dustpred.sky.harmonic (ducc0).
 
 Both paths filter the same maps with the same Butterworth low-pass:
 
@@ -6,8 +6,8 @@ Both paths filter the same maps with the same Butterworth low-pass:
   ``lmax = 3 Nside - 1``, one map after the other, threads from ``OMP_NUM_THREADS`` (set
   here to ``--healpy-threads`` before healpy is imported; the preprocess rule had 2). It is
   timed on the first ``--healpy-maps`` maps (it is the slow one) and compared per map;
-- ours: the preprocess rule's call, :func:`dustpred.preprocess.filter_channels` (ducc0,
-  ``--iters`` iterations, lmax from :func:`dustpred.harmonic.filter_lmax`, ``--threads``
+- ours: the preprocess rule's call, :func:`dustpred.sky.preprocess.filter_channels` (ducc0,
+  ``--iters`` iterations, lmax from :func:`dustpred.sky.harmonic.filter_lmax`, ``--threads``
   threads: ``threads // 4`` maps at a time) on all the maps.
 
 The maps alternate between a dust-like map (log-normal of an ell^-2.5 field plus a white
@@ -44,7 +44,7 @@ def main() -> None:
     import healpy as hp
     import numpy as np
 
-    from dustpred import harmonic, preprocess
+    from dustpred.sky import harmonic, preprocess
 
     nside, lmax_full = args.nside, 3 * args.nside - 1
     rng = np.random.default_rng(0)

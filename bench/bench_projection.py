@@ -1,4 +1,4 @@
-"""Benchmark: dustpred.projection.gnomonic_cutouts against a loop of healpy.gnomview.
+"""Benchmark: dustpred.cutouts.projection.gnomonic_cutouts against a loop of healpy.gnomview.
 
 Both project the same random HEALPix maps (a pixel-major stack of C channels) at the same
 random centres and rotations, in one process, side by side. The gnomview loop is timed on a
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import healpy as hp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dustpred.projection import gnomonic_cutouts  # noqa: E402
+from dustpred.cutouts.projection import gnomonic_cutouts  # noqa: E402
 
 PAPER_MAP_CUTOUTS = 51_000 * 65
 

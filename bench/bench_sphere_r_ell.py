@@ -7,7 +7,7 @@ deg), with the same 5 deg apodisation, bins of 20 from ell 2 to 460:
 - healpy (the workflow's earlier path): ``healpy.smoothing`` (lmax 3 Nside - 1) for the
   window and ``healpy.map2alm`` for the spectra, threads from ``OMP_NUM_THREADS`` (set here
   to ``--healpy-threads``; the rule had 1);
-- ours: :func:`dustpred.fullsky_validate.sphere_r_ell` (ducc0, ``--threads``; the window's
+- ours: :func:`dustpred.template.sphere.sphere_r_ell` (ducc0, ``--threads``; the window's
   smoothing band-limited by its beam).
 
 Prints both times, the ratio and the largest difference in r.
@@ -35,9 +35,9 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from dustpred import harmonic
-    from dustpred.fullsky import region_map
-    from dustpred.fullsky_validate import ell_bins, sphere_r_ell
+    from dustpred.sky import harmonic
+    from dustpred.template.sphere import ell_bins, sphere_r_ell
+    from dustpred.template.tiling import region_map
 
     nside, lmax_full = args.nside, 3 * args.nside - 1
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Benchmark: dustpred.fullsky.reassemble against a per-tile, per-pixel Python loop.
+"""Benchmark: dustpred.template.reassembly.reassemble against a per-tile, per-pixel Python loop.
 
 Both put the same tile predictions (gnomonic cutouts of a random smooth map, one "model") back
 on a HEALPix grid with the same geometry, Hann window and bilinear interpolation. The loop is
@@ -14,11 +14,11 @@ Usage (repository root): ``.venv/bin/python bench/bench_template.py [--nside 256
 (Nside 256 with tile centres at Nside 4: 192 tiles of 64 x 40'.) Results: bench/RESULTS.md.
 
 ``--whole`` times the whole template step instead (tiles -> FITS, as
-:func:`dustpred.template.build_template` runs it): a synthetic stack of ``--channels`` HI maps
+:func:`dustpred.template.build.build_template` runs it): a synthetic stack of ``--channels`` HI maps
 plus dust at ``--nside``, the default 768 tiles of 64 x 23.4', two cross-fitted "models" (a
 fake U-Net: one 3x3 convolution over the channels, in batches of ``--batch`` on the GPU when
 one is visible), ``fold_map``, reassembly and amplitude fit per fold
-(:func:`dustpred.template.fold_and_fit`), and the FITS file. For the GPU machine:
+(:func:`dustpred.template.build.fold_and_fit`), and the FITS file. For the GPU machine:
 ``python bench/bench_template.py --whole --nside 1024 --channels 64``.
 """
 
@@ -32,8 +32,9 @@ import time
 import healpy as hp
 import numpy as np
 
-from dustpred import fullsky, projection
-from dustpred.sampling import SUBSETS
+from dustpred.cutouts import projection
+from dustpred.cutouts.sampling import SUBSETS
+from dustpred.template import reassembly, tiling
 
 
 def random_smooth_map(nside: int, seed: int) -> np.ndarray:
@@ -51,7 +52,7 @@ def hann(u: float) -> float:
     return math.sin(math.pi * u) ** 2 if 0.0 < u < 1.0 else 0.0
 
 
-def loop_reassemble(pred: np.ndarray, tiles: fullsky.Tiles, nside: int, which: range):
+def loop_reassemble(pred: np.ndarray, tiles: tiling.Tiles, nside: int, which: range):
     """The baseline: ``(sum w, sum w p)`` accumulated pixel by pixel in Python."""
     n = tiles.npix
     dx = tiles.reso_arcmin / 60.0 * math.pi / 180.0
@@ -94,8 +95,8 @@ def whole_step(args) -> None:
 
     import torch
 
-    from dustpred.fullsky_output import write_template
-    from dustpred.template import TILE_CHUNK, fold_and_fit
+    from dustpred.template.build import TILE_CHUNK, fold_and_fit
+    from dustpred.template.fitsfile import write_template
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(0)
@@ -111,16 +112,16 @@ def whole_step(args) -> None:
     nets = [torch.nn.Conv2d(args.channels, 1, 3, padding=1).to(device).eval() for _ in range(2)]
     times = {}
     t0 = time.perf_counter()
-    tiles = fullsky.tile_grid(args.npix, args.reso, seed=0)
+    tiles = tiling.tile_grid(args.npix, args.reso, seed=0)
     n, shape = len(tiles), (len(tiles), args.npix, args.npix)
     preds = [np.empty(shape, np.float32) for _ in nets]
     masked = np.empty(shape, np.uint8)
     t_cut = t_inf = 0.0
     for lo in range(0, n, TILE_CHUNK):
         sl = slice(lo, min(lo + TILE_CHUNK, n))
-        sub = fullsky.Tiles(tiles.lon[sl], tiles.lat[sl], tiles.psi[sl], args.npix, args.reso, 0)
+        sub = tiling.Tiles(tiles.lon[sl], tiles.lat[sl], tiles.psi[sl], args.npix, args.reso, 0)
         t1 = time.perf_counter()
-        cut, masked[sl] = fullsky.tile_cutouts(stack, mask, sub)
+        cut, masked[sl] = tiling.tile_cutouts(stack, mask, sub)
         t2 = time.perf_counter()
         with torch.no_grad():
             for net, pred in zip(nets, preds, strict=True):
@@ -133,8 +134,8 @@ def whole_step(args) -> None:
         t_cut, t_inf = t_cut + t2 - t1, t_inf + time.perf_counter() - t2
     times["cutouts"], times["inference"] = t_cut, t_inf
     t1 = time.perf_counter()
-    fold = fullsky.fold_map(args.nside, "north_south")
-    regions = [fullsky.region_map(args.nside, "north_south", s) & (mask == 0) for s in SUBSETS]
+    fold = tiling.fold_map(args.nside, "north_south")
+    regions = [tiling.region_map(args.nside, "north_south", s) & (mask == 0) for s in SUBSETS]
     times["fold map"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     result = fold_and_fit(preds, masked, tiles, fold, regions, dust.astype(np.float64), 1.0)
@@ -181,13 +182,13 @@ def main() -> None:
         return
 
     sky = random_smooth_map(args.nside, seed=0)
-    tiles = fullsky.tile_grid(args.npix, args.reso, seed=0, nside_tiles=args.nside_tiles)
+    tiles = tiling.tile_grid(args.npix, args.reso, seed=0, nside_tiles=args.nside_tiles)
     t0 = time.perf_counter()
-    pred, _ = fullsky.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles)
+    pred, _ = tiling.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles)
     t_cut = time.perf_counter() - t0
 
     t0, c0 = time.perf_counter(), time.process_time()
-    fullsky.reassemble(pred, tiles, args.nside)
+    reassembly.reassemble(pred, tiles, args.nside)
     t_vec, c_vec = time.perf_counter() - t0, time.process_time() - c0
 
     sample = range(min(args.baseline_tiles, len(tiles)))
@@ -197,7 +198,7 @@ def main() -> None:
     t_loop = t_loop_sample / len(sample) * len(tiles)
     c_loop = c_loop_sample / len(sample) * len(tiles)
 
-    sub = fullsky.Tiles(
+    sub = tiling.Tiles(
         tiles.lon[sample.start : sample.stop],
         tiles.lat[sample.start : sample.stop],
         tiles.psi[sample.start : sample.stop],
@@ -205,7 +206,7 @@ def main() -> None:
         tiles.reso_arcmin,
         tiles.nside_tiles,
     )
-    check = fullsky.reassemble(pred[sample.start : sample.stop], sub, args.nside)
+    check = reassembly.reassemble(pred[sample.start : sample.stop], sub, args.nside)
     hit = total > 0
     agree = np.abs(acc[hit] / total[hit] - check.value[hit]).max() / sky.std()
     same_pixels = np.array_equal(hit, check.weight > 0)

@@ -7,7 +7,7 @@ target that depends nonlinearly on them, so that training makes progress):
 
 - ``plain``: fp32, NCHW, ``torch.optim.Adam``, one eager step per batch (PyTorch defaults:
   cuDNN may use TF32 for convolutions), batches gathered from a float32 tensor on the GPU.
-- ``ours``: :class:`dustpred.trainer.Trainer` exactly as the workflow runs it: bf16 autocast,
+- ``ours``: :class:`dustpred.training.loop.Trainer` exactly as the workflow runs it: bf16 autocast,
   channels_last, bf16 resident data with per-sample rotations/flips, fused Adam, gradient
   clipping, per-step loss bookkeeping, per-epoch validation, in several modes (eager, CUDA
   graph, torch.compile + CUDA graph).
@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dustpred.distributed import DistInfo  # noqa: E402
-from dustpred.losses import PaperLoss  # noqa: E402
 from dustpred.models.settings import UNetSettings  # noqa: E402
 from dustpred.models.unet import UNet, forward_flops  # noqa: E402
-from dustpred.resident import ResidentData  # noqa: E402
-from dustpred.trainer import Trainer  # noqa: E402
+from dustpred.training.distributed import DistInfo  # noqa: E402
+from dustpred.training.loop import Trainer  # noqa: E402
+from dustpred.training.losses import PaperLoss  # noqa: E402
+from dustpred.training.resident import ResidentData  # noqa: E402
 
 PAPER_SAMPLES, PAPER_EPOCHS = 50_000, 40
 
@@ -196,9 +196,9 @@ def end_to_end(device, npix, channels, params):
     import h5py
     from fake_training_shards import write_fake_shards
 
+    from dustpred.evaluation.predict import predict_shards
     from dustpred.models.linear import fit_linear
-    from dustpred.predict import predict_shards
-    from dustpred.training import train_unet
+    from dustpred.training.job import train_unet
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

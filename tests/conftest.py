@@ -7,19 +7,35 @@ temporary directory, never in the repository) with ``config/config.yaml`` then
 ``workdir/extra.yaml``. ``job_counts(output)`` parses the "Job stats" table of its output.
 (Snakemake resolves ``configfile: config/config.yaml`` against the working directory, so
 the default config is passed explicitly.)
+
+``tiny_run`` is the tiny configuration's whole DAG, run once per test session and shared by
+the workflow tests that read its outputs (test_workflow_preprocess, _cutouts, _template,
+_full). Those tests must leave it as it is: a test that changes files works on a copy. They
+carry the xdist group ``TINY_RUN_GROUP`` so that, under ``pytest -n N --dist loadgroup``,
+one worker runs them all and the DAG runs once. Every other test is grouped by its file, so a
+module's fixtures (several of them run a DAG of their own) also run once.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+TINY_RUN_GROUP = "tiny_run"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def snakemake_cli(
@@ -54,3 +70,19 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """The finished `rule all` of the tiny configuration: its directory and the process."""
+
+    workdir: Path
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    result = snakemake_cli(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return TinyRun(workdir, result)

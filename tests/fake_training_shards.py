@@ -1,7 +1,7 @@
 """Tiny cutout shards following the shard contract, for the model/training/predict tests.
 
 The cutouts are synthetic fields, not projections of a sky; the file is written by the
-format's one writer, :class:`dustpred.shards.ShardWriter`.
+format's one writer, :class:`dustpred.cutouts.shards.ShardWriter`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dustpred.shards import ShardWriter
+from dustpred.cutouts.shards import ShardWriter
 
 SIDE_DEG = 24.96
 

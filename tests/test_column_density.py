@@ -1,4 +1,4 @@
-"""dustpred.healpix_maps.read_column_density_map (data.hi_kind: column_density): N_HI maps in
+"""dustpred.inputs.healpix_maps.read_column_density_map (data.hi_kind: column_density): N_HI maps in
 cm^-2 or 1e20 cm^-2, validated like every HEALPix map; a cube where an N_HI map is expected,
 and the reverse, are refused with the config key to change."""
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from map_tables import write_map_column
 
-from dustpred import hi_cube, preprocess
 from dustpred.errors import InputError
-from dustpred.healpix_maps import read_column_density_map
+from dustpred.inputs import hi_cube
+from dustpred.inputs.healpix_maps import read_column_density_map
+from dustpred.sky import preprocess
 
 NSIDE = 4
 NPIX = 12 * NSIDE**2

@@ -1,4 +1,4 @@
-"""dustpred.download against a local HTTP server on 127.0.0.1 (ranges, faults, non-FITS)."""
+"""dustpred.inputs.download against a local HTTP server on 127.0.0.1 (ranges, faults, non-FITS)."""
 
 import hashlib
 import http.server
@@ -13,8 +13,8 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from dustpred.download import download, sha256_of
 from dustpred.errors import InputError
+from dustpred.inputs.download import download, sha256_of
 
 FAST = {"backoff_s": 0.001}  # retries without waiting
 SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"

@@ -1,4 +1,4 @@
-"""dustpred.healpix_maps.read_dust_map: the usual FITS spellings of the dust units, converted
+"""dustpred.inputs.healpix_maps.read_dust_map: the usual FITS spellings of the dust units, converted
 only within a family (never K_CMB <-> K_RJ <-> MJy/sr <-> mag), and the unit reported."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from map_tables import write_map_column
 
 from dustpred.errors import InputError
-from dustpred.healpix_maps import read_dust_map
+from dustpred.inputs.healpix_maps import read_dust_map
 
 NPIX = 12 * 4**2
 VALUES = np.linspace(1.0, 2.0, NPIX)

@@ -1,4 +1,5 @@
-"""dustpred.evaluation: tables of r50/r150 per cutout, mean r(ell), wins and the summary."""
+"""dustpred.evaluation.evaluate: tables of r50/r150 per cutout, mean r(ell), wins and the
+summary."""
 
 import h5py
 import numpy as np
@@ -9,23 +10,21 @@ from fake_predictions import write_fake_predictions
 
 from dustpred.config import experiment_settings
 from dustpred.errors import InputError
-from dustpred.evaluation import (
-    PER_CUTOUT_COLUMNS,
-    R_ELL_COLUMNS,
-    WINS_COLUMNS,
-    Predictions,
-    evaluate,
-    model_label,
-    model_order,
-    wins_table,
-)
-from dustpred.metrics import r50_r150, r_ell
-from dustpred.summary import (
+from dustpred.evaluation.evaluate import Predictions, evaluate, wins_table
+from dustpred.evaluation.summary import (
     SUMMARY_BY_EXPERIMENT_COLUMNS,
     SUMMARY_COLUMNS,
     seed_spread,
     summarize,
 )
+from dustpred.evaluation.tables import (
+    PER_CUTOUT_COLUMNS,
+    R_ELL_COLUMNS,
+    WINS_COLUMNS,
+    model_label,
+    model_order,
+)
+from dustpred.metrics import r50_r150, r_ell
 
 
 def run_evaluate(tmp_path, **fake):
@@ -235,8 +234,8 @@ def test_summary_lists_missing_table_by_name(tmp_path):
 
 
 def test_r_ell_and_wins_errors_are_region_block_bootstraps(tmp_path):
-    from dustpred import resampling
-    from dustpred.evaluation import ErrorSettings
+    from dustpred.evaluation import resampling
+    from dustpred.evaluation.resampling import ErrorSettings
 
     errors = ErrorSettings(region_nside=1, n_boot=200, seed=3)
     paths = {}
@@ -266,7 +265,7 @@ def test_r_ell_and_wins_errors_are_region_block_bootstraps(tmp_path):
 
 
 def test_summary_prints_mean_plus_minus_error_and_effective_patches(tmp_path):
-    from dustpred.summary import summarize
+    from dustpred.evaluation.summary import summarize
 
     _, out, _ = run_evaluate(tmp_path)
     summarize({("baseline", 0): out["per_cutout"][0]}, tmp_path / "s.csv", tmp_path / "s.txt")
@@ -275,7 +274,8 @@ def test_summary_prints_mean_plus_minus_error_and_effective_patches(tmp_path):
 
 
 def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
-    from dustpred.summary import REALISATION_COLUMNS, SUMMARY_COLUMNS, realisation_spread
+    from dustpred.evaluation.summary import SUMMARY_COLUMNS
+    from dustpred.realisations.spread import REALISATION_COLUMNS, realisation_spread
 
     def table(gain):
         row = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
@@ -290,7 +290,7 @@ def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
 
 
 def test_unknown_models_are_listed_last_by_name():
-    from dustpred.evaluation import model_label, model_order
+    from dustpred.evaluation.tables import model_label, model_order
 
     assert model_order(["residual", "unet", "integrated"]) == ["integrated", "unet", "residual"]
     assert model_label("residual") == "residual"
@@ -382,7 +382,7 @@ def test_headline_refuses_runs_that_do_not_share_their_cutouts(tmp_path):
 def test_headline_lists_linear_models_per_experiment_where_they_differ(tmp_path):
     from fake_predictions import NOISE
 
-    from dustpred.summary import combine_runs
+    from dustpred.evaluation.summary import combine_runs
 
     tables = {
         "a": pd.read_csv(fake_run(tmp_path, "a")),
@@ -401,7 +401,7 @@ def test_headline_lists_linear_models_per_experiment_where_they_differ(tmp_path)
 
 
 def test_unet_tags_are_variants_with_the_experiment_where_a_variant_repeats():
-    from dustpred.summary import unet_tags
+    from dustpred.evaluation.summary import unet_tags
 
     settings = {"baseline": {"variant": "paper"}, "lambda_0": {"variant": "paper"}, "r": {}}
     tags = unet_tags(["baseline", "lambda_0", "r"], settings)
@@ -410,7 +410,7 @@ def test_unet_tags_are_variants_with_the_experiment_where_a_variant_repeats():
 
 
 def test_runs_of_other_cutouts_or_seeds_form_their_own_headline_groups():
-    from dustpred.summary import headline_groups
+    from dustpred.evaluation.summary import headline_groups
 
     settings = {
         "baseline": {"split": "north_south", "velocity_kms": "-64.5..17"},

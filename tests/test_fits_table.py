@@ -1,4 +1,4 @@
-"""dustpred.fits_table: binary-table rows written and read back; one test per damaged file."""
+"""dustpred.fits.table: binary-table rows written and read back; one test per damaged file."""
 
 import gzip
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dustpred import fits_table
 from dustpred.errors import InputError
+from dustpred.fits import table as fits_table
 
 COLUMNS = [("ID", "J", 1, None), ("SPEC", "E", 3, "K")]
 

@@ -1,10 +1,10 @@
-"""dustpred.fitscheck: the first block and the HDU structure, against files astropy writes."""
+"""dustpred.fits.check: the first block and the HDU structure, against files astropy writes."""
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from dustpred.fitscheck import header_block_problem, structure_problem
+from dustpred.fits.check import header_block_problem, structure_problem
 
 
 @pytest.fixture(scope="module")

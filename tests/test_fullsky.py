@@ -1,4 +1,4 @@
-"""dustpred.fullsky / fullsky_output / fullsky_validate: tiles back onto the sphere.
+"""dustpred.template.tiling / fullsky_output / fullsky_validate: tiles back onto the sphere.
 
 Specifications with their tolerances:
 
@@ -15,7 +15,7 @@ Specifications with their tolerances:
 - cross-fitting: with models returning 1 and 2, every pixel holds 1 + FOLD exactly and no
   pixel read by a model's training cutouts is provided by that model;
 - the FITS table round-trips through ``healpy.read_map`` and
-  ``dustpred.healpix_maps.read_healpix_map``.
+  ``dustpred.inputs.healpix_maps.read_healpix_map``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import fullsky, healpix_maps, sampling
+from dustpred.cutouts import sampling
 from dustpred.errors import InputError
-from dustpred.fullsky_output import (
-    TEMPLATE_COLUMNS,
-    fit_amplitude,
-    provenance_cards,
-    write_template,
-)
-from dustpred.fullsky_validate import sphere_r_ell
-from dustpred.harmonic import butterworth
+from dustpred.inputs import healpix_maps
+from dustpred.sky.harmonic import butterworth
+from dustpred.template import reassembly, tiling
+from dustpred.template.amplitude import fit_amplitude
+from dustpred.template.fitsfile import TEMPLATE_COLUMNS, provenance_cards, write_template
+from dustpred.template.sphere import sphere_r_ell
 
 NSIDE = 64
 ELL_CUTOFF = 40
@@ -63,7 +61,7 @@ def sky():
 
 @pytest.fixture(scope="module")
 def tiles():
-    return fullsky.tile_grid(NPIX, RESO, seed=1)
+    return tiling.tile_grid(NPIX, RESO, seed=1)
 
 
 def test_tile_grid_puts_every_point_within_coverage_of_a_centre(tiles):
@@ -77,26 +75,26 @@ def test_tile_grid_puts_every_point_within_coverage_of_a_centre(tiles):
 
 
 def test_tile_rotations_are_fixed_by_the_seed():
-    a, b = fullsky.tile_grid(NPIX, RESO, seed=1), fullsky.tile_grid(NPIX, RESO, seed=1)
-    c = fullsky.tile_grid(NPIX, RESO, seed=2)
+    a, b = tiling.tile_grid(NPIX, RESO, seed=1), tiling.tile_grid(NPIX, RESO, seed=1)
+    c = tiling.tile_grid(NPIX, RESO, seed=2)
     assert np.array_equal(a.psi, b.psi)
     assert np.abs(a.psi - c.psi).max() > 1.0
     assert 0 <= a.psi.min() and a.psi.max() < 360
 
 
 def test_reassembly_weight_covers_the_whole_sky(tiles, sky):
-    cut, _ = fullsky.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles)
-    weight = fullsky.reassemble(cut, tiles, NSIDE).weight
+    cut, _ = tiling.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles)
+    weight = reassembly.reassemble(cut, tiles, NSIDE).weight
     # No gaps and no thin spots: the least-covered pixel keeps > half the median weight.
     assert weight.min() > 0.5 * np.median(weight)
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 def test_identity_model_reassembles_the_map_without_seams(tiles, sky, interpolation):
-    cut, _ = fullsky.tile_cutouts(
+    cut, _ = tiling.tile_cutouts(
         sky, np.zeros(sky.size, np.uint8), tiles, interpolation=interpolation
     )
-    out = fullsky.reassemble(cut, tiles, NSIDE)
+    out = reassembly.reassemble(cut, tiles, NSIDE)
     diff = out.value - sky
     assert np.sqrt(np.mean(diff**2)) / sky.std() < 0.03
     ratio = hp.anafast(diff, lmax=ELL_CUTOFF)[2:] / hp.anafast(sky, lmax=ELL_CUTOFF)[2:]
@@ -107,11 +105,9 @@ def test_seam_check_fails_on_hard_edged_tiles_with_offsets(tiles, sky):
     # Control for the spectral check above: near-boxcar windows and a random offset per tile
     # (0.3 x the map rms; 8 % rms error after averaging ~10 tiles, measured 2.5e-2 in
     # C_l(diff) / C_l(map)) are seams the same bound must reject.
-    cut, _ = fullsky.tile_cutouts(
-        sky, np.zeros(sky.size, np.uint8), tiles, interpolation="bilinear"
-    )
+    cut, _ = tiling.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tiles, interpolation="bilinear")
     offsets = 0.3 * sky.std() * np.random.default_rng(0).standard_normal(len(tiles))
-    out = fullsky.reassemble(cut + offsets[:, None, None], tiles, NSIDE, taper=0.02)
+    out = reassembly.reassemble(cut + offsets[:, None, None], tiles, NSIDE, taper=0.02)
     diff = out.value - sky
     ratio = hp.anafast(diff, lmax=ELL_CUTOFF)[2:] / hp.anafast(sky, lmax=ELL_CUTOFF)[2:]
     assert ratio.max() > 1e-2
@@ -120,25 +116,25 @@ def test_seam_check_fails_on_hard_edged_tiles_with_offsets(tiles, sky):
 def test_masked_tile_pixels_contribute_nothing(tiles, sky):
     mask = np.zeros(sky.size, np.uint8)
     mask[hp.query_disc(NSIDE, hp.ang2vec(40.0, 20.0, lonlat=True), np.radians(15.0))] = 1
-    cut, masked = fullsky.tile_cutouts(sky, mask, tiles)
-    clean = fullsky.reassemble(cut, tiles, NSIDE, masked=masked)
+    cut, masked = tiling.tile_cutouts(sky, mask, tiles)
+    clean = reassembly.reassemble(cut, tiles, NSIDE, masked=masked)
     garbage = np.where(masked == 1, 1e6, cut)
-    dirty = fullsky.reassemble(garbage, tiles, NSIDE, masked=masked)
+    dirty = reassembly.reassemble(garbage, tiles, NSIDE, masked=masked)
     np.testing.assert_allclose(dirty.value, clean.value, rtol=0, atol=1e-12)
     inner = hp.query_disc(NSIDE, hp.ang2vec(40.0, 20.0, lonlat=True), np.radians(12.0))
     assert clean.weight[inner].max() == 0 and clean.value[inner].max() == 0
     assert (clean.weight[mask == 0] > 0).all()
 
 
-def one_tile(lon=30.0, lat=50.0, psi=25.0) -> fullsky.Tiles:
+def one_tile(lon=30.0, lat=50.0, psi=25.0) -> tiling.Tiles:
     arr = [np.array([v]) for v in (lon, lat, psi)]
-    return fullsky.Tiles(*arr, npix=NPIX, reso_arcmin=RESO, nside_tiles=0)
+    return tiling.Tiles(*arr, npix=NPIX, reso_arcmin=RESO, nside_tiles=0)
 
 
 def test_one_tile_matches_healpys_inverse_projection(sky):
     tile = one_tile()
     image = np.random.default_rng(5).standard_normal((1, NPIX, NPIX))
-    out = fullsky.reassemble(image, tile, NSIDE)
+    out = reassembly.reassemble(image, tile, NSIDE)
     pix = np.flatnonzero(out.weight > 0)
     # Independent inverse: healpy's projector (its own Rotator) gives plane x, y; pixel
     # (i, j) sits at x = (j - c) dx, y = (i - c) dx; plain bilinear lookup in the image.
@@ -157,8 +153,8 @@ def test_one_tile_matches_healpys_inverse_projection(sky):
     )
     np.testing.assert_allclose(out.value[pix], reference, rtol=0, atol=1e-10)
     # And a tile of the map itself comes back as healpy's interpolation of the map.
-    cut, _ = fullsky.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tile, interpolation="bilinear")
-    back = fullsky.reassemble(cut, tile, NSIDE).value[pix]
+    cut, _ = tiling.tile_cutouts(sky, np.zeros(sky.size, np.uint8), tile, interpolation="bilinear")
+    back = reassembly.reassemble(cut, tile, NSIDE).value[pix]
     theta, phi = hp.pix2ang(NSIDE, pix)
     err = back - hp.get_interp_val(sky, theta, phi)
     assert np.sqrt(np.mean(err**2)) < 0.03 * sky.std()
@@ -181,7 +177,7 @@ def test_cross_fit_takes_every_pixel_from_the_model_that_did_not_train_on_it(spl
             reso_arcmin=reso,
         )
         seen.append(
-            fullsky.seen_pixels(
+            tiling.seen_pixels(
                 nside,
                 draws.lon,
                 draws.lat,
@@ -191,37 +187,37 @@ def test_cross_fit_takes_every_pixel_from_the_model_that_did_not_train_on_it(spl
                 interpolation="bilinear",
             )
         )
-    fold = fullsky.fold_map(nside, split, seen=tuple(seen))
-    tiles = fullsky.tile_grid(npix, reso, seed=0)
+    fold = tiling.fold_map(nside, split, seen=tuple(seen))
+    tiles = tiling.tile_grid(npix, reso, seed=0)
     constants = np.stack([np.full((len(tiles), npix, npix), v) for v in (1.0, 2.0)])
-    out = fullsky.reassemble(constants, tiles, nside, fold=fold)
+    out = reassembly.reassemble(constants, tiles, nside, fold=fold)
     assert (out.weight > 0).all()
     np.testing.assert_allclose(out.value, 1.0 + fold, rtol=0, atol=1e-12)
     assert seen[0].sum() > 1000 and seen[1].sum() > 1000
     assert not (seen[0] & (fold == 0)).any() and not (seen[1] & (fold == 1)).any()
-    assert (fold[fullsky.region_map(nside, split, "train")] == 1).all()
-    assert (fold[fullsky.region_map(nside, split, "test")] == 0).all()
+    assert (fold[tiling.region_map(nside, split, "train")] == 1).all()
+    assert (fold[tiling.region_map(nside, split, "test")] == 0).all()
 
 
 def test_fold_map_follows_the_record_of_seen_pixels():
     nside = 16
-    south = np.flatnonzero(fullsky.region_map(nside, "north_south", "test"))[:5]
+    south = np.flatnonzero(tiling.region_map(nside, "north_south", "test"))[:5]
     seen_0 = np.zeros(12 * nside**2, bool)
     seen_0[south] = True  # model 0 (north) read 5 southern pixels: model 1 must provide them
-    fold = fullsky.fold_map(nside, "north_south", seen=(seen_0, np.zeros_like(seen_0)))
+    fold = tiling.fold_map(nside, "north_south", seen=(seen_0, np.zeros_like(seen_0)))
     assert (fold[south] == 1).all()
     with pytest.raises(InputError, match="both models"):
-        fullsky.fold_map(nside, "north_south", seen=(seen_0, seen_0))
+        tiling.fold_map(nside, "north_south", seen=(seen_0, seen_0))
 
 
 def test_fold_map_without_cross_fitting_is_one_model():
-    assert not fullsky.fold_map(16, "north_south", cross_fit=False).any()
+    assert not tiling.fold_map(16, "north_south", cross_fit=False).any()
 
 
 def test_fit_amplitude_recovers_scale_and_offset_on_the_selected_pixels(sky):
     rng = np.random.default_rng(1)
     target = 3.0 * sky + 5.0 + 1e-3 * sky.std() * rng.standard_normal(sky.size)
-    north = fullsky.region_map(NSIDE, "north_south", "train")
+    north = tiling.region_map(NSIDE, "north_south", "train")
     target[~north] = 1e6  # outside the fit region: must not matter
     scale, offset = fit_amplitude(sky, target, north)
     assert scale == pytest.approx(3.0, rel=1e-3)
@@ -232,7 +228,7 @@ def template_maps(nside: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2)
     maps = {name: rng.standard_normal(12 * nside**2) for name in TEMPLATE_COLUMNS}
     maps["WEIGHT"] = np.abs(maps["WEIGHT"])
-    maps["FOLD"] = fullsky.fold_map(nside, "north_south")
+    maps["FOLD"] = tiling.fold_map(nside, "north_south")
     return maps
 
 

@@ -1,11 +1,11 @@
-"""dustpred.harmonic: Butterworth response, lmax rule, ducc0 transforms against healpy, one-step
+"""dustpred.sky.harmonic: Butterworth response, lmax rule, ducc0 transforms against healpy, one-step
 filter + Nside change, mask regrading."""
 
 import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import harmonic, sky
+from dustpred.sky import harmonic, synthetic
 
 
 def random_alm(lmax, seed, cl=None):
@@ -130,10 +130,10 @@ def realistic_maps():
     cl[1:] = ell[1:] ** -2.5
     g = hp.alm2map(random_alm(lmax, 7, cl), nside, lmax=lmax)
     dust = 100.0 * np.exp(0.8 * g / g.std()) + 8.5 * rng.standard_normal(g.size)
-    settings = sky.SkySettings(nside=nside, seed=1)
-    comp = sky.components(settings)
+    settings = synthetic.SkySettings(nside=nside, seed=1)
+    comp = synthetic.components(settings)
     v = np.array([-1.0, 0.0, 1.0]) * settings.channel_kms
-    hi = sky.hi_block(comp, slice(None), v, settings.channel_kms)[:, 1].astype(np.float64)
+    hi = synthetic.hi_block(comp, slice(None), v, settings.channel_kms)[:, 1].astype(np.float64)
     hi += 0.043 * rng.standard_normal(hi.size)
     return {"dust": dust, "hi": hi}
 

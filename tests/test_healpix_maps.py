@@ -1,4 +1,5 @@
-"""dustpred.healpix_maps: tables read like healpy, written byte-stably; one test per bad input."""
+"""dustpred.inputs.healpix_maps: tables read like healpy, written byte-stably; one test per bad
+input."""
 
 import gzip
 
@@ -7,9 +8,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dustpred import fits_table
 from dustpred.errors import InputError
-from dustpred.healpix_maps import DUST_UNITS, healpix_header, read_healpix_map, write_healpix_maps
+from dustpred.fits import table as fits_table
+from dustpred.inputs.healpix_maps import (
+    DUST_UNITS,
+    healpix_header,
+    read_healpix_map,
+    write_healpix_maps,
+)
 
 NSIDE = 8
 NPIX = 12 * NSIDE**2

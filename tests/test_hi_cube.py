@@ -1,5 +1,5 @@
-"""dustpred.hi_cube: the HI cube in both layouts (HEALPix tables, CAR image) through open_hi_cube;
-one test per bad input."""
+"""dustpred.inputs.hi_cube: the HI cube in both layouts (HEALPix tables, CAR image) through
+open_hi_cube; one test per bad input."""
 
 import gzip
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dustpred import fits_table, healpix_maps, hi_cube
 from dustpred.errors import InputError
-from dustpred.hi_cube import open_hi_cube
+from dustpred.fits import table as fits_table
+from dustpred.inputs import healpix_maps, hi_cube
+from dustpred.inputs.hi_cube import open_hi_cube
 
 NSIDE = 8
 NPIX = 12 * NSIDE**2

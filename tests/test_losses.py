@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dustpred.losses import PaperLoss, band_correlations, rfft_band_weights
 from dustpred.metrics import r50_r150
+from dustpred.training.losses import PaperLoss, band_correlations, rfft_band_weights
 
 SIDE = 24.96
 LAM = 30.0  # the paper's lambda

@@ -6,6 +6,7 @@ import pytest
 import torch
 from fake_training_shards import SIDE_DEG, write_fake_shards
 
+from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import ConfigError, InputError
 from dustpred.metrics import bin_edges, ell_grid
 from dustpred.models.checkpoint import load_model, save_model
@@ -23,8 +24,7 @@ from dustpred.models.linear import (
 )
 from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import VARIANTS, UNet, forward_flops
-from dustpred.resident import ResidentData, dihedral_permutations
-from dustpred.shards import ShardSet
+from dustpred.training.resident import ResidentData, dihedral_permutations
 
 # --- integrated and linear -------------------------------------------------------------------
 
@@ -312,8 +312,8 @@ def test_forward_flops_of_the_halving_network():
 
 
 def test_model_file_round_trip(tmp_path):
+    from dustpred.models.checkpoint import TrainResult
     from dustpred.models.inputs import InputStats
-    from dustpred.trainer import TrainResult
 
     torch.manual_seed(1)
     net = UNet(3, widths=(4, 8), variant="residual")

@@ -1,4 +1,4 @@
-"""dustpred.plots: the paper's figures from the evaluation tables."""
+"""dustpred.figures.paper: the paper's figures from the evaluation tables."""
 
 import matplotlib.colors as mcolors
 import numpy as np
@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from fake_predictions import write_fake_predictions
 
-from dustpred import comparison_plots, plots
 from dustpred.errors import InputError
-from dustpred.evaluation import MODELS, ORACLE, evaluate
+from dustpred.evaluation.evaluate import evaluate
+from dustpred.evaluation.tables import MODELS, ORACLE
+from dustpred.figures import comparison, paper, style
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,39 +60,39 @@ def assert_png_and_pdf(png, pdf):
 
 def test_every_model_has_one_colour_linestyle_and_marker():
     for model in (*MODELS, ORACLE):
-        assert mcolors.is_color_like(plots.PALETTE[model])
-        assert model in plots.LINESTYLES and model in plots.MARKERS
-    colours = [mcolors.to_hex(plots.PALETTE[m]) for m in (*MODELS, ORACLE)]
+        assert mcolors.is_color_like(style.PALETTE[model])
+        assert model in style.LINESTYLES and model in style.MARKERS
+    colours = [mcolors.to_hex(style.PALETTE[m]) for m in (*MODELS, ORACLE)]
     assert len(set(colours)) == len(colours)
-    assert plots.LINESTYLES[ORACLE] == "--"  # the oracle is dashed, as the brief asks
+    assert style.LINESTYLES[ORACLE] == "--"  # the oracle is dashed, as the brief asks
 
 
 def test_fig5_uses_the_palette_and_labels_ell(tables):
-    fig = plots.r_ell_figure(tables["r_ell"], split="north_south")
+    fig = paper.r_ell_figure(tables["r_ell"], split="north_south")
     left, right = fig.axes
     assert left.get_title().startswith("train: north") and right.get_title().startswith("test")
     assert "ell" in left.get_xlabel() and "r(" in left.get_ylabel()
     by_label = {line.get_label(): line for line in left.get_lines()}
     for model in (*MODELS, ORACLE):
-        line = by_label[plots.MODEL_LABELS[model]]
-        assert mcolors.to_hex(line.get_color()) == mcolors.to_hex(plots.PALETTE[model])
-        assert line.get_linestyle() == plots.LINESTYLES[model]
+        line = by_label[paper.MODEL_LABELS[model]]
+        assert mcolors.to_hex(line.get_color()) == mcolors.to_hex(style.PALETTE[model])
+        assert line.get_linestyle() == style.LINESTYLES[model]
     # one error band per model and panel
     assert len(left.collections) == 4 and len(right.collections) == 4
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_fig5_without_oracle_has_three_curves(tables):
     r_ell = tables["r_ell"][tables["r_ell"]["model"] != ORACLE]
-    fig = plots.r_ell_figure(r_ell)
+    fig = paper.r_ell_figure(r_ell)
     labels = {line.get_label() for line in fig.axes[0].get_lines()}
-    assert plots.MODEL_LABELS[ORACLE] not in labels
-    assert plots.MODEL_LABELS["unet"] in labels
-    plots.plt.close(fig)
+    assert paper.MODEL_LABELS[ORACLE] not in labels
+    assert paper.MODEL_LABELS["unet"] in labels
+    style.plt.close(fig)
 
 
 def test_fig4_legend_gives_the_win_counts_with_their_errors_and_the_identity_line(tables):
-    fig = plots.per_cutout_figure(tables["per_cutout"], tables["wins"])
+    fig = paper.per_cutout_figure(tables["per_cutout"], tables["wins"])
     wins = tables["wins"].set_index(["subset", "model", "metric"])
     for ax, metric in zip(fig.axes, ("r50", "r150"), strict=True):
         texts = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -107,8 +108,8 @@ def test_fig4_legend_gives_the_win_counts_with_their_errors_and_the_identity_lin
         x, y = identity.get_data()
         np.testing.assert_array_equal(x, y)
         colours = {mcolors.to_hex(c.get_edgecolor()[0]) for c in ax.collections}
-        assert colours == {plots.PALETTE["linear"], plots.PALETTE["unet"]}
-    plots.plt.close(fig)
+        assert colours == {style.PALETTE["linear"], style.PALETTE["unet"]}
+    style.plt.close(fig)
 
 
 def test_fig3_normalises_each_map_by_its_maximum_and_greys_the_mask():
@@ -122,41 +123,41 @@ def test_fig3_normalises_each_map_by_its_maximum_and_greys_the_mask():
             ("target", "integrated", "linear", "unet"), (1.0, 500.0, 2.0, 0.1), strict=True
         )
     }
-    fig = plots.example_figure(maps, mask, side_deg=6.24)
+    fig = paper.example_figure(maps, mask, side_deg=6.24)
     images = [ax.get_images()[0] for ax in fig.axes[:4]]
     for image, key in zip(images, ("target", "integrated", "linear", "unet"), strict=True):
         data = image.get_array()
         assert np.array_equal(np.ma.getmaskarray(data), mask)
         assert data.max() == pytest.approx(1.0)
         np.testing.assert_allclose(data.compressed(), (maps[key] / maps[key][~mask].max())[~mask])
-        assert mcolors.to_hex(image.get_cmap().get_bad()) == plots.MASK_COLOUR
+        assert mcolors.to_hex(image.get_cmap().get_bad()) == style.MASK_COLOUR
         assert image.get_extent() == pytest.approx([-3.12, 3.12, -3.12, 3.12])
     assert fig.axes[2].get_xlabel() == "x [deg]" and fig.axes[0].get_ylabel() == "y [deg]"
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_example_is_the_configured_or_the_least_masked_cutout():
     frac = np.array([0.3, 0.1, 0.5, 0.1])
-    assert plots.choose_example(frac, None) == 1
-    assert plots.choose_example(frac, 2) == 2
+    assert paper.choose_example(frac, None) == 1
+    assert paper.choose_example(frac, 2) == 2
     with pytest.raises(InputError, match="plots.example_cutout"):
-        plots.choose_example(frac, 4)
+        paper.choose_example(frac, 4)
 
 
 def test_plot_functions_write_png_and_pdf(tables, training_csv, tmp_path):
     p = tables["paths"]
     out = {name: (tmp_path / f"{name}.png", tmp_path / f"{name}.pdf") for name in "abcd"}
-    shown = plots.plot_example(p["test"], out["a"], index=None, cmap="viridis", dpi=60)
+    shown = paper.plot_example(p["test"], out["a"], index=None, cmap="viridis", dpi=60)
     assert 0 <= shown < 12
-    plots.plot_per_cutout(p["per_cutout"], p["wins"], out["b"], dpi=60)
-    plots.plot_r_ell(p["r_ell"], out["c"], split="east_west", dpi=60)
-    plots.plot_training(training_csv, out["d"], dpi=60)
+    paper.plot_per_cutout(p["per_cutout"], p["wins"], out["b"], dpi=60)
+    paper.plot_r_ell(p["r_ell"], out["c"], split="east_west", dpi=60)
+    paper.plot_training(training_csv, out["d"], dpi=60)
     for png, pdf in out.values():
         assert_png_and_pdf(png, pdf)
 
 
 def test_training_figure_has_loss_its_terms_and_r_by_epoch(training_csv):
-    fig = plots.training_figure(pd.read_csv(training_csv))
+    fig = paper.training_figure(pd.read_csv(training_csv))
     ax_loss, ax_terms, ax_r = fig.axes
     assert ax_loss.get_xlabel() == "epoch" and "loss" in ax_loss.get_ylabel()
     assert ax_loss.get_yscale() == "linear"  # 5/e over 5 epochs: less than a decade
@@ -165,36 +166,36 @@ def test_training_figure_has_loss_its_terms_and_r_by_epoch(training_csv):
     term_labels = [t.get_text() for t in ax_terms.get_legend().get_texts()]
     assert term_labels[0].startswith("mean") and term_labels[1].startswith(r"$\lambda")
     assert ax_terms.get_yscale() == "log"  # the terms differ 100-fold here
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_training_figure_of_a_table_without_loss_terms_has_no_terms_panel(training_csv):
     table = pd.read_csv(training_csv).drop(columns=["train_l1", "train_corr", "val_l1"])
-    fig = plots.training_figure(table)
+    fig = paper.training_figure(table)
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss (eq. 2.3)", r"mean $r$ (U-Net)"]
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_training_loss_spanning_decades_is_on_a_log_scale(training_csv):
     table = pd.read_csv(training_csv)
     table["train_loss"] = 100.0 / table["epoch"] ** 2
-    fig = plots.training_figure(table)
+    fig = paper.training_figure(table)
     assert fig.axes[0].get_yscale() == "log"
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_training_log_without_required_columns_raises(tmp_path):
     path = tmp_path / "training.csv"
     pd.DataFrame({"epoch": [1], "train_loss": [1.0]}).to_csv(path, index=False)
     with pytest.raises(InputError, match="val_loss"):
-        plots.plot_training(path, [tmp_path / "x.png"])
+        paper.plot_training(path, [tmp_path / "x.png"])
     assert not (tmp_path / "x.png").exists()
 
 
 def test_unknown_colormap_raises_input_error_naming_the_key():
     maps = {k: np.ones((8, 8)) for k in ("target", "integrated", "linear", "unet")}
     with pytest.raises(InputError, match="plots.cmap"):
-        plots.example_figure(maps, np.zeros((8, 8), bool), side_deg=3.12, cmap="no-such-map")
+        paper.example_figure(maps, np.zeros((8, 8), bool), side_deg=3.12, cmap="no-such-map")
 
 
 def _shifted(r_ell, model, delta):
@@ -206,7 +207,7 @@ def _shifted(r_ell, model, delta):
 def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
     base = tables["r_ell"]
     curves = {30.0: [base], 0.0: [_shifted(base, "unet", -0.2), _shifted(base, "unet", -0.1)]}
-    fig = comparison_plots.lambda_sweep_figure(curves)
+    fig = comparison.lambda_sweep_figure(curves)
     (ax,) = fig.axes
     lines = {line.get_label(): line for line in ax.get_lines()}
     lam0 = lines[r"U-Net, $\lambda$ = 0 (2 seeds)"]
@@ -214,32 +215,32 @@ def test_fig6_has_one_seed_averaged_curve_per_lambda(tables):
     np.testing.assert_allclose(lam0.get_ydata(), expected["r_mean"] - 0.15)
     assert r"U-Net, $\lambda$ = 30" in lines
     assert "ell" in ax.get_xlabel()
-    ref = lines[plots.MODEL_LABELS["integrated"]]
-    assert mcolors.to_hex(ref.get_color()) == plots.PALETTE["integrated"]
-    plots.plt.close(fig)
+    ref = lines[paper.MODEL_LABELS["integrated"]]
+    assert mcolors.to_hex(ref.get_color()) == style.PALETTE["integrated"]
+    style.plt.close(fig)
 
 
 def test_fig6_shows_both_loss_terms_of_the_last_epoch_per_lambda(tables, training_csv):
     t = pd.read_csv(training_csv)  # last epoch: val_l1 0.012, val_corr 1.188
     doubled = t.assign(val_l1=2 * t["val_l1"])
-    fig = comparison_plots.lambda_sweep_figure(
+    fig = comparison.lambda_sweep_figure(
         {0.0: [tables["r_ell"]], 30.0: [tables["r_ell"]]}, {0.0: [t], 30.0: [t, doubled]}
     )
     _, ax_terms = fig.axes
     lines = {line.get_label(): line for line in ax_terms.get_lines()}
-    l1 = lines[plots.TERM_STYLE["l1"][1]].get_ydata()
-    corr = lines[plots.TERM_STYLE["corr"][1]].get_ydata()
+    l1 = lines[paper.TERM_STYLE["l1"][1]].get_ydata()
+    corr = lines[paper.TERM_STYLE["corr"][1]].get_ydata()
     np.testing.assert_allclose(l1, [0.012, 0.018])  # lambda 30: mean of two seeds
     np.testing.assert_allclose(corr, [1.188, 1.188])
     assert [tick.get_text() for tick in ax_terms.get_xticklabels()] == ["0", "30"]
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
     base = tables["r_ell"]
     by_seed = {0: base, 1: _shifted(base, "unet", 0.02), 2: _shifted(base, "unet", -0.05)}
     pc = {s: tables["per_cutout"] for s in by_seed}
-    fig = comparison_plots.seed_ensemble_figure(by_seed, pc)
+    fig = comparison.seed_ensemble_figure(by_seed, pc)
     ax, ax_pts = fig.axes
     thin = [line for line in ax.get_lines() if line.get_label().startswith("_")]
     assert len(thin) == 3
@@ -247,49 +248,49 @@ def test_seed_ensemble_draws_every_seed_and_their_mean(tables):
     expected = base[(base.subset == "test") & (base.model == "unet")].sort_values("ell")
     np.testing.assert_allclose(mean.get_ydata(), expected["r_mean"] - 0.01)
     assert "seeds 0, 1, 2" in fig._suptitle.get_text()
-    plots.plt.close(fig)
+    style.plt.close(fig)
 
 
 def test_plot_lambda_sweep_and_seed_ensemble_write_files(tables, training_csv, tmp_path):
     p = tables["paths"]
-    comparison_plots.plot_lambda_sweep(
+    comparison.plot_lambda_sweep(
         [p["r_ell"], p["r_ell"]], [0.0, 30.0], [tmp_path / "f6.png"], dpi=60
     )
-    comparison_plots.plot_lambda_sweep(
+    comparison.plot_lambda_sweep(
         [p["r_ell"]] * 2,
         [0.0, 30.0],
         [tmp_path / "f6t.png"],
         training_paths=[training_csv] * 2,
         dpi=60,
     )
-    comparison_plots.plot_seed_ensemble(
+    comparison.plot_seed_ensemble(
         [p["r_ell"]] * 2, [p["per_cutout"]] * 2, [0, 1], [tmp_path / "e.png"], dpi=60
     )
     for name in ("f6.png", "f6t.png", "e.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(InputError, match="lambdas"):
-        comparison_plots.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])
+        comparison.plot_lambda_sweep([p["r_ell"]], [0.0, 1.0], [tmp_path / "x.png"])
 
 
 def test_seed_average_of_r_ell_tables(tables):
     base = tables["r_ell"]
-    avg = plots.seed_averaged_r_ell([base, _shifted(base, "unet", 0.1)])
+    avg = paper.seed_averaged_r_ell([base, _shifted(base, "unet", 0.1)])
     assert list(avg.columns) == list(base.columns)
     unet = avg[(avg.model == "unet")].set_index(["subset", "ell"])["r_mean"]
     ref = base[(base.model == "unet")].set_index(["subset", "ell"])["r_mean"]
     np.testing.assert_allclose(unet.loc[ref.index], ref + 0.05)
     sem = avg[(avg.model == "unet")]["r_err"]
     np.testing.assert_allclose(sem, np.std([0.0, 0.1], ddof=1) / np.sqrt(2))
-    assert plots.seed_averaged_r_ell([base]) is base
+    assert paper.seed_averaged_r_ell([base]) is base
 
 
 def test_fig7_labels_east_and_west(tables, tmp_path):
     p = tables["paths"]
-    comparison_plots.plot_east_west(
+    comparison.plot_east_west(
         [p["r_ell"], p["r_ell"]], [tmp_path / "f7.png"], experiment="ew", dpi=60
     )
     assert (tmp_path / "f7.png").read_bytes()[:8] == PNG_MAGIC
-    fig = plots.r_ell_figure(tables["r_ell"], split="east_west", title="t")
+    fig = paper.r_ell_figure(tables["r_ell"], split="east_west", title="t")
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("train: east") and titles[1].startswith("test: west")
-    plots.plt.close(fig)
+    style.plt.close(fig)

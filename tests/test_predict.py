@@ -6,13 +6,13 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
+from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import InputError
+from dustpred.evaluation.predict import predict_shards
 from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.linear import fit_linear, predict_linear, read_weights
-from dustpred.predict import predict_shards
-from dustpred.shards import ShardSet
-from dustpred.training import train_unet
+from dustpred.training.job import train_unet
 
 PARAMS = {
     "variant": "residual",

@@ -1,4 +1,4 @@
-"""dustpred.preprocess on small hand-made inputs: layout, channel selection, filter, mask."""
+"""dustpred.sky.preprocess on small hand-made inputs: layout, channel selection, filter, mask."""
 
 import json
 from pathlib import Path
@@ -7,10 +7,12 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import fits_table, harmonic, healpix_maps, hi_cube, preprocess
 from dustpred.errors import InputError
-from dustpred.healpix_maps import write_healpix_maps
-from dustpred.hi_cube import open_hi_cube, write_hi_cube
+from dustpred.fits import table as fits_table
+from dustpred.inputs import healpix_maps, hi_cube
+from dustpred.inputs.healpix_maps import write_healpix_maps
+from dustpred.inputs.hi_cube import open_hi_cube, write_hi_cube
+from dustpred.sky import harmonic, preprocess
 
 NSIDE_HI, NSIDE_DUST, NSIDE_MASK, NSIDE_OUT = 16, 32, 8, 16
 DV = 1.28821496

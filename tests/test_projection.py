@@ -1,4 +1,5 @@
-"""dustpred.projection against healpy: gnomview values, projector directions, get_interp_val.
+"""dustpred.cutouts.projection against healpy: gnomview values, projector directions,
+get_interp_val.
 
 Reference: healpy itself (gnomview, GnomonicProj, Rotator, get_interp_val) on random maps at
 small Nside. Nearest-pixel cutouts must equal gnomview exactly; directions and rotation
@@ -15,8 +16,7 @@ import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from dustpred.errors import InputError  # noqa: E402
-from dustpred.projection import (  # noqa: E402
+from dustpred.cutouts.projection import (  # noqa: E402
     cutout_pixels,
     cutout_vectors,
     gnomonic_cutouts,
@@ -24,6 +24,7 @@ from dustpred.projection import (  # noqa: E402
     plane_vectors,
     rotation_matrices,
 )
+from dustpred.errors import InputError  # noqa: E402
 
 NSIDE = 32
 # healpy's gnomview uses colormap calls that matplotlib schedules for deprecation.

@@ -1,4 +1,5 @@
-"""dustpred.resampling: region labels, block bootstrap and jackknife errors, win fractions.
+"""dustpred.evaluation.resampling: region labels, block bootstrap and jackknife errors, win
+fractions.
 
 References are closed forms: for the mean over R equally filled regions, the ideal block
 bootstrap sd is ``sd_0(region means) / sqrt(R)`` (ddof 0) and the delete-one-region
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from dustpred.errors import InputError
-from dustpred.resampling import (
+from dustpred.evaluation.resampling import (
     Estimate,
     block_bootstrap,
     block_jackknife,

@@ -1,17 +1,17 @@
-"""dustpred.sampling: split regions, uniform centres, rejection, determinism per slot."""
+"""dustpred.cutouts.sampling: split regions, uniform centres, rejection, determinism per slot."""
 
 import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred.errors import ConfigError, InputError
-from dustpred.projection import cutout_pixels, cutout_vectors, half_diagonal_deg
-from dustpred.sampling import (
+from dustpred.cutouts.projection import cutout_pixels, cutout_vectors, half_diagonal_deg
+from dustpred.cutouts.sampling import (
     candidate_uniforms,
     centres_from_uniforms,
     draw_cutouts,
     split_region,
 )
+from dustpred.errors import ConfigError, InputError
 
 HALF_DIAG = half_diagonal_deg(64, 23.4)
 

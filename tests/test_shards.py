@@ -1,5 +1,5 @@
-"""dustpred.cutouts and dustpred.shards: the shard contract, K-independence, the reader
-(ShardSet), the index, atomic writes.
+"""dustpred.cutouts.extract and dustpred.cutouts.shards: the shard contract, K-independence, the
+reader (ShardSet), the index, atomic writes.
 
 Uses a fake preprocessed directory (random stack, latitude-band mask, oracle) at Nside 16.
 """
@@ -12,9 +12,10 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred import cutouts, shards
+from dustpred.cutouts import extract, shards
+from dustpred.cutouts.projection import gnomonic_cutouts
 from dustpred.errors import InputError
-from dustpred.projection import gnomonic_cutouts
+from dustpred.sky import stack
 
 NSIDE, NCHAN = 16, 4
 CUTOUTS = {
@@ -52,7 +53,7 @@ def write_set(prep, out, k, oracle=True, **overrides):
     for i in range(1, k + 1):
         train.append(out / "train" / f"shard-{i}-of-{k}.h5")
         test.append(out / "test" / f"shard-{i}-of-{k}.h5")
-        cutouts.write_shards(
+        extract.write_shards(
             prep / "stack.npy",
             prep / "mask.npy",
             prep / "meta.json",
@@ -209,7 +210,7 @@ def test_failed_job_leaves_no_shard(prep, tmp_path):
 
 
 def test_index_counts_checksums_and_config(one_shard, tmp_path):
-    index = cutouts.write_index(
+    index = extract.write_index(
         tmp_path / "index.json", *one_shard, cutouts=CUTOUTS, seed=42, threads=2
     )
     on_disk = json.loads((tmp_path / "index.json").read_text())
@@ -225,7 +226,7 @@ def test_index_counts_checksums_and_config(one_shard, tmp_path):
 def test_index_refuses_shards_out_of_order(prep, tmp_path):
     train, test = write_set(prep, tmp_path, 2, n_train=6, n_test=4)
     with pytest.raises(InputError, match="slots"):
-        cutouts.write_index(
+        extract.write_index(
             tmp_path / "index.json",
             train[::-1],
             test,
@@ -236,7 +237,7 @@ def test_index_refuses_shards_out_of_order(prep, tmp_path):
 
 def test_index_refuses_a_wrong_count(one_shard, tmp_path):
     with pytest.raises(InputError, match="n_train"):
-        cutouts.write_index(
+        extract.write_index(
             tmp_path / "index.json", *one_shard, cutouts={**CUTOUTS, "n_train": 24}, seed=42
         )
 
@@ -298,16 +299,16 @@ def test_inconsistent_preprocessed_inputs_are_refused(prep, tmp_path, broken, ma
     else:
         (tmp_path / "meta.json").write_text(json.dumps({**meta, "velocities_kms": [1.0]}))
     with pytest.raises(InputError, match=match):
-        cutouts.load_preprocessed(
+        stack.load_preprocessed(
             tmp_path / "stack.npy", tmp_path / "mask.npy", tmp_path / "meta.json"
         )
 
 
 def test_shard_slots_partition_every_cutout_once():
     for n, k in ((10, 3), (5, 5), (3, 4), (50000, 16)):
-        parts = [cutouts.shard_slots(n, i, k) for i in range(k)]
+        parts = [extract.shard_slots(n, i, k) for i in range(k)]
         np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
         assert max(p.size for p in parts) - min(p.size for p in parts) <= 1
-    assert cutouts.parse_scatteritem("3-of-4") == (2, 4)
+    assert extract.parse_scatteritem("3-of-4") == (2, 4)
     with pytest.raises(InputError, match="i-of-K"):
-        cutouts.parse_scatteritem("5-of-4")
+        extract.parse_scatteritem("5-of-4")

@@ -2,15 +2,17 @@
 partition with its GPU request, the K cutout shards as K Slurm jobs, the outputs equal to a
 local run's, and training that resumes after its Slurm job is cancelled.
 
-The cluster is a one-node Slurm (Debian packages) that tests/slurm/cluster.sh installs and
-starts on localhost, with one declared GPU; it needs root on Debian/Ubuntu. Where it cannot
-run, the Slurm tests are skipped with the reason, except under CI (CI=true), where they fail.
+The cluster is a one-node Slurm (Debian packages) that tests/slurm/cluster.sh starts on
+localhost, with one declared GPU; it needs root. It installs the packages (apt-get) only when
+DUSTPRED_SLURM_INSTALL=1, which .ci/run sets. Where it cannot run, the Slurm tests are skipped
+with the reason, except when DUSTPRED_SLURM_INSTALL=1 asked for them, where they fail.
 The daemons are stopped when the module's tests are done.
 
 One run does it all (module fixture `slurm_run`): the tiny configuration's whole DAG (`rule
 all`) through `snakemake --profile profiles/slurm --profile tests/slurm/profile` (the second
-profile only adapts polling, accounts and threads to the test cluster), while the same DAG
-runs locally with `--cores 2` in another directory for comparison. As soon as training has
+profile only adapts polling, accounts and threads to the test cluster), compared with the
+same DAG run locally with `--cores 2` (the session's shared `tiny_run`, so this module is in
+its xdist group). As soon as training has
 written its first epoch's resume state, the test cancels the training job (`scancel`); the
 profile's `retries` resubmit it with attempt 2 (and twice the wall time), and training must
 continue from the saved epoch. Slurm's own records are read afterwards: `squeue -t all` and
@@ -38,15 +40,16 @@ from pathlib import Path, PurePath
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY_CONFIG, job_counts
+from conftest import REPO, SNAKEMAKE, TINY_CONFIG, TINY_RUN_GROUP, job_counts
+
+pytestmark = pytest.mark.xdist_group(TINY_RUN_GROUP)
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
 CONFIGS = [REPO / "config" / "config.yaml", TINY_CONFIG]
-# On top of the tiny config, for both runs: a fixed number of epochs, enough for training to
-# be cancelled after its first and still have epochs left to resume (and few, to stay fast).
-# One training job (the cancel-and-resume test follows it): paper_unet left out.
-EXTRA_CONFIG = {"unet": {"epochs": 6}, "experiments": {"paper_unet": False}}
+# The tiny config's epochs: enough for training to be cancelled after its first and still
+# have epochs left to resume (and few, to stay fast).
+EPOCHS = yaml.safe_load(TINY_CONFIG.read_text())["unet"]["epochs"]
 PROFILES = [
     "--profile",
     str(REPO / "profiles" / "slurm"),
@@ -55,9 +58,8 @@ PROFILES = [
 ]
 WORKFLOW_PROFILE = REPO / "profiles" / "default" / "config.yaml"
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-# Wall-clock limits (s): the Slurm run of the whole tiny DAG, and the local one beside it.
+# Wall-clock limit (s) of the Slurm run of the whole tiny DAG.
 SLURM_RUN_TIMEOUT = 420
-LOCAL_RUN_TIMEOUT = 420
 # The training job of the tiny config, and where it keeps its per-epoch resume state.
 EXPERIMENT, SEED = "baseline", 0
 RESUME_STATE = f"results/models/{EXPERIMENT}/seed{SEED}/resume/state.pt"
@@ -88,34 +90,37 @@ def rules_of_workflow() -> set[str]:
 # The profiles themselves (no cluster needed).
 
 
-def test_workflow_profile_sets_threads_and_resources_of_exactly_the_workflow_rules():
-    # Snakemake accepts set-threads/set-resources for rules that do not exist, so a renamed
-    # rule would silently lose its resources.
+def rule_blocks() -> dict[str, str]:
+    """Rule name -> its source text, for the rules of workflow/rules/*.smk (not `use rule`)."""
+    blocks = {}
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=\S)", path.read_text()):
+            found = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if found:
+                blocks[found[1]] = block
+    return blocks
+
+
+def test_every_rule_declares_its_threads_memory_and_wall_time():
+    blocks = rule_blocks()
+    assert set(blocks) - {"all"} == rules_of_workflow() and len(blocks) > 20
+    for rule, block in blocks.items():
+        if rule == "all":
+            continue
+        assert re.search(r"^    threads: \d+$", block, re.M), f"rule {rule}: no threads"
+        assert "mem_mb=mem_mb(" in block and "runtime=runtime(" in block, rule
+
+
+def test_the_workflow_profile_holds_no_per_rule_resources():
+    # A workflow profile's keys replace a user profile's: set-resources there would drop every
+    # value the user's cluster profile sets.
     profile = yaml.safe_load(WORKFLOW_PROFILE.read_text())
-    rules = rules_of_workflow()
-    for key in ("set-threads", "set-resources"):
-        listed = set(profile[key])
-        assert listed == rules, (
-            f"profiles/default/config.yaml `{key}`: missing rules {sorted(rules - listed)}, "
-            f"unknown rules {sorted(listed - rules)}"
-        )
-    for rule, resources in profile["set-resources"].items():
-        assert {"mem_mb", "runtime"} <= set(resources), rule
+    assert not {"set-threads", "set-resources", "default-resources"} & set(profile)
 
 
-def test_training_asks_for_a_gpu_and_more_wall_time_on_each_attempt():
-    train = yaml.safe_load(WORKFLOW_PROFILE.read_text())["set-resources"]["train_unet"]
-    assert train["gpu"] == 1 and train["cpus_per_gpu"] >= 1
-    runtime = [eval(str(train["runtime"]), {"attempt": a}) for a in (1, 2, 3)]
-    assert runtime[0] < runtime[1] < runtime[2]
-
-
-def test_slurm_profile_leaves_per_rule_resources_to_the_workflow_profile():
-    # A workflow profile's `set-resources`/`default-resources` replace the global profile's
-    # whole key; set-resources here would be silently ignored.
+def test_slurm_profile_sends_gpu_jobs_to_a_gpu_partition_and_retries():
     slurm = yaml.safe_load(SLURM_PROFILE.read_text())
     assert "set-resources" not in slurm and "set-threads" not in slurm
-    assert "default-resources" not in yaml.safe_load(WORKFLOW_PROFILE.read_text())
     assert slurm["executor"] == "slurm" and slurm["retries"] >= 1
     partitions = yaml.safe_load(
         (SLURM_PROFILE.parent / slurm["slurm-partition-config"]).read_text()
@@ -124,33 +129,67 @@ def test_slurm_profile_leaves_per_rule_resources_to_the_workflow_profile():
     assert gpu_partitions and len(gpu_partitions) < len(partitions["partitions"])
 
 
-@pytest.mark.workflow
-def test_paper_dry_run_shows_the_training_job_with_its_gpu_request(tmp_path):
+def dry_run_resources(tmp_path: Path, *configs: Path | str) -> dict[str, str]:
+    """Rule -> the resources line of its first job in a dry run through profiles/slurm."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n"]
-    cmd += ["--profile", str(REPO / "profiles" / "slurm")]
-    cmd += ["--configfile", str(REPO / "config/config.yaml"), str(REPO / "config/paper.yaml")]
+    cmd += ["--profile", str(REPO / "profiles" / "slurm"), "--configfile"]
+    cmd += [str(REPO / "config/config.yaml"), *map(str, configs)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    blocks = [b for b in out.split("\n\n") if re.search(r"^rule train_unet:", b, re.M)]
-    assert blocks, out[-3000:]
-    print(blocks[0])
-    resources = re.search(r"resources: (.*)", blocks[0]).group(1)
-    assert "gpu=1" in resources.split(", ") and "cpus_per_gpu=8" in resources
-    assert "runtime=120" in resources.split(", ")
+    found = {}
+    for block in out.split("\n\n"):
+        rule = re.search(r"^rule (\w+):", block, re.M)
+        resources = re.search(r"resources: (.*)", block)
+        if rule and resources:
+            found.setdefault(rule[1], resources[1])
+    return found
+
+
+@pytest.mark.workflow
+def test_paper_dry_run_shows_the_gpu_jobs_with_their_gpu_request(tmp_path):
+    resources = dry_run_resources(tmp_path, REPO / "config/paper.yaml")
+    for rule in GPU_RULES:
+        assert "gpu=1" in resources[rule].split(", "), (rule, resources[rule])
+    train = resources["train_unet"].split(", ")
+    assert "cpus_per_gpu=8" in train and "runtime=120" in train
+    assert "gpu=1" not in resources["fit_linear"] and "gpu=1" not in resources["evaluate"]
+
+
+@pytest.mark.workflow
+def test_a_config_that_runs_the_unet_on_the_cpu_asks_for_no_gpu(tmp_path):
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text(yaml.safe_dump({"unet": {"device": "cpu"}, "template": {"device": "cpu"}}))
+    resources = dry_run_resources(tmp_path, cpu)
+    for rule in GPU_RULES:
+        assert "gpu=0" in resources[rule].split(", "), (rule, resources[rule])
 
 
 # ----------------------------------------------------------------------------------------
 # The cluster.
 
 
+# Installing Slurm (apt-get, as root) is opt-in: .ci/run sets this; `make test` on a user's
+# machine never installs system packages.
+INSTALL_VARIABLE = "DUSTPRED_SLURM_INSTALL"
+
+
+def _installed() -> bool:
+    return all(shutil.which(t) for t in ("slurmctld", "slurmd", "sbatch", "munged"))
+
+
 def _cannot_run_reason() -> str | None:
     if sys.platform != "linux":
         return f"needs Linux (found {sys.platform})"
     if os.geteuid() != 0:
-        return f"needs root to install and start Slurm (running as uid {os.geteuid()})"
-    installed = all(shutil.which(t) for t in ("slurmctld", "slurmd", "sbatch", "munged"))
-    if not installed and not (shutil.which("apt-get") and Path("/etc/debian_version").exists()):
+        return f"needs root to start Slurm (running as uid {os.geteuid()})"
+    if _installed():
+        return None
+    if os.environ.get(INSTALL_VARIABLE) != "1":
+        return (
+            f"Slurm is not installed; {INSTALL_VARIABLE}=1 lets tests/slurm/cluster.sh install it"
+        )
+    if not (shutil.which("apt-get") and Path("/etc/debian_version").exists()):
         return "Slurm is not installed and this is not Debian/Ubuntu with apt-get"
     return None
 
@@ -164,10 +203,11 @@ def cluster():
     """A running one-node Slurm cluster; stopped (every daemon it started) afterwards."""
     reason = _cannot_run_reason()
     if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Slurm tests must run in CI but cannot: {reason}")
+        if os.environ.get(INSTALL_VARIABLE) == "1":
+            pytest.fail(f"Slurm tests asked for ({INSTALL_VARIABLE}=1) but cannot run: {reason}")
         pytest.skip(f"Slurm tests skipped: {reason}")
-    for command in ("install", "stop", "start"):  # stop: daemons an interrupted run left
+    commands = ("stop", "start") if _installed() else ("install", "stop", "start")
+    for command in commands:  # stop: daemons an interrupted run left
         done = _cluster(command)
         assert done.returncode == 0, f"cluster.sh {command}:\n{done.stdout}\n{done.stderr}"
     yield STATE
@@ -275,34 +315,10 @@ def _cancel_training_when_resumable(workdir: Path, proc: subprocess.Popen) -> in
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
+def slurm_run(cluster, tiny_run, tmp_path_factory) -> SlurmRun:
     workdir = tmp_path_factory.mktemp("slurm_run")
-    local = tmp_path_factory.mktemp("local_run")
-    extra = tmp_path_factory.mktemp("config") / "slurm-test.yaml"
-    extra.write_text(yaml.safe_dump(EXTRA_CONFIG))
-    configs = ["--configfile", *map(str, CONFIGS), str(extra)]
+    configs = ["--configfile", *map(str, CONFIGS)]
     base = [SNAKEMAKE, "-s", str(REPO / "Snakefile")]
-    # The local reference runs beside the Slurm run, which mostly waits on polls; niced, so
-    # that the Slurm jobs (the longer path) get the CPU first.
-    local_log = open(local / "snakemake.out", "w")  # noqa: SIM115 (closed below)
-    local_proc = subprocess.Popen(
-        [
-            "nice",
-            "-n",
-            "10",
-            "timeout",
-            "--kill-after=15",
-            str(LOCAL_RUN_TIMEOUT),
-            *base,
-            "--directory",
-            str(local),
-            "--cores",
-            "2",
-            *configs,
-        ],
-        stdout=local_log,
-        stderr=subprocess.STDOUT,
-    )
     t0 = time.monotonic()
     slurm_log = open(workdir / "snakemake.out", "w")  # noqa: SIM115
     # `timeout`: a snakemake that lost track of its jobs polls forever and ignores SIGTERM.
@@ -323,20 +339,17 @@ def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
     cancelled = _cancel_training_when_resumable(workdir, proc)
     proc.wait()
     wall = time.monotonic() - t0
-    local_proc.wait()
     slurm_log.close()
-    local_log.close()
     output = (workdir / "snakemake.out").read_text()
-    local_output = (local / "snakemake.out").read_text()
     assert proc.returncode == 0, f"Slurm run failed ({proc.returncode}):\n{output[-6000:]}"
-    assert local_proc.returncode == 0, f"local run failed:\n{local_output[-4000:]}"
     squeue = subprocess.run(
         ["squeue", "-t", "all", "-o", "%.5i %.9P %.10T %.10l %.8M %k"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return SlurmRun(workdir, local, output, wall, _slurm_jobs(), _jobcomp(), cancelled, squeue)
+    jobs, jobcomp = _slurm_jobs(), _jobcomp()
+    return SlurmRun(workdir, tiny_run.workdir, output, wall, jobs, jobcomp, cancelled, squeue)
 
 
 @pytest.mark.slurm
@@ -362,8 +375,8 @@ def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
     assert sorted(map(int, submitted)) == [job.jobid for job in slurm_run.jobs]
 
 
-# The rules that ask for a GPU: both trainings and the template's batched inference.
-GPU_RULES = ("train_unet", "train_unet_crossfit", "template")
+# The rules that ask for a GPU: both trainings, predict and the template's batched inference.
+GPU_RULES = ("train_unet", "train_unet_crossfit", "predict", "template")
 
 
 @pytest.mark.slurm
@@ -404,7 +417,7 @@ def test_cancelled_training_was_resubmitted_with_more_time_and_resumed(slurm_run
     )
     print(f"\ncancelled Slurm job {train[0].jobid}; resubmitted as {train[1].jobid}: {m.group(0)}")
     assert k >= 1 and epochs == list(range(k + 1, len(history) + 1))
-    assert history["epoch"].tolist() == list(range(1, EXTRA_CONFIG["unet"]["epochs"] + 1))
+    assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))
     assert not (slurm_run.workdir / RESUME_STATE).exists()
 
 

@@ -1,4 +1,4 @@
-"""dustpred.spectrum (Fig. 1): sums over random unmasked pointings of a tiny HI cube."""
+"""dustpred.figures.spectrum (Fig. 1): sums over random unmasked pointings of a tiny HI cube."""
 
 import healpy as hp
 import numpy as np
@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from dustpred.errors import InputError
-from dustpred.healpix_maps import write_healpix_maps
-from dustpred.hi_cube import write_hi_cube
-from dustpred.spectrum import COLUMNS, plot_velocity_spectrum, unmasked_pointings
+from dustpred.figures.spectrum import COLUMNS, plot_velocity_spectrum, unmasked_pointings
+from dustpred.inputs.healpix_maps import write_healpix_maps
+from dustpred.inputs.hi_cube import write_hi_cube
 
 NSIDE = 8
 VELOCITIES = np.arange(-100.0, 60.1, 10.0)

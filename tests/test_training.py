@@ -9,11 +9,11 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
-from dustpred.distributed import DistInfo
 from dustpred.models.checkpoint import load_model
-from dustpred.resident import epoch_batches, split_train_validation
-from dustpred.trainer import HISTORY_COLUMNS, TrainingDivergedError
-from dustpred.training import TrainSpec, launch_distributed, run_training, train_unet
+from dustpred.training.distributed import DistInfo
+from dustpred.training.job import TrainSpec, launch_distributed, run_training, train_unet
+from dustpred.training.loop import HISTORY_COLUMNS, TrainingDivergedError
+from dustpred.training.resident import epoch_batches, split_train_validation
 
 TINY = {
     "variant": "residual",

@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import job_counts, snakemake_cli
+from conftest import TINY_RUN_GROUP, job_counts, snakemake_cli
 
-from dustpred.shards import ShardSet
+from dustpred.cutouts.shards import ShardSet
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
 
 CUT = "results/cutouts/v-64.5_17/north_south"
 FIG1 = ["results/figures/fig1_velocity_spectrum.png", "results/tables/fig1_velocity_spectrum.csv"]
@@ -28,11 +28,8 @@ def shard_paths(workdir, subset, k):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("wf_cutouts")
-    done = snakemake_cli(workdir, *TARGETS)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return workdir
+def workdir(tiny_run):
+    return tiny_run.workdir
 
 
 def test_index_lists_every_shard_with_its_checksum(workdir):

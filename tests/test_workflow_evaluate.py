@@ -13,15 +13,8 @@ import yaml
 from conftest import REPO, job_counts, snakemake_cli
 from fake_predictions import write_fake_predictions
 
-from dustpred.evaluation import (
-    PER_CUTOUT_COLUMNS,
-    R_ELL_COLUMNS,
-    WINS_COLUMNS,
-)
-from dustpred.summary import (
-    SUMMARY_BY_EXPERIMENT_COLUMNS,
-    SUMMARY_COLUMNS,
-)
+from dustpred.evaluation.summary import SUMMARY_BY_EXPERIMENT_COLUMNS, SUMMARY_COLUMNS
+from dustpred.evaluation.tables import PER_CUTOUT_COLUMNS, R_ELL_COLUMNS, WINS_COLUMNS
 
 pytestmark = pytest.mark.workflow
 

@@ -12,19 +12,12 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
-from conftest import snakemake_cli
+from conftest import TINY_RUN_GROUP, snakemake_cli
 
-from dustpred.evaluation import (
-    PER_CUTOUT_COLUMNS,
-    R_ELL_COLUMNS,
-    WINS_COLUMNS,
-)
-from dustpred.summary import (
-    SUMMARY_BY_EXPERIMENT_COLUMNS,
-    SUMMARY_COLUMNS,
-)
+from dustpred.evaluation.summary import SUMMARY_BY_EXPERIMENT_COLUMNS, SUMMARY_COLUMNS
+from dustpred.evaluation.tables import PER_CUTOUT_COLUMNS, R_ELL_COLUMNS, WINS_COLUMNS
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
 
 TABLE_COLUMNS = {
     "per_cutout": PER_CUTOUT_COLUMNS,
@@ -58,11 +51,8 @@ def declared_outputs(workdir):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny_full")
-    result = snakemake_cli(workdir)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, result
+def finished(tiny_run):
+    return tiny_run.workdir, tiny_run.result
 
 
 def check_well_formed(path: Path):

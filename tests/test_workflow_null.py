@@ -24,7 +24,11 @@ from conftest import snakemake_cli
 pytestmark = pytest.mark.workflow
 
 # One U-Net per null test: the default config's second experiment (paper_unet) left out.
-SIZES = {"cutouts": {"n_train": 60, "n_test": 60}, "experiments": {"paper_unet": False}}
+SIZES = {
+    "cutouts": {"n_train": 60, "n_test": 60},
+    "experiments": {"paper_unet": False},
+    "unet": {"epochs": 2},
+}
 TARGET = "results/tables/summary.csv"
 
 

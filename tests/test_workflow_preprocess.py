@@ -9,20 +9,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO, job_counts, snakemake_cli
+from conftest import REPO, TINY_RUN_GROUP, job_counts, snakemake_cli
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
 
 PREP = "results/preprocess/v-64.5_17"
 TARGETS = [f"{PREP}/stack.npy", f"{PREP}/mask.npy", f"{PREP}/meta.json", f"{PREP}/oracle.npy"]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("wf_preprocess")
-    done = snakemake_cli(workdir, *TARGETS)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return workdir
+def workdir(tiny_run):
+    return tiny_run.workdir
 
 
 def test_outputs_have_the_contract_layout(workdir):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, snakemake_cli
 
-from dustpred.resampling import estimate, region_labels
+from dustpred.evaluation.resampling import estimate, region_labels
 
 pytestmark = pytest.mark.workflow
 

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from conftest import REPO, job_counts, snakemake_cli
+from conftest import REPO, TINY_RUN_GROUP, job_counts, snakemake_cli
 
-from dustpred import fullsky, healpix_maps
-from dustpred.fullsky_output import TEMPLATE_COLUMNS
-from dustpred.shards import ShardSet
+from dustpred.cutouts.shards import ShardSet
+from dustpred.inputs import healpix_maps
+from dustpred.template import tiling
+from dustpred.template.fitsfile import TEMPLATE_COLUMNS
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
 
 NSIDE = 32  # tests/configs/tiny.yaml: preprocess.nside, template.nside null
 FITS = "results/template/baseline/dust_template.fits"
@@ -28,11 +29,8 @@ FIGURES = [
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("template")
-    result = snakemake_cli(workdir, FITS, *TABLES, *FIGURES)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir
+def workdir(tiny_run):
+    return tiny_run.workdir
 
 
 def test_template_and_its_table_and_figures_exist(workdir):
@@ -62,8 +60,8 @@ def test_template_is_read_by_the_project_reader(workdir):
 
 def test_each_pixel_comes_from_the_model_that_did_not_train_on_it(workdir):
     fold = healpix_maps.read_healpix_map(workdir / FITS, "FOLD").astype(int)
-    north = fullsky.region_map(NSIDE, "north_south", "train")
-    south = fullsky.region_map(NSIDE, "north_south", "test")
+    north = tiling.region_map(NSIDE, "north_south", "train")
+    south = tiling.region_map(NSIDE, "north_south", "test")
     # Fold 1 (trained on the south) provides the north, fold 0 the south.
     assert np.all(fold[north] == 1) and np.all(fold[south] == 0)
     # And no pixel that a model's training cutouts read is provided by that model.
@@ -72,7 +70,7 @@ def test_each_pixel_comes_from_the_model_that_did_not_train_on_it(workdir):
         pos = ShardSet(sorted(shards.glob(f"*/north_south/{subset}/shard-*.h5"))).load(
             ["lon", "lat", "psi"]
         )
-        seen = fullsky.seen_pixels(NSIDE, pos["lon"], pos["lat"], pos["psi"])
+        seen = tiling.seen_pixels(NSIDE, pos["lon"], pos["lat"], pos["psi"])
         assert seen.sum() > 0
         assert not np.any(fold[seen] == k)
     header = fits.getheader(workdir / FITS, 1)

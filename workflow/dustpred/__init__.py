@@ -1,34 +1,24 @@
 """dustpred: predict the thermal-dust foreground from the 21-cm HI velocity cube.
 
-The library behind the Snakemake workflow; it never imports snakemake. Modules:
+The library behind the Snakemake workflow; it never imports snakemake. One subpackage per
+stage of the DAG, in the order of ``workflow/rules/``; a module imports only from its own
+subpackage, from the core and from the stages before it (``tests/test_layers.py``):
 
-- ``atomic``      atomic output files (temporary name, renamed when complete)
-- ``errors``      InputError and friends (bad files, bad config values)
-- ``config``      experiment resolution (base config + overrides), the lambda sweep; no h5py/pandas
-- ``sky``         the synthetic sky with known truth
-- ``download``    resumable, checksummed downloads of the real inputs
-- ``fits_table``  low-level FITS binary tables (headers, row memory maps, streamed writes)
-- ``healpix_maps`` validated reader/writer of HEALPix map tables (dust, masks)
-- ``hi_cube``     the HI cube opened once (``open_hi_cube``): HEALPix tables or CAR image
-- ``hi_car``      the all-sky CAR image layout of the HI cube, interpolated to HEALPix
-- ``harmonic``    Butterworth low-pass in ell and Nside changes in one harmonic step
-- ``preprocess``  channel selection, filtering, masking -> pixel-major stack
-- ``sampling``    sky splits, cutout centres and rotations
-- ``projection``  gnomonic cutouts identical to healpy's geometry
-- ``shards``      HDF5 cutout shards
-- ``metrics``     flat-sky r(ell), r50, r150 (paper's form and an offset-robust one)
-- ``resampling``  block bootstrap/jackknife errors over sky regions, win fractions
-- ``losses``      the paper's loss
-- ``models``      integrated, linear and U-Net predictors
-- ``distributed`` process group and rank-synchronised BatchNorm for data-parallel training
-- ``resident``    the training set in (GPU) memory, its rotations/flips and epoch order
-- ``trainer``     the U-Net training loop (one process: epochs, CUDA graphs, best weights)
-- ``training``    U-Net training runs: set-up, resume, several processes, model file
-- ``evaluation``  tables of r(ell), r50/r150 and wins
-- ``plots``       the paper's figures
-- ``fullsky``     full-sky template: tiles, cross-fitting folds, reassembly on HEALPix
-- ``fullsky_output``   template amplitude fit and FITS table
-- ``fullsky_validate`` r_ell of the template on the sphere
+- core (this folder): ``errors`` (InputError, ConfigError), ``atomic`` (atomic output
+  files), ``logutil`` (job logs), ``ordered_pool`` (bounded, ordered thread pool),
+  ``benchmarks`` (Snakemake benchmark tables), ``config`` (experiment resolution and the
+  checks across keys), ``metrics`` (flat-sky r(ell), r50, r150: shared by the losses, the
+  linear model and the evaluation)
+- ``fits``        the FITS format layer: binary tables and byte-level checks
+- ``inputs``      ``download.smk``: downloads and the readers of the input maps and HI cube
+- ``sky``         ``sky.smk``, ``preprocess.smk``: synthetic sky, harmonic filtering, the stack
+- ``cutouts``     ``cutouts.smk``: sampling, projection, HDF5 shards
+- ``models``      integrated, linear and U-Net predictors, the model file
+- ``training``    ``models.smk`` (``train_unet``): losses, resident data, loop, job
+- ``evaluation``  ``predict.smk``, ``evaluate.smk``: predictions, tables, errors, summaries
+- ``template``    ``template.smk``: tiles, reassembly, amplitude, FITS file, sphere r_ell
+- ``figures``     every figure rule: one style, the paper's and the comparison figures
+- ``realisations`` ``make realisations``: the whole DAG on several skies, spread across them
 """
 
 __version__ = "0.1.0"

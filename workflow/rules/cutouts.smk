@@ -1,7 +1,7 @@
 # Stage: cutouts. K scatter jobs each draw, project and write shard i of the training and of
 # the test subset (HDF5); a gather job checks them and writes the index. Fig. 1 (HI spectrum of
-# random unmasked pointings) comes from the raw cube. See dustpred.cutouts (the stage),
-# dustpred.shards (the file format), dustpred.sampling.
+# random unmasked pointings) comes from the raw cube. See dustpred.cutouts.extract (the stage),
+# dustpred.cutouts.shards (the file format), dustpred.cutouts.sampling.
 
 
 scattergather:
@@ -10,10 +10,7 @@ scattergather:
 
 rule cutout_shard:
     input:
-        stack="results/preprocess/{prep}/stack.npy",
-        mask="results/preprocess/{prep}/mask.npy",
-        meta="results/preprocess/{prep}/meta.json",
-        oracle=cutout_oracle,
+        unpack(shard_inputs),
     output:
         train="results/cutouts/{prep}/{split}/train/shard-{scatteritem}.h5",
         test="results/cutouts/{prep}/{split}/test/shard-{scatteritem}.h5",
@@ -25,7 +22,9 @@ rule cutout_shard:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=cutout_shard_mem_mb,
+        # The memory-mapped stack plus chunk buffers.
+        mem_mb=mem_mb(1024, with_input=True),
+        runtime=runtime(60),
     params:
         cutouts=cutout_settings,
         seed=config["seed"],
@@ -50,6 +49,9 @@ rule gather_cutouts:
     conda:
         CONDA_ENV
     threads: 4
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(30),
     params:
         cutouts=cutout_settings,
         seed=config["seed"],
@@ -75,6 +77,11 @@ rule velocity_spectrum:
         "benchmarks/velocity_spectrum.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        # 10000 pointings read from the raw HI cube.
+        mem_mb=mem_mb(4000),
+        runtime=runtime(60),
     params:
         n_pointings=config["cutouts"]["spectrum_pointings"],
         velocity_kms=config["preprocess"]["velocity_kms"],

@@ -12,8 +12,12 @@ rule download:
     retries: 2
     conda:
         CONDA_ENV
+    threads: 1
     resources:
         downloads=1,
+        mem_mb=mem_mb(1000),
+        # Streams one file; the HI4PI cube is ~35 GB, so allow for a slow link.
+        runtime=runtime(480),
     params:
         spec=download_spec,
     script:

@@ -41,7 +41,10 @@ rule evaluate:
         CONDA_ENV
     threads: 8
     resources:
-        mem_mb=4000,
+        # measured: 0.8 GB, 244 s on one thread (r(ell) of six models on 51,000 cutouts,
+        # bootstrap errors); now 8 chunks at a time.
+        mem_mb=mem_mb(4000),
+        runtime=runtime(60),
     params:
         errors=error_settings(),
     script:
@@ -66,6 +69,10 @@ rule plot_example:
         "benchmarks/plot_example/{experiment}/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
         example_cutout=config["plots"]["example_cutout"],
         cmap=config["plots"]["cmap"],
@@ -93,6 +100,10 @@ rule plot_per_cutout:
         "benchmarks/plot_per_cutout/{experiment}/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
         dpi=config["plots"]["dpi"],
     script:
@@ -117,8 +128,12 @@ rule plot_r_ell:
         "benchmarks/plot_r_ell/{experiment}/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
-        split=split_of_wildcards,
+        split=of_experiment("split"),
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/plot_r_ell.py"
@@ -142,6 +157,10 @@ rule plot_training:
         "benchmarks/plot_training/{experiment}/seed{seed}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000),
+        runtime=runtime(10),
     params:
         dpi=config["plots"]["dpi"],
     script:
@@ -150,8 +169,7 @@ rule plot_training:
 
 rule plot_seed_ensemble:
     input:
-        r_ell=seed_ensemble_r_ell,
-        per_cutout=seed_ensemble_per_cutout,
+        unpack(seed_ensemble_inputs),
     output:
         png=report(
             "results/figures/{experiment}/seed_ensemble.png",
@@ -167,8 +185,12 @@ rule plot_seed_ensemble:
         "benchmarks/plot_seed_ensemble/{experiment}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
-        seeds=seeds_of_wildcards,
+        seeds=of_experiment("seeds"),
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/plot_seed_ensemble.py"
@@ -176,8 +198,7 @@ rule plot_seed_ensemble:
 
 rule plot_lambda_sweep:
     input:
-        r_ell=lambda_sweep_inputs,
-        training=lambda_sweep_training,
+        unpack(lambda_sweep_inputs),
     output:
         png=report(
             "results/figures/fig6_lambda_sweep.png",
@@ -192,6 +213,10 @@ rule plot_lambda_sweep:
         "benchmarks/plot_lambda_sweep.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
         lambdas=lambda_sweep_lambdas(),
         dpi=config["plots"]["dpi"],
@@ -216,6 +241,10 @@ rule plot_east_west:
         "benchmarks/plot_east_west.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
     params:
         experiment=east_west_experiment(),
         dpi=config["plots"]["dpi"],
@@ -225,7 +254,7 @@ rule plot_east_west:
 
 rule summary:
     input:
-        summary_inputs,
+        run_tables(runs_of(EXPERIMENTS), "per_cutout"),
     output:
         csv=report(
             "results/tables/summary.csv",
@@ -253,8 +282,12 @@ rule summary:
         "benchmarks/summary.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(10),
     params:
-        runs=summary_runs(),
+        runs=runs_of(EXPERIMENTS),
         settings=summary_settings(),
         errors=error_settings(),
     script:

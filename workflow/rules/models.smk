@@ -3,13 +3,13 @@
 # per experiment and seed) from the training shards; integrated intensity needs no fit.
 # Training writes a resume state every epoch to results/models/{experiment}/seed{seed}/resume/
 # (not an output: Snakemake leaves it in place when a job fails, so rerunning the job continues
-# from the last epoch; the trainer deletes it after success). See dustpred.training.
+# from the last epoch; the trainer deletes it after success). See dustpred.training.job.
+# The *_crossfit rules are the same fits for fold 1 of the template (common.smk: folds).
 
 
 rule fit_linear:
     input:
-        shards=train_shards,
-        index=cutout_index,
+        unpack(fold_inputs(0)),
     output:
         linear="results/models/{experiment}/linear.csv",
         linear_sd="results/models/{experiment}/linear_sd.csv",
@@ -21,20 +21,22 @@ rule fit_linear:
         CONDA_ENV
     threads: 8
     resources:
-        mem_mb=2048,
+        # measured: 1.0 GB, 340 s on one thread (50,000 cutouts); now 8 threads.
+        mem_mb=mem_mb(2048),
+        runtime=runtime(60),
     params:
-        linear=linear_params,
+        linear=of_experiment("linear"),
     script:
         "../scripts/fit_linear.py"
 
 
-# gpu=1: a Slurm profile sends the job to a GPU node; with no GPU it trains on the CPU.
-# Give it gpu=N (e.g. `--set-resources train_unet:gpu=2`) to train on N GPUs of one node: the
-# job launches one process per GPU itself (torchrun --standalone), no extra srun tasks.
+# The U-Net on the experiment's GPUs (unet_gpus: 1, 0 with unet.device: cpu); gpu=N (e.g.
+# `--set-resources train_unet:gpu=2`) trains on N GPUs of one node: the job launches one
+# process per GPU itself (torchrun --standalone), no extra srun tasks. The prepared training
+# set is held in host memory while it is moved to the GPU (about the shards' size).
 rule train_unet:
     input:
-        shards=train_shards,
-        index=cutout_index,
+        unpack(fold_inputs(0)),
     output:
         model="results/models/{experiment}/seed{seed}/unet.pt",
         table="results/models/{experiment}/seed{seed}/training.csv",
@@ -46,12 +48,39 @@ rule train_unet:
         CONDA_ENV
     threads: 8
     resources:
-        gpu=1,
-        mem_mb=train_mem_mb,
-        runtime=120,
+        gpu=unet_gpus,
+        cpus_per_gpu=8,
+        mem_mb=mem_mb(3072, with_input=True),
+        runtime=runtime(120, doubling=True),
     params:
-        unet=unet_params,
-        seed=train_seed,
-        resume=resume_state,
+        unet=unet_settings(0),
+        resume=resume_state(0),
     script:
         "../scripts/train_unet.py"
+
+
+use rule fit_linear as fit_linear_crossfit with:
+    input:
+        unpack(fold_inputs(1)),
+    output:
+        linear="results/models/{experiment}/crossfit/linear.csv",
+        linear_sd="results/models/{experiment}/crossfit/linear_sd.csv",
+    log:
+        "logs/fit_linear_crossfit/{experiment}.log",
+    benchmark:
+        "benchmarks/fit_linear_crossfit/{experiment}.tsv"
+
+
+use rule train_unet as train_unet_crossfit with:
+    input:
+        unpack(fold_inputs(1)),
+    output:
+        model="results/models/{experiment}/seed{seed}/crossfit/unet.pt",
+        table="results/models/{experiment}/seed{seed}/crossfit/training.csv",
+    log:
+        "logs/train_unet_crossfit/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_unet_crossfit/{experiment}/seed{seed}.tsv"
+    params:
+        unet=unet_settings(1),
+        resume=resume_state(1),

@@ -1,11 +1,12 @@
 # Stage: predict. Integrated intensity, the scale-independent and scale-dependent linear
 # models and the U-Net (its best-on-validation weights) applied to every cutout of the
-# training and of the test subset.
+# training and of the test subset. The U-Net runs on the experiment's device (unet.device),
+# so the job asks for a GPU unless that is cpu.
 
 
 rule predict:
     input:
-        shards=predict_shards_input,
+        shards=predict_shards,
         index=cutout_index,
         linear="results/models/{experiment}/linear.csv",
         linear_sd="results/models/{experiment}/linear_sd.csv",
@@ -20,6 +21,12 @@ rule predict:
         CONDA_ENV
     threads: 4
     resources:
-        mem_mb=8000,
+        gpu=unet_gpus,
+        # measured: 3.3 GB, 426 s for the 50,000 training cutouts (the linear models' FFTs on
+        # one thread); now the linear models of 4 chunks at a time (~1 GB each).
+        mem_mb=mem_mb(8000),
+        runtime=runtime(120),
+    params:
+        device=of_experiment("unet", "device"),
     script:
         "../scripts/predict.py"

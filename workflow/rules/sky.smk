@@ -16,7 +16,9 @@ rule simulate_sky:
         CONDA_ENV
     threads: 16
     resources:
-        mem_mb=4000,
+        # measured: 4.0 GB, 55 s (Nside 1024)
+        mem_mb=mem_mb(6000),
+        runtime=runtime(30),
     params:
         synthetic=sky_settings(),
         seed=sky_seed(config["seed"], config["synthetic"]["realisation"]),

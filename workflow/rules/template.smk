@@ -1,72 +1,17 @@
 # Stage: template -> the full-sky HEALPix dust template of an experiment
 # (results/template/{experiment}/dust_template.fits), its sphere r_ell table and figures.
-# Cross-fitting (config template.cross_fit): a second U-Net per seed and a second linear fit,
-# trained on the experiment's test subset (south or west) with the same settings, provide the
-# pixels of the training region (north or east); the experiment's own models provide the
-# rest. See dustpred.template, dustpred.fullsky.
+# Cross-fitting (config template.cross_fit): the models of fold 1 (a second U-Net per seed and
+# a second linear fit, trained on the experiment's test subset, south or west, by the
+# *_crossfit rules of models.smk) provide the pixels of the training region (north or east);
+# the experiment's own models (fold 0) provide the rest. See dustpred.template.
 
 
-rule fit_linear_crossfit:
-    input:
-        shards=crossfit_shards,
-        index=cutout_index,
-    output:
-        linear="results/models/{experiment}/crossfit/linear.csv",
-        linear_sd="results/models/{experiment}/crossfit/linear_sd.csv",
-    log:
-        "logs/fit_linear_crossfit/{experiment}.log",
-    benchmark:
-        "benchmarks/fit_linear_crossfit/{experiment}.tsv"
-    conda:
-        CONDA_ENV
-    threads: 8
-    resources:
-        mem_mb=2048,
-    params:
-        linear=linear_params,
-    script:
-        "../scripts/fit_linear.py"
-
-
-# The same training as train_unet (resources, resuming) on the test subset's cutouts.
-rule train_unet_crossfit:
-    input:
-        shards=crossfit_shards,
-        index=cutout_index,
-    output:
-        model="results/models/{experiment}/seed{seed}/crossfit/unet.pt",
-        table="results/models/{experiment}/seed{seed}/crossfit/training.csv",
-    log:
-        "logs/train_unet_crossfit/{experiment}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train_unet_crossfit/{experiment}/seed{seed}.tsv"
-    conda:
-        CONDA_ENV
-    threads: 8
-    resources:
-        gpu=1,
-        mem_mb=train_mem_mb,
-        runtime=120,
-    params:
-        unet=crossfit_unet_params,
-        seed=train_seed,
-        resume=crossfit_resume_state,
-    script:
-        "../scripts/train_unet.py"
-
-
-# gpu=1: U-Net inference of every tile in batches (on the CPU when no GPU is visible).
+# U-Net inference of every tile in batches on template.device (a GPU unless cpu); tiles cut
+# from the memory-mapped stack, reassembly at the output Nside (~0.6 GB of full-sky arrays at
+# Nside 1024).
 rule template:
     input:
-        stack=template_stack,
-        mask=template_mask,
-        meta=template_meta,
-        unets=template_unets,
-        crossfit_unets=template_crossfit_unets,
-        linears=template_linears,
-        train_shards=train_shards,
-        crossfit_shards=template_crossfit_shards,
-        index=cutout_index,
+        unpack(template_inputs),
     output:
         "results/template/{experiment}/dust_template.fits",
     log:
@@ -77,22 +22,21 @@ rule template:
         CONDA_ENV
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=template_mem_mb,
-        runtime=60,
+        gpu=template_gpus,
+        cpus_per_gpu=2,
+        mem_mb=mem_mb(4096, with_input=True),
+        runtime=runtime(60),
     params:
         settings=template_params,
+        folds=folds(),
     script:
         "../scripts/template.py"
 
 
 rule template_r_ell:
     input:
+        unpack(experiment_stack_and_oracle),
         template="results/template/{experiment}/dust_template.fits",
-        stack=template_stack,
-        mask=template_mask,
-        meta=template_meta,
-        oracle=template_oracle,
     output:
         csv=report(
             "results/tables/{experiment}/template_r_ell.csv",
@@ -110,7 +54,10 @@ rule template_r_ell:
         CONDA_ENV
     threads: 8
     resources:
-        mem_mb=template_mem_mb,
+        # measured: 5.0 GB, 163 s on one thread (healpy, smoothing at lmax 3071); now ducc0
+        # on 8 threads with the smoothing band-limited by its beam.
+        mem_mb=mem_mb(4096, with_input=True),
+        runtime=runtime(30),
     params:
         settings=template_validation_params,
     script:
@@ -119,10 +66,8 @@ rule template_r_ell:
 
 rule plot_template_maps:
     input:
+        unpack(experiment_stack),
         template="results/template/{experiment}/dust_template.fits",
-        stack=template_stack,
-        mask=template_mask,
-        meta=template_meta,
     output:
         png=report(
             "results/figures/{experiment}/template_maps.png",
@@ -140,7 +85,8 @@ rule plot_template_maps:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=template_mem_mb,
+        mem_mb=mem_mb(4096, with_input=True),
+        runtime=runtime(20),
     params:
         dpi=config["plots"]["dpi"],
     script:
@@ -167,7 +113,8 @@ rule plot_template_r_ell:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb(2000),
+        runtime=runtime(10),
     params:
         dpi=config["plots"]["dpi"],
     script:

@@ -1,6 +1,6 @@
 """Rule cutout_shard: scatter job i-of-K, shard i of the train and of the test cutouts."""
 
-from dustpred.cutouts import write_shards
+from dustpred.cutouts.extract import write_shards
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

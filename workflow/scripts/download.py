@@ -1,6 +1,6 @@
 """Rule download: fetch one input product (resumable, sha256-checked, atomic)."""
 
-from dustpred.download import download
+from dustpred.inputs.download import download
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

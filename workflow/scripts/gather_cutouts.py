@@ -1,6 +1,6 @@
 """Rule gather_cutouts: check the shards of a cutout set and write its index.json."""
 
-from dustpred.cutouts import write_index
+from dustpred.cutouts.extract import write_index
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

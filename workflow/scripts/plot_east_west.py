@@ -1,6 +1,6 @@
 """Rule plot_east_west: Fig. 7, mean r(ell) of an east/west experiment over its seeds."""
 
-from dustpred.comparison_plots import plot_east_west
+from dustpred.figures.comparison import plot_east_west
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

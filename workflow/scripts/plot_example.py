@@ -1,7 +1,7 @@
 """Rule plot_example: Fig. 3, one test cutout (target, integrated, linear, U-Net)."""
 
+from dustpred.figures.paper import plot_example
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_example
 
 setup_logging(snakemake.log[0])  # noqa: F821
 params = snakemake.params  # noqa: F821

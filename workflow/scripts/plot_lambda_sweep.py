@@ -1,7 +1,7 @@
 """Rule plot_lambda_sweep: Fig. 6, mean test r(ell) of the U-Net for each loss weight and the
 two loss terms at the last epoch."""
 
-from dustpred.comparison_plots import plot_lambda_sweep
+from dustpred.figures.comparison import plot_lambda_sweep
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

@@ -1,7 +1,7 @@
 """Rule plot_per_cutout: Fig. 4, per-cutout r50 and r150 against integrated intensity."""
 
+from dustpred.figures.paper import plot_per_cutout
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_per_cutout
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_per_cutout(

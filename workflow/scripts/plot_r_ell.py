@@ -1,7 +1,7 @@
 """Rule plot_r_ell: Fig. 5, mean r(ell) per model for the training and test sets."""
 
+from dustpred.figures.paper import plot_r_ell
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_r_ell
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_r_ell(

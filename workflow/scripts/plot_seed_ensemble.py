@@ -1,6 +1,6 @@
 """Rule plot_seed_ensemble: test r(ell), r50 and r150 of every seed of one experiment."""
 
-from dustpred.comparison_plots import plot_seed_ensemble
+from dustpred.figures.comparison import plot_seed_ensemble
 from dustpred.logutil import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821

@@ -1,7 +1,7 @@
 """Rule plot_template_maps: target, template, residual, uncertainty (Mollweide and poles)."""
 
+from dustpred.figures.template import plot_template_maps
 from dustpred.logutil import setup_logging
-from dustpred.template_plots import plot_template_maps
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])

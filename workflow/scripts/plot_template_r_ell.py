@@ -1,7 +1,7 @@
 """Rule plot_template_r_ell: sphere r_ell of the template and the baselines per hemisphere."""
 
+from dustpred.figures.template import plot_template_r_ell
 from dustpred.logutil import setup_logging
-from dustpred.template_plots import plot_template_r_ell
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])

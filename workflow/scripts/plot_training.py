@@ -1,7 +1,7 @@
 """Rule plot_training: U-Net loss and r50/r150 by epoch."""
 
+from dustpred.figures.paper import plot_training
 from dustpred.logutil import setup_logging
-from dustpred.plots import plot_training
 
 setup_logging(snakemake.log[0])  # noqa: F821
 plot_training(

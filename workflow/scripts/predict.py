@@ -1,7 +1,7 @@
 """Rule predict: integrated, linear (both) and U-Net (best weights) maps for one subset."""
 
+from dustpred.evaluation.predict import predict_shards
 from dustpred.logutil import setup_logging
-from dustpred.predict import predict_shards
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -12,4 +12,5 @@ predict_shards(
     smk.output[0],
     linear_sd_csv=smk.input.linear_sd,
     threads=smk.threads,
+    device=smk.params.device,
 )

@@ -1,7 +1,7 @@
 """Rule preprocess: channel selection, one-step filter + Nside change, mask -> stack."""
 
 from dustpred.logutil import setup_logging
-from dustpred.preprocess import preprocess
+from dustpred.sky.preprocess import preprocess
 
 setup_logging(snakemake.log[0])  # noqa: F821
 s = snakemake.params.settings  # noqa: F821

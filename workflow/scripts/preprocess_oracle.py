@@ -1,7 +1,7 @@
 """Rule preprocess_oracle: the synthetic HI-traced dust filtered exactly like the dust."""
 
 from dustpred.logutil import setup_logging
-from dustpred.preprocess import write_filtered_map
+from dustpred.sky.preprocess import write_filtered_map
 
 setup_logging(snakemake.log[0])  # noqa: F821
 s = snakemake.params.settings  # noqa: F821

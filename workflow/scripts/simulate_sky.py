@@ -1,7 +1,7 @@
 """Rule simulate_sky: write the synthetic HI cube, dust, masks and HI-traced dust."""
 
 from dustpred.logutil import setup_logging
-from dustpred.sky import SkySettings, simulate_sky
+from dustpred.sky.synthetic import SkySettings, simulate_sky
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 out = snakemake.output  # noqa: F821

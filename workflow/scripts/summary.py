@@ -1,8 +1,8 @@
 """Rule summary: tables and a text summary across all experiments and seeds."""
 
-from dustpred.evaluation import ErrorSettings
+from dustpred.evaluation.resampling import ErrorSettings
+from dustpred.evaluation.summary import summarize
 from dustpred.logutil import setup_logging
-from dustpred.summary import summarize
 
 setup_logging(snakemake.log[0])  # noqa: F821
 out = snakemake.output  # noqa: F821

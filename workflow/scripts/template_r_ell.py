@@ -1,7 +1,7 @@
 """Rule template_r_ell: sphere r_ell per hemisphere of the template and the baselines."""
 
 from dustpred.logutil import setup_logging
-from dustpred.template import write_sphere_r_ell
+from dustpred.template.sphere import write_sphere_r_ell
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])

@@ -1,7 +1,7 @@
 """Rule train_unet: one U-Net training run (resumable; N GPUs -> N processes via torchrun)."""
 
 from dustpred.logutil import setup_logging
-from dustpred.training import train_unet
+from dustpred.training.job import train_unet
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -10,7 +10,7 @@ train_unet(
     smk.output.model,
     smk.output.table,
     params=dict(smk.params.unet),
-    seed=smk.params.seed,
+    seed=int(smk.wildcards.seed),
     resume_path=smk.params.resume,
     threads=smk.threads,
     gpus=int(getattr(smk.resources, "gpu", 0) or 0),

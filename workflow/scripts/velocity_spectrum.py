@@ -1,7 +1,7 @@
 """Rule velocity_spectrum: Fig. 1, total HI intensity per channel of random unmasked pointings."""
 
+from dustpred.figures.spectrum import plot_velocity_spectrum
 from dustpred.logutil import setup_logging
-from dustpred.spectrum import plot_velocity_spectrum
 
 setup_logging(snakemake.log[0])  # noqa: F821
 params, out = snakemake.params, snakemake.output  # noqa: F821

@@ -6,7 +6,7 @@
   both fitted and evaluated.
 - :mod:`~dustpred.models.unet`: the U-Net of Fig. 2 (the authors' network) and its variants.
 - :mod:`~dustpred.models.inputs`: the U-Net's input normalisation (shards are read by
-  :class:`dustpred.shards.ShardSet`).
+  :class:`dustpred.cutouts.shards.ShardSet`).
 - :mod:`~dustpred.models.settings`: :class:`UNetSettings`, the typed ``unet`` config section.
 - :mod:`~dustpred.models.checkpoint`: the U-Net model file (save, load).
 """

@@ -13,10 +13,12 @@ keys are interned, so the same run gives the same bytes, resumed or not.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +30,19 @@ from dustpred.models.inputs import InputStats
 from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import UNet
 
-if TYPE_CHECKING:  # the trainer's result; prediction must not import the trainer
-    from dustpred.trainer import TrainResult
-
 FORMAT = "dustpred-unet"
 FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """History (one dict per epoch, keys :data:`dustpred.training.loop.HISTORY_COLUMNS`) and the
+    best epoch's number, score and weights (CPU tensors)."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_state: dict | None = None
 
 
 def versions() -> dict[str, str]:

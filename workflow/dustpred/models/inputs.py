@@ -1,4 +1,5 @@
-"""The U-Net's input normalisation, fitted on shards read by :class:`dustpred.shards.ShardSet`.
+"""The U-Net's input normalisation, fitted on shards read by
+:class:`dustpred.cutouts.shards.ShardSet`.
 
 Normalisation (statistics from the training set, stored with the model):
 
@@ -31,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import ConfigError, InputError
-from dustpred.shards import ShardSet
 
 INPUT_KINDS = ("cube", "moments", "integrated")
 

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from dustpred.atomic import atomic_write
+from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import InputError
 from dustpred.metrics import bin_edges, ell_grid, rfft_multiplicity
 from dustpred.ordered_pool import map_in_order
-from dustpred.shards import ShardSet
 
 log = logging.getLogger(__name__)
 

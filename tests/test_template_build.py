@@ -1,0 +1,189 @@
+"""dustpred.template.build and dustpred.figures.template on a small sky, without the workflow.
+
+The sky is Nside 16 with six HI channels (smooth log-normal fields) and a dust map that is
+their sum, so integrated intensity is the exact model and its template must reproduce the
+target. The models are trained on fake shards: fold 0 on cutouts centred at b > 30 deg (the
+north), fold 1 at b < -30 deg (the south), so every pixel a model's cutouts read lies in its
+own hemisphere and the two training sets are disjoint, as the workflow's are.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import healpy as hp
+import numpy as np
+import pandas as pd
+import pytest
+from fake_training_shards import SIDE_DEG, write_fake_shards
+from test_predict import PARAMS
+
+from dustpred.errors import ConfigError, InputError
+from dustpred.figures.template import (
+    plot_template_maps,
+    plot_template_r_ell,
+    template_r_ell_figure,
+)
+from dustpred.inputs.healpix_maps import read_healpix_map
+from dustpred.models.linear import fit_linear
+from dustpred.template import tiling
+from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
+from dustpred.template.fitsfile import TEMPLATE_COLUMNS
+from dustpred.training.job import train_unet
+
+NSIDE, CHANNELS, NPIX = 16, 6, 16
+GEOMETRY = Geometry(
+    npix=NPIX, reso_arcmin=SIDE_DEG * 60.0 / NPIX, interpolation="nearest", split="north_south"
+)
+SETTINGS = TemplateSettings(coverage=0.75, batch_size=64, device="cpu")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_stack(directory) -> dict[str, str]:
+    """stack.npy (six HI channels, dust = their sum), mask.npy (a cap masked), meta.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    fields = [hp.smoothing(rng.normal(size=12 * NSIDE**2), fwhm=0.2) for _ in range(CHANNELS)]
+    hi = np.stack([np.exp(f / f.std()) for f in fields], axis=1)
+    stack = np.column_stack([hi, hi.sum(axis=1)]).astype(np.float32)
+    theta, _ = hp.pix2ang(NSIDE, np.arange(12 * NSIDE**2))
+    mask = (np.abs(theta - np.pi / 2) < 0.1).astype(np.uint8)  # a band around the plane
+    meta = {
+        "nside": NSIDE,
+        "velocities_kms": np.linspace(-60.0, 15.0, CHANNELS).tolist(),
+        "units": {"hi": "K", "dust": "uK_RJ"},
+    }
+    paths = {k: str(directory / f"{k}.{e}") for k, e in (("stack", "npy"), ("mask", "npy"))}
+    np.save(paths["stack"], stack)
+    np.save(paths["mask"], mask)
+    paths["meta"] = str(directory / "meta.json")
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return paths
+
+
+def trained_fold(directory, lat_range, seed) -> Fold:
+    shards = write_fake_shards(
+        directory / "shards", n_per_shard=(24,), channels=CHANNELS, npix=NPIX, seed=seed
+    )
+    for path in shards:  # the fake shards' centres, moved to one hemisphere
+        with h5py.File(path, "r+") as f:
+            f["lat"][...] = np.random.default_rng(seed).uniform(*lat_range, f["lat"].shape[0])
+    fit_linear(shards, directory / "linear.csv", directory / "linear_sd.csv")
+    train_unet(
+        shards,
+        directory / "unet.pt",
+        directory / "training.csv",
+        params=PARAMS,
+        seed=0,
+        resume_path=directory / "resume" / "state.pt",
+    )
+    return Fold(
+        unets={0: str(directory / "unet.pt")}, linear=str(directory / "linear.csv"), shards=shards
+    )
+
+
+@pytest.fixture(scope="module")
+def sky(tmp_path_factory):
+    root = tmp_path_factory.mktemp("template_build")
+    north = trained_fold(root / "north", (40.0, 80.0), seed=1)
+    south = trained_fold(root / "south", (-80.0, -40.0), seed=2)
+    return root, write_stack(root / "prep"), north, south
+
+
+def build(sky, folds, out, **overrides):
+    root, prep, _, _ = sky
+    settings = {"geometry": GEOMETRY, "settings": SETTINGS, "seed": 3, "config_slice": {"k": 1}}
+    build_template(prep, folds, out, **{**settings, **overrides})
+    return {c: read_healpix_map(out, c) for c in TEMPLATE_COLUMNS}
+
+
+@pytest.fixture(scope="module")
+def cross_fitted(sky):
+    root, _, north, south = sky
+    out = root / "crossfit.fits"
+    return out, build(sky, [north, south], out)
+
+
+def test_cross_fitted_template_takes_each_hemisphere_from_the_model_trained_on_the_other(
+    cross_fitted,
+):
+    _, maps = cross_fitted
+    expected = tiling.fold_map(NSIDE, "north_south")
+    covered = maps["WEIGHT"] > 0
+    assert covered.mean() > 0.8
+    # Without overlap of the two training sets, seen pixels follow the region rule.
+    np.testing.assert_array_equal(maps["FOLD"][covered], expected[covered])
+    assert set(np.unique(maps["FOLD"])) == {0, 1}
+
+
+def test_integrated_template_reproduces_a_dust_map_that_is_the_hi_sum(sky, cross_fitted):
+    _, prep, _, _ = sky
+    _, maps = cross_fitted
+    target = np.load(prep["stack"])[:, -1].astype(np.float64)
+    keep = (maps["WEIGHT"] > 0) & (np.load(prep["mask"]) == 0)
+    r = np.corrcoef(maps["I_INTEGRATED"][keep], target[keep])[0, 1]
+    assert r > 0.99  # tiles -> nearest-pixel cutouts -> reassembly, amplitude refitted
+
+
+def test_header_records_the_folds_and_the_config_slice(cross_fitted):
+    from astropy.io import fits
+
+    out, _ = cross_fitted
+    header = fits.getheader(out, 1)
+    assert header["CROSSFIT"] is True
+    assert header["FOLD0"] == "trained on north, provides south"
+    assert header["MODORDER"] == "s0f0,s0f1"
+    assert json.loads(header["CONFIG"]) == {"k": 1}
+
+
+def test_one_fold_provides_every_pixel(sky, tmp_path):
+    _, _, north, _ = sky
+    maps = build(sky, [north], tmp_path / "one.fits")
+    assert not maps["FOLD"].any()
+    assert np.all(maps["I_STD"] == 0)  # one seed
+
+
+def test_same_inputs_give_the_same_bytes(sky, cross_fitted, tmp_path):
+    _, _, north, south = sky
+    out, _ = cross_fitted
+    build(sky, [north, south], tmp_path / "again.fits")
+    assert (tmp_path / "again.fits").read_bytes() == out.read_bytes()
+
+
+def test_folds_with_different_seeds_are_refused(sky, tmp_path):
+    _, _, north, south = sky
+    other = Fold(unets={1: south.unets[0]}, linear=south.linear, shards=south.shards)
+    with pytest.raises(ConfigError, match="same seeds"):
+        build(sky, [north, other], tmp_path / "bad.fits")
+    assert not (tmp_path / "bad.fits").exists()
+
+
+def test_template_maps_figure_is_written_as_png_and_pdf(sky, cross_fitted, tmp_path):
+    _, prep, _, _ = sky
+    out, _ = cross_fitted
+    paths = [tmp_path / "maps.png", tmp_path / "maps.pdf"]
+    plot_template_maps(out, prep, paths, dpi=40)
+    assert paths[0].read_bytes()[:8] == PNG_MAGIC
+    assert paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+def test_sphere_r_ell_figure_has_one_panel_per_hemisphere():
+    table = pd.DataFrame(
+        {
+            "hemisphere": ["north"] * 4 + ["south"] * 4,
+            "model": ["unet", "unet", "integrated", "integrated"] * 2,
+            "ell": [10, 30] * 4,
+            "r": [0.9, 0.8, 0.85, 0.7] * 2,
+        }
+    )
+    fig = template_r_ell_figure(table)
+    assert [ax.get_title() for ax in fig.axes] == ["north", "south"]
+    assert len(fig.axes[0].lines) == 2
+
+
+def test_sphere_r_ell_figure_refuses_a_table_without_its_columns(tmp_path):
+    table = tmp_path / "template_r_ell.csv"
+    pd.DataFrame({"hemisphere": ["north"], "ell": [10]}).to_csv(table, index=False)
+    with pytest.raises(InputError, match="missing column"):
+        plot_template_r_ell(table, [tmp_path / "f.png"])

@@ -1,0 +1,190 @@
+"""Apply the models to cutout shards and write one prediction file per subset.
+
+Output (HDF5, written atomically), read by :mod:`dustpred.evaluation.evaluate`:
+
+- datasets ``target``, ``mask`` (uint8, 1 = masked), ``integrated``, ``linear`` (the
+  scale-independent linear model), ``unet`` (N, H, W) float32 with masked pixels zero;
+  ``linear_sd`` (the scale-dependent linear model) when its weights are given (the workflow
+  always gives them); ``oracle`` (N, H, W) when the shards have it;
+  ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,) in degrees / fraction;
+- attrs ``reso_arcmin``, ``npix``, ``unet_weights`` (``"best"``: the U-Net weights of the
+  epoch with the lowest validation loss), ``unet_best_epoch``, ``seed``.
+
+The U-Net's prediction is mapped back to the target's units (times the training target
+scale), so its pixel values are comparable to the target's; the integrated and linear maps
+are in the units of the HI maps (r is invariant to the scale).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from dustpred.atomic import atomic_path
+from dustpred.cutouts.shards import ShardSet
+from dustpred.models.checkpoint import load_model
+from dustpred.models.inputs import prepare_inputs
+from dustpred.models.integrated import integrated_intensity
+from dustpred.models.linear import predict_linear, read_weights
+from dustpred.ordered_pool import map_in_order
+
+log = logging.getLogger(__name__)
+
+MAPS = ("target", "integrated", "linear", "unet")
+PER_CUTOUT = ("lon", "lat", "psi", "masked_fraction")
+
+
+@torch.no_grad()
+def predict_unet(
+    net, stats, inputs: np.ndarray, mask: np.ndarray, *, batch: int = 64, device="cpu"
+) -> np.ndarray:
+    """U-Net prediction (n, H, W) float32 in target units, masked pixels zero."""
+    out = np.empty((len(inputs),) + inputs.shape[-2:], dtype=np.float32)
+    for lo in range(0, len(inputs), batch):
+        # Normalise on the network's device (asinh of every channel is slow on a CPU).
+        raw = torch.from_numpy(np.ascontiguousarray(inputs[lo : lo + batch])).to(device)
+        x = prepare_inputs(raw, torch.from_numpy(mask[lo : lo + batch]).to(device), stats)
+        pred = net(x).float().cpu().numpy() * stats.target_scale
+        out[lo : lo + batch] = pred * (mask[lo : lo + batch] == 0)
+    return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``'auto'`` / ``'cuda'``: the GPU when one is available, else the CPU; ``'cpu'``: the CPU."""
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def predict_models(
+    x: np.ndarray,
+    mask: np.ndarray,
+    weights,
+    net,
+    stats,
+    *,
+    side_deg: float,
+    batch: int = 64,
+    device="cpu",
+) -> dict[str, np.ndarray]:
+    """The three models' maps of cutouts ``x``: ``{'integrated', 'linear', 'unet'}``.
+
+    Parameters
+    ----------
+    x
+        ``(n, C, H, W)`` float32 HI channels (masked pixels 0).
+    mask
+        ``(n, H, W)`` uint8, 1 = masked.
+    weights
+        Linear weights (:func:`dustpred.models.linear.read_weights`).
+    net, stats
+        U-Net and its input normalisation (:func:`dustpred.models.checkpoint.load_model`).
+    side_deg
+        Cutout side (degrees), for the scale-dependent linear weights.
+    batch, device
+        U-Net batch size and device.
+
+    Returns
+    -------
+    dict
+        ``(n, H, W)`` float32 each, masked pixels 0; U-Net in target units, the integrated
+        and linear maps in the HI maps' units.
+    """
+    return {
+        **cutout_models(x, mask, weights, side_deg=side_deg),
+        "unet": predict_unet(net, stats, x, mask, batch=batch, device=device),
+    }
+
+
+def cutout_models(
+    x: np.ndarray, mask: np.ndarray, weights, *, side_deg: float, weights_sd=None
+) -> dict[str, np.ndarray]:
+    """The CPU models' maps of cutouts ``x`` (``(n, C, H, W)``, mask ``(n, H, W)``, 1 =
+    masked): ``{'integrated', 'linear'}``, and ``'linear_sd'`` with ``weights_sd``; each
+    ``(n, H, W)`` float32 in the HI maps' units, masked pixels 0."""
+    keep = mask == 0
+    out = {
+        "integrated": integrated_intensity(x) * keep,
+        "linear": predict_linear(x, weights, side_deg=side_deg) * keep,
+    }
+    if weights_sd is not None:
+        out["linear_sd"] = predict_linear(x, weights_sd, side_deg=side_deg) * keep
+    return out
+
+
+def predict_shards(
+    shard_paths: Sequence[str | os.PathLike],
+    linear_csv: str | os.PathLike,
+    unet_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    threads: int = 1,
+    device: str = "auto",
+    chunk: int = 256,
+    linear_sd_csv: str | os.PathLike | None = None,
+) -> None:
+    """Predict every cutout of ``shard_paths`` with the integrated, linear (weights
+    ``linear_csv``; also ``linear_sd_csv`` if given, written as ``linear_sd``) and U-Net
+    models (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
+    torch.set_num_threads(max(1, int(threads)))
+    dev = resolve_device(device)
+    shards = ShardSet(shard_paths)
+    weights = read_weights(linear_csv)
+    weights_sd = read_weights(linear_sd_csv) if linear_sd_csv is not None else None
+    extra = (("linear_sd",) if weights_sd is not None else ()) + (
+        ("oracle",) if shards.has_oracle else ()
+    )
+    net, stats, meta = load_model(unet_path, which="best", device=dev)
+    n, (h, w) = shards.n, shards.shape
+    log.info(
+        "predicting %d cutouts with integrated, linear and U-Net (best epoch %d of %s) on %s",
+        n,
+        meta["best_epoch"],
+        unet_path,
+        dev,
+    )
+    names = ["inputs", "target", "mask", "lon", "lat", "psi", "masked_fraction"]
+    if shards.has_oracle:
+        names.append("oracle")
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
+        maps = {
+            k: f.create_dataset(k, (n, h, w), dtype="f4", chunks=(min(n, 64), h, w))
+            for k in MAPS + extra
+        }
+        mask_ds = f.create_dataset("mask", (n, h, w), dtype="u1", chunks=(min(n, 64), h, w))
+        per = {k: f.create_dataset(k, (n,), dtype="f8") for k in PER_CUTOUT}
+
+        def with_cpu_models(chunk_of: tuple[int, dict]):
+            start, d = chunk_of
+            m = np.asarray(d["mask"]).astype(np.uint8)
+            x = np.asarray(d.pop("inputs"), dtype=np.float32)  # held once, by this chunk
+            cpu = cutout_models(x, m, weights, side_deg=shards.side_deg, weights_sd=weights_sd)
+            return start, d, m, x, cpu
+
+        # The CPU models (FFTs of every channel for the scale-dependent weights) of `threads`
+        # chunks run in a pool while this thread runs the U-Net; chunks are written in order.
+        for start, d, m, x, cpu in map_in_order(
+            with_cpu_models, shards.iter_chunks(names, chunk), threads
+        ):
+            stop = start + len(d["target"])
+            keep = m == 0
+            maps["target"][start:stop] = np.asarray(d["target"], np.float32) * keep
+            cpu["unet"] = predict_unet(net, stats, x, m, device=dev)
+            for name, values in cpu.items():
+                maps[name][start:stop] = values
+            if shards.has_oracle:
+                maps["oracle"][start:stop] = np.asarray(d["oracle"], np.float32) * keep
+            mask_ds[start:stop] = m
+            for k in PER_CUTOUT:
+                per[k][start:stop] = d[k]
+            log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
+        f.attrs["reso_arcmin"] = shards.reso_arcmin
+        f.attrs["npix"] = shards.npix
+        f.attrs["unet_weights"] = "best"
+        f.attrs["unet_best_epoch"] = int(meta["best_epoch"])
+        f.attrs["seed"] = int(meta["seed"])
+    log.info("wrote %s", out_path)

@@ -1,0 +1,108 @@
+"""Figures of the full-sky template: the maps (Mollweide and both poles) and the sphere r_ell.
+
+Same conventions as :mod:`dustpred.figures.paper` (colours per model, PNG and PDF saved atomically).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import healpy as hp
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dustpred.evaluation.tables import MODEL_LABELS, read_table
+from dustpred.figures.style import LINESTYLES, MARKERS, PALETTE, plt, save_figure
+from dustpred.sky.stack import load_preprocessed
+from dustpred.template.fitsfile import read_template
+from dustpred.template.sphere import target_and_mask
+
+R_ELL_TABLE_COLUMNS = ["hemisphere", "model", "ell", "r"]
+#: View centres (lon, lat) of the three rows: whole sky, north pole, south pole.
+POLES = {"north pole": (0.0, 90.0), "south pole": (0.0, -90.0)}
+
+
+def _limits(*maps: np.ndarray) -> tuple[float, float]:
+    values = np.concatenate([m[m != hp.UNSEEN] for m in maps])
+    return tuple(float(v) for v in np.percentile(values, [1, 99])) if values.size else (0, 1)
+
+
+def template_maps_figure(panels: Mapping[str, np.ndarray], unit: str) -> Figure:
+    """Rows: Mollweide, orthographic north pole, south pole; columns: ``panels`` (name -> map
+    with masked pixels ``healpy.UNSEEN``; the first two share a colour scale)."""
+    names = list(panels)
+    fig = plt.figure(figsize=(4.2 * len(names), 9.5))
+    shared = _limits(*(panels[n] for n in names[:2]))
+    for c, name in enumerate(names):
+        lo, hi = shared if c < 2 else _limits(panels[name])
+        common = {"min": lo, "max": hi, "unit": unit, "cmap": "inferno", "fig": fig.number}
+        hp.mollview(panels[name], title=name, sub=(3, len(names), c + 1), **common)
+        for r, (view, rot) in enumerate(POLES.items(), start=1):
+            hp.orthview(
+                panels[name],
+                rot=rot,
+                half_sky=True,
+                title=f"{name}: {view}",
+                sub=(3, len(names), r * len(names) + c + 1),
+                **common,
+            )
+    return fig
+
+
+def plot_template_maps(
+    template: str | os.PathLike,
+    preprocessed: Mapping[str, str],
+    outputs: Sequence[str | os.PathLike],
+    *,
+    dpi: int = 150,
+) -> None:
+    """Target, template ``I``, residual and uncertainty (``I_STD`` with several seeds, else
+    ``I_TILE_STD``) on the unmasked sky."""
+    maps = read_template(template, ["I", "I_STD", "I_TILE_STD", "WEIGHT"])
+    nside = hp.npix2nside(maps["I"].size)
+    pre = load_preprocessed(preprocessed["stack"], preprocessed["mask"], preprocessed["meta"])
+    target, mask = target_and_mask(pre, nside)
+    hide = mask | (maps["WEIGHT"] <= 0)
+    several = bool(np.any(maps["I_STD"] > 0))
+    panels = {
+        "target dust": target,
+        "U-Net template I": maps["I"],
+        "residual target - I": target - maps["I"],
+        "I_STD (seed spread)" if several else "I_TILE_STD (tile spread)": maps[
+            "I_STD" if several else "I_TILE_STD"
+        ],
+    }
+    panels = {k: np.where(hide, hp.UNSEEN, v) for k, v in panels.items()}
+    save_figure(template_maps_figure(panels, str(pre.meta["units"]["dust"])), outputs, dpi)
+
+
+def template_r_ell_figure(table: pd.DataFrame) -> Figure:
+    """One panel per hemisphere: binned sphere r_ell of each model against the target."""
+    hemispheres = list(dict.fromkeys(table["hemisphere"]))
+    fig, axes = plt.subplots(1, len(hemispheres), figsize=(5 * len(hemispheres), 3.8), sharey=True)
+    for ax, hemisphere in zip(np.atleast_1d(axes), hemispheres, strict=True):
+        part = table[table["hemisphere"] == hemisphere]
+        for model, rows in part.groupby("model", sort=False):
+            ax.plot(
+                rows["ell"],
+                rows["r"],
+                color=PALETTE.get(model),
+                marker=MARKERS.get(model),
+                linestyle=LINESTYLES.get(model, "-"),
+                label=MODEL_LABELS.get(model, model),
+            )
+        ax.set_title(hemisphere)
+        ax.set_xlabel(r"$\ell$")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel(r"$r_\ell$ on the sphere")
+    np.atleast_1d(axes)[0].legend(loc="lower left")
+    return fig
+
+
+def plot_template_r_ell(
+    r_ell: str | os.PathLike, outputs: Sequence[str | os.PathLike], *, dpi: int = 150
+) -> None:
+    """The sphere r_ell figure from ``template_r_ell.csv``."""
+    save_figure(template_r_ell_figure(read_table(r_ell, R_ELL_TABLE_COLUMNS)), outputs, dpi)

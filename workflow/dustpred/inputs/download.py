@@ -1,0 +1,353 @@
+"""Resumable, checksummed downloads of the real input products (FITS files over HTTP(S)).
+
+:func:`download` streams a URL to ``<destination>.part`` next to the destination and moves
+it into place (``os.replace``) only once it is complete and, when a sha256 is configured,
+verified. If ``<destination>.part`` already exists (an interrupted attempt, or a killed job),
+the transfer resumes with an HTTP ``Range: bytes=<size>-`` request; a server that ignores
+ranges (status 200) makes it start over. Only ``http://`` and ``https://`` URLs are accepted.
+
+When is a body complete?
+
+- with a length (``Content-Length``, or the total of ``Content-Range``): when the ``.part``
+  file has exactly that many bytes; fewer is a lost connection (retried, then resumed);
+- with chunked transfer encoding: when the terminating chunk arrived (``http.client`` raises
+  ``IncompleteRead`` otherwise, a lost connection);
+- with neither (an HTTP/1.0-style body delimited by closing the connection), the end of the
+  stream cannot tell a complete body from a connection dropped half-way: both look like a
+  clean close. Such a file is accepted only if it is a complete FITS file
+  (:func:`dustpred.fits.check.structure_problem`: every header ends with ``END``, every data
+  part announced by ``BITPIX``/``NAXISn``/``PCOUNT``/``GCOUNT`` is there with its padding,
+  the size is a whole number of 2,880-byte blocks), or if it matches the configured sha256.
+  A FITS file cut exactly at an HDU boundary would still pass; a sha256 closes that gap.
+
+Failure modes (every one an :class:`~dustpred.errors.InputError` naming the URL):
+
+- transient (HTTP 408, 429 and 5xx, unreachable host, timeout, connection reset, a body
+  shorter than announced or not a complete FITS file as above): the ``.part`` file is kept
+  and the request retried ``retries`` times after exponential backoff (``backoff_s``,
+  doubling, at most :data:`MAX_BACKOFF_S`), resuming where the server supports ranges. If
+  every attempt fails, the error says so and running again resumes.
+- a body that is not FITS (the first 2,880-byte block must start with ``SIMPLE  =`` and
+  hold 80-character ASCII header cards), e.g. an HTML error page sent with status 200:
+  refused before anything is written.
+- other HTTP errors (404, 403, ...): refused; an existing ``.part`` is kept.
+- a sha256 mismatch, or a ``.part`` longer than the file: the ``.part`` is discarded (it
+  cannot be resumed); this is the only case that throws away downloaded bytes, besides a
+  ``.part`` that does not start like a FITS file (not progress of this product).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from dustpred.errors import InputError
+from dustpred.fits.check import BLOCK_BYTES, header_block_problem, structure_problem
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+RETRIES = 4  # retries after the first attempt, within one call (the rule retries the job too)
+BACKOFF_S = 5.0  # wait before the first retry; doubles with each retry
+MAX_BACKOFF_S = 300.0
+SCHEMES = ("http", "https")
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIABLE = re.compile(r"bytes\s+\*/(\d+)")
+
+
+class _Transient(Exception):
+    """A failure another attempt may not repeat (5xx, timeout, reset, short body)."""
+
+
+def sha256_of(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _first_block(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(BLOCK_BYTES)
+
+
+def _int_header(response, name: str) -> int | None:
+    try:
+        return int(response.headers.get(name, ""))
+    except ValueError:
+        return None
+
+
+def _open(url: str, start: int, timeout: float):
+    request = urllib.request.Request(url, headers={"User-Agent": "dustpred-download"})
+    if start > 0:
+        request.add_header("Range", f"bytes={start}-")
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (URLs from config)
+
+
+def _request(url: str, start: int, timeout: float, target: str):
+    """Open ``url`` from byte ``start``: ``(response, start)``, or ``(None, start)`` when a
+    416 answer says the ``.part`` file already holds the whole file (of ``start`` bytes)."""
+    try:
+        return _open(url, start, timeout), start
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and start > 0:
+            match = _UNSATISFIABLE.match(exc.headers.get("Content-Range", "") or "")
+            if match is not None and int(match.group(1)) == start:
+                log.info("%s: %s.part already complete (%d bytes)", url, target, start)
+                return None, start
+            # The .part is longer than the file (or the server will not say): start over;
+            # the .part is replaced only once the new body has passed the FITS check.
+            log.warning("%s: range bytes=%d- not satisfiable; starting over", url, start)
+            return _request(url, 0, timeout, target)
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise _Transient(f"HTTP error {exc.code} {exc.reason}") from exc
+        raise InputError(
+            f"{url}: HTTP error {exc.code} {exc.reason}; expected 200 (or 206 when "
+            f"resuming) to download {target}"
+        ) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Transient(f"could not connect ({reason})") from exc
+
+
+def _body_range(url: str, response, start: int) -> tuple[int, int | None, str]:
+    """``(start, expected size of the .part at the end or None, file mode)`` of a response."""
+    status = response.status
+    length = _int_header(response, "Content-Length")
+    if status == 206:
+        content_range = response.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.match(content_range)
+        if match is not None and int(match.group(1)) in (start, 0):
+            start = int(match.group(1))  # a server may answer a range with the whole file
+            if match.group(3) != "*":
+                return start, int(match.group(3)), "ab" if start else "wb"
+            return start, None if length is None else start + length, "ab" if start else "wb"
+        raise InputError(
+            f"{url}: server answered Range bytes={start}- with Content-Range "
+            f"{content_range!r}; expected 'bytes {start}-...'"
+        )
+    if status == 200:
+        if start:
+            log.info("%s: server ignored the range request; starting over", url)
+        return 0, length, "wb"
+    raise InputError(f"{url}: HTTP status {status}; expected 200 or 206")
+
+
+def _check_head(url: str, data: bytes, response, target: str) -> None:
+    """Refuse a body whose first block (or as much of it as there is) is not FITS."""
+    problem = header_block_problem(data, complete=False)
+    if problem is not None:
+        content_type = response.headers.get("Content-Type") or "not given"
+        raise InputError(
+            f"{url}: the body {problem} (Content-Type: {content_type}); expected a FITS "
+            f"file, whose first {BLOCK_BYTES}-byte block starts with 'SIMPLE  =' and holds "
+            f"80-character ASCII header cards. {target} was not written"
+        )
+
+
+class _Lost(Exception):
+    """The connection broke mid-body (``__cause__`` says how)."""
+
+
+def _chunks(response, chunk_bytes: int):
+    """Yield the body in pieces; a broken connection raises :class:`_Lost` after yielding
+    the bytes that did arrive (``http.client`` returns those of a chunked body this way)."""
+    while True:
+        try:
+            block = response.read(chunk_bytes)
+        except http.client.IncompleteRead as exc:
+            yield exc.partial
+            raise _Lost() from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Lost() from exc
+        if not block:
+            return
+        yield block
+
+
+def _receive(url: str, response, part: str, start: int, mode: str, target: str, chunk_bytes: int):
+    """Stream the body into ``part`` (append or overwrite), checking the first block first.
+
+    The file is opened only once the first block has passed :func:`_check_head`, so that an
+    HTML page never truncates a ``.part`` file.
+    """
+    head = _first_block(part)[:start] if mode == "ab" and start < BLOCK_BYTES else b""
+    checked = mode == "ab" and start >= BLOCK_BYTES  # checked when it was written
+    held = b""  # body bytes of the first block, held back until it is checked
+    done = start
+    next_report = done + 64 * chunk_bytes
+    fh = None
+    try:
+        for block in _chunks(response, chunk_bytes):
+            if not checked:
+                held += block
+                if len(head) + len(held) < BLOCK_BYTES:
+                    continue
+                _check_head(url, head + held, response, target)
+                checked, block = True, held
+            fh = fh or open(part, mode)  # noqa: SIM115 (closed in finally)
+            fh.write(block)
+            done += len(block)
+            if done >= next_report:
+                log.info("%s: %.1f MB received", url, done / 1e6)
+                next_report = done + 64 * chunk_bytes
+        if not checked:  # the whole body is shorter than one block: check what there is
+            _check_head(url, head + held, response, target)
+            with open(part, mode) as short:
+                short.write(held)
+    except _Lost as exc:
+        raise _Transient(f"connection lost after {done} bytes ({exc.__cause__!r})") from exc
+    finally:
+        if fh is not None:
+            fh.close()
+
+
+def _check_end(url: str, part: str, expected: int | None, framed: bool, sha256: str | None):
+    """Raise unless ``part`` holds a whole body (module docstring: when is a body complete?)."""
+    size = _size(part)
+    if expected is not None and size < expected:
+        raise _Transient(f"transfer ended at {size} bytes; expected {expected}")
+    if expected is not None and size > expected:
+        _remove(part)
+        raise InputError(f"{url}: {part} has {size} bytes; expected {expected}; discarded")
+    problem = header_block_problem(_first_block(part))
+    if problem is not None:
+        raise InputError(f"{url}: {part} {problem}; expected a FITS file")
+    if expected is None and not framed:
+        problem = structure_problem(part)
+        if problem is not None and not (sha256 and _sha_matches(part, sha256)):
+            raise _Transient(
+                f"the body had no length (it ended when the server closed the connection) "
+                f"and {part} {problem}; expected a complete FITS file"
+            )
+
+
+def _attempt(url: str, part: str, target: str, *, sha256, timeout, chunk_bytes) -> None:
+    """One request: leave a whole body in ``part`` or raise (:class:`_Transient` to retry)."""
+    response, start = _request(url, _size(part), timeout, target)
+    if response is None:  # 416: the .part already holds the whole file, of known size
+        expected, framed = start, True
+    else:
+        with response:
+            start, expected, mode = _body_range(url, response, start)
+            if mode == "ab":
+                log.info("%s: resuming at byte %d", url, start)
+            framed = bool(getattr(response, "chunked", False))
+            _receive(url, response, part, start, mode, target, chunk_bytes)
+    _check_end(url, part, expected, framed, sha256)
+
+
+def _sha_matches(path: str, sha256: str) -> bool:
+    return sha256_of(path).lower() == sha256.strip().lower()
+
+
+def _discard_foreign_part(url: str, part: str) -> None:
+    """Remove a ``.part`` file that does not start like a FITS file: it is not progress."""
+    if os.path.exists(part):
+        problem = header_block_problem(_first_block(part), complete=False)
+        if problem is not None:
+            log.warning("%s: %s %s, not FITS; discarding it", url, part, problem)
+            _remove(part)
+
+
+def download(
+    url: str,
+    destination: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+    chunk_bytes: int = CHUNK_BYTES,
+    retries: int = RETRIES,
+    backoff_s: float = BACKOFF_S,
+) -> str:
+    """Download the FITS file at ``url`` to ``destination`` (resumable, verified, atomic).
+
+    Parameters
+    ----------
+    url
+        HTTP(S) URL.
+    destination
+        Final path; its directory is created.
+    sha256
+        Expected hex digest (case-insensitive), or None to skip the check.
+    timeout
+        Socket timeout in seconds (connect and each read).
+    chunk_bytes
+        Bytes read per call from the connection.
+    retries
+        Further attempts after a transient failure (module docstring), each resuming.
+    backoff_s
+        Seconds before the first retry; doubles with each retry, at most MAX_BACKOFF_S.
+
+    Returns
+    -------
+    str
+        ``destination``.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise InputError(
+            f"{url}: URL scheme {scheme or '(none)'!r} is not supported; expected an "
+            f"http:// or https:// URL"
+        )
+    destination = os.fspath(destination)
+    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    part = destination + ".part"
+    _discard_foreign_part(url, part)
+    t0 = time.monotonic()
+    for attempt in range(retries + 1):
+        try:
+            _attempt(
+                url, part, destination, sha256=sha256, timeout=timeout, chunk_bytes=chunk_bytes
+            )
+            break
+        except _Transient as exc:
+            if attempt == retries:
+                kept = (
+                    f"partial file kept at {part} ({_size(part)} bytes): run again to resume"
+                    if os.path.exists(part)
+                    else f"{destination} was not written"
+                )
+                raise InputError(
+                    f"{url}: {exc}; gave up after {retries + 1} attempt(s), {kept}"
+                ) from exc
+            wait = min(backoff_s * 2**attempt, MAX_BACKOFF_S)
+            log.warning(
+                "%s: %s; %d bytes kept in %s; retry %d of %d in %.1f s",
+                *(url, exc, _size(part), part, attempt + 1, retries, wait),
+            )
+            time.sleep(wait)
+    if sha256:
+        found = sha256_of(part, chunk_bytes)
+        if found.lower() != sha256.strip().lower():
+            _remove(part)
+            raise InputError(
+                f"{url}: sha256 of the downloaded file is {found}; expected {sha256} "
+                f"(config). {destination} was not written"
+            )
+    size = _size(part)
+    os.replace(part, destination)
+    log.info("%s -> %s (%d bytes, %.1f s)", url, destination, size, time.monotonic() - t0)
+    return destination

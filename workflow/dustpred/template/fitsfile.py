@@ -1,0 +1,122 @@
+"""Output of the full-sky template: amplitude fit, provenance cards, the FITS table.
+
+The U-Net's r is invariant to a rescaling, so the template's scale and offset are fitted by
+least squares against the target (:func:`fit_amplitude`, on the unmasked pixels of a region
+the caller chooses: the fitted model's training region). :func:`write_template` writes the
+Planck-layout HEALPix table (RING, ``NSIDE``, ``COORDSYS = 'G'``, one row per pixel) through
+:func:`dustpred.fits.table.write_table_stream` (atomic, no date card: same inputs, same bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from importlib import metadata
+
+import healpy as hp
+import numpy as np
+
+from dustpred.errors import InputError
+from dustpred.fits import table as fits_table
+from dustpred.inputs import healpix_maps
+
+log = logging.getLogger(__name__)
+
+#: Columns of the template table, in file order.
+TEMPLATE_COLUMNS = ("I", "I_STD", "I_TILE_STD", "I_INTEGRATED", "I_LINEAR", "WEIGHT", "FOLD")
+#: Columns carrying the target's unit (the others are dimensionless).
+_UNIT_COLUMNS = ("I", "I_STD", "I_TILE_STD", "I_INTEGRATED", "I_LINEAR")
+
+
+def provenance_cards(
+    *,
+    model_sha256: list[str] | tuple[str, ...] = (),
+    scales: list[float] | tuple[float, ...] = (),
+    offsets: list[float] | tuple[float, ...] = (),
+    split: str | None = None,
+    config_json: str | None = None,
+) -> dict[str, tuple[object, str]]:
+    """Provenance header cards for :func:`write_template` (keys of at most 8 characters).
+
+    ``model_sha256[k]`` (the model files' checksums), ``scales[k]``, ``offsets[k]`` (the
+    amplitude applied to model k's pixels) per fold k, as ``MODSHAk``, ``AMPSCLk``,
+    ``AMPOFFk``; ``config_json``: the config slice as JSON
+    (long values continue over CONTINUE cards); software versions are added.
+    """
+    cards: dict[str, tuple[object, str]] = {}
+    for key, package in (
+        ("DPVER", "dustpred"),
+        ("HPVER", "healpy"),
+        ("NPVER", "numpy"),
+        ("TORCHVER", "torch"),
+    ):
+        try:
+            cards[key] = (metadata.version(package), f"{package} version")
+        except metadata.PackageNotFoundError:
+            continue
+    if split is not None:
+        cards["SPLIT"] = (split, "FOLD k: model trained on region k of this split")
+    for k, sha in enumerate(model_sha256):
+        # 64 hex digits fill the card: no room for a comment (astropy would truncate it).
+        cards[f"MODSHA{k}"] = (str(sha), "")
+    for k, (scale, offset) in enumerate(zip(scales, offsets, strict=True)):
+        cards[f"AMPSCL{k}"] = (float(scale), f"fitted scale applied to fold {k}")
+        cards[f"AMPOFF{k}"] = (float(offset), f"fitted offset applied to fold {k} (TUNIT)")
+    if config_json is not None:
+        cards["CONFIG"] = (config_json, "config slice of the template step (JSON)")
+    return cards
+
+
+def write_template(
+    path: str | os.PathLike,
+    maps: dict[str, np.ndarray],
+    *,
+    unit: str,
+    cards: dict[str, tuple[object, str]] | None = None,
+) -> None:
+    """Write the template as a HEALPix BINTABLE, Planck layout, atomically.
+
+    Parameters
+    ----------
+    path
+        Output FITS file (written under a temporary name, then renamed).
+    maps
+        ``{column: (12 Nside**2,) RING map}`` with exactly :data:`TEMPLATE_COLUMNS`. ``FOLD`` is
+        stored as unsigned bytes, ``WEIGHT`` and the maps as float32, one pixel per row.
+    unit
+        ``TUNIT`` of the map columns (the target's unit, e.g. ``'uK_RJ'``).
+    cards
+        Extra header cards (:func:`provenance_cards`), ``{key: (value, comment)}``.
+    """
+    if sorted(maps) != sorted(TEMPLATE_COLUMNS):
+        raise InputError(
+            f"write_template: columns {sorted(maps)}; expected {sorted(TEMPLATE_COLUMNS)}"
+        )
+    npix = len(maps["I"])
+    if not hp.isnpixok(npix) or any(np.shape(maps[c]) != (npix,) for c in TEMPLATE_COLUMNS):
+        raise InputError(
+            f"write_template: map shapes {[np.shape(maps[c]) for c in TEMPLATE_COLUMNS]}; "
+            "expected one (12 Nside**2,) shape for all columns"
+        )
+    bad = [key for key in cards or {} if len(key) > 8]
+    if bad:
+        raise InputError(f"write_template: header keys {bad}; expected at most 8 characters")
+    nside = hp.npix2nside(npix)
+    columns = [
+        (name, "B" if name == "FOLD" else "E", 1, unit if name in _UNIT_COLUMNS else None)
+        for name in TEMPLATE_COLUMNS
+    ]
+    header = healpix_maps.healpix_header(nside, nested=False, coordsys="G", extra=cards)
+    block = 1 << 20
+    blocks = (
+        {name: maps[name][lo : lo + block] for name in TEMPLATE_COLUMNS}
+        for lo in range(0, npix, block)
+    )
+    fits_table.write_table_stream(path, columns, npix, blocks, header)
+    log.info("wrote %s (Nside %d, %s)", path, nside, ", ".join(TEMPLATE_COLUMNS))
+
+
+def read_template(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Columns of a template file through the project's HEALPix reader (RING, galactic)."""
+    return {c: healpix_maps.read_healpix_map(path, c) for c in columns}
