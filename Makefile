@@ -39,9 +39,10 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
-# Two worker processes; the tests that share the tiny DAG run on one of them (loadgroup).
+# Two worker processes; whole test files per worker, the tiny DAG's readers on one
+# (tests/conftest.py: pytest_xdist_make_scheduler).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -ra -n 2 --dist loadgroup --durations 15
+	$(BIN)/python -m pytest -ra -n 2 --durations 15
 
 clean:
 	rm -rf results .snakemake runs

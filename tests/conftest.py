@@ -10,10 +10,10 @@ the default config is passed explicitly.)
 
 ``tiny_run`` is the tiny configuration's whole DAG, run once per test session and shared by
 the workflow tests that read its outputs (test_workflow_preprocess, _cutouts, _template,
-_full). Those tests must leave it as it is: a test that changes files works on a copy. They
-carry the xdist group ``TINY_RUN_GROUP`` so that, under ``pytest -n N --dist loadgroup``,
-one worker runs them all and the DAG runs once. Every other test is grouped by its file, so a
-module's fixtures (several of them run a DAG of their own) also run once.
+_full, _reruns, test_slurm: ``TINY_RUN_MODULES``). Those tests must leave it as it is: a test
+that changes files works on a copy. Under ``pytest -n N`` (``pytest_xdist_make_scheduler``)
+one worker runs all of them, so the DAG runs once, and every other test file runs whole on
+one worker, so a module's fixtures (several of them run a DAG of their own) also run once.
 """
 
 from __future__ import annotations
@@ -30,12 +30,35 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_RUN_GROUP = "tiny_run"
+# The test modules that read the shared tiny run (see the module docstring).
+TINY_RUN_MODULES = {
+    "test_workflow_preprocess",
+    "test_workflow_cutouts",
+    "test_workflow_template",
+    "test_workflow_full",
+    "test_workflow_reruns",
+    "test_slurm",
+}
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # The Slurm tests last (a stable sort): once Slurm is installed and its daemons are stopped
+    # again, every snakemake start waits 10 s for the executor plugin's `scontrol show config`.
+    items.sort(key=lambda item: item.path.stem == "test_slurm")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N``: whole test files go to one worker (their module fixtures run a
+    DAG each, once), and the files that share ``tiny_run`` all go to the same worker.
+    (xdist's own ``--dist loadgroup`` does not group with pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return TINY_RUN_GROUP if Path(path).stem in TINY_RUN_MODULES else path
+
+    return ByFile(config, log)
 
 
 def snakemake_cli(

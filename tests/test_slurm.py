@@ -3,7 +3,7 @@ partition with its GPU request, the K cutout shards as K Slurm jobs, the outputs
 local run's, and training that resumes after its Slurm job is cancelled.
 
 The cluster is a one-node Slurm (Debian packages) that tests/slurm/cluster.sh starts on
-localhost, with one declared GPU; it needs root. It installs the packages (apt-get) only when
+localhost, with four declared GPUs; it needs root. It installs the packages (apt-get) only when
 DUSTPRED_SLURM_INSTALL=1, which .ci/run sets. Where it cannot run, the Slurm tests are skipped
 with the reason, except when DUSTPRED_SLURM_INSTALL=1 asked for them, where they fail.
 The daemons are stopped when the module's tests are done.
@@ -40,9 +40,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY_CONFIG, TINY_RUN_GROUP, job_counts
-
-pytestmark = pytest.mark.xdist_group(TINY_RUN_GROUP)
+from conftest import REPO, SNAKEMAKE, TINY_CONFIG, job_counts
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
@@ -59,7 +57,7 @@ PROFILES = [
 WORKFLOW_PROFILE = REPO / "profiles" / "default" / "config.yaml"
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 # Wall-clock limit (s) of the Slurm run of the whole tiny DAG.
-SLURM_RUN_TIMEOUT = 420
+SLURM_RUN_TIMEOUT = 600
 # The training job of the tiny config, and where it keeps its per-epoch resume state.
 EXPERIMENT, SEED = "baseline", 0
 RESUME_STATE = f"results/models/{EXPERIMENT}/seed{SEED}/resume/state.pt"
@@ -306,7 +304,7 @@ def _cancel_training_when_resumable(workdir: Path, proc: subprocess.Popen) -> in
                 check=True,
             ).stdout.split("\n")
             for line in running:
-                if line.split(" ")[-1].startswith("rule_train_unet_"):
+                if line.split(" ")[-1] == f"rule_train_unet_wildcards_{EXPERIMENT}_{SEED}":
                     jobid = int(line.split(" ")[0])
                     subprocess.run(["scancel", str(jobid)], check=True)
                     return jobid
@@ -402,7 +400,7 @@ def test_cutout_shards_ran_as_one_slurm_job_each(slurm_run):
 @pytest.mark.slurm
 def test_cancelled_training_was_resubmitted_with_more_time_and_resumed(slurm_run):
     assert slurm_run.cancelled is not None, "training ended before its job could be cancelled"
-    train = slurm_run.of_rule("train_unet")
+    train = [j for j in slurm_run.of_rule("train_unet") if j.wildcards == f"{EXPERIMENT}_{SEED}"]
     assert [(j.jobid, j.state) for j in train][:1] == [(slurm_run.cancelled, "CANCELLED")]
     assert [j.state for j in train] == ["CANCELLED", "COMPLETED"]
     assert train[1].time_limit_min == 2 * train[0].time_limit_min  # attempt 2

@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_RUN_GROUP, job_counts, snakemake_cli
+from conftest import job_counts, snakemake_cli
 
 from dustpred.cutouts.shards import ShardSet
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
+pytestmark = pytest.mark.workflow
 
 CUT = "results/cutouts/v-64.5_17/north_south"
 FIG1 = ["results/figures/fig1_velocity_spectrum.png", "results/tables/fig1_velocity_spectrum.csv"]

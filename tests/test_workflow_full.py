@@ -12,12 +12,12 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
-from conftest import TINY_RUN_GROUP, snakemake_cli
+from conftest import snakemake_cli
 
 from dustpred.evaluation.summary import SUMMARY_BY_EXPERIMENT_COLUMNS, SUMMARY_COLUMNS
 from dustpred.evaluation.tables import PER_CUTOUT_COLUMNS, R_ELL_COLUMNS, WINS_COLUMNS
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
+pytestmark = pytest.mark.workflow
 
 TABLE_COLUMNS = {
     "per_cutout": PER_CUTOUT_COLUMNS,

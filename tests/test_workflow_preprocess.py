@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_RUN_GROUP, job_counts, snakemake_cli
+from conftest import REPO, job_counts, snakemake_cli
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
+pytestmark = pytest.mark.workflow
 
 PREP = "results/preprocess/v-64.5_17"
 TARGETS = [f"{PREP}/stack.npy", f"{PREP}/mask.npy", f"{PREP}/meta.json", f"{PREP}/oracle.npy"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TINY_CONFIG, TINY_RUN_GROUP, snakemake_cli
+from conftest import REPO, TINY_CONFIG, snakemake_cli
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
+pytestmark = pytest.mark.workflow
 
 PER_RUN_PLOTS = {"plot_example", "plot_per_cutout", "plot_r_ell", "plot_training"}
 # The template of the first experiment (baseline) and its validation and figures.

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from conftest import REPO, TINY_RUN_GROUP, job_counts, snakemake_cli
+from conftest import REPO, job_counts, snakemake_cli
 
 from dustpred.cutouts.shards import ShardSet
 from dustpred.inputs import healpix_maps
 from dustpred.template import tiling
 from dustpred.template.fitsfile import TEMPLATE_COLUMNS
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group(TINY_RUN_GROUP)]
+pytestmark = pytest.mark.workflow
 
 NSIDE = 32  # tests/configs/tiny.yaml: preprocess.nside, template.nside null
 FITS = "results/template/baseline/dust_template.fits"

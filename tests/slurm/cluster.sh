@@ -11,9 +11,9 @@
 # gres.conf go to /etc/slurm, because the executor plugin's job step strips SLURM_* variables,
 # so a SLURM_CONF pointing elsewhere would not reach `srun` inside the job.
 #
-# The cluster: partitions `cpu` (default) and `gpu` on one node `dustnode` with one declared GPU
-# (gres.conf File=/dev/null, AutoDetect=off: there is no GPU, but Slurm accounts for it and sets
-# CUDA_VISIBLE_DEVICES=0 in the job). The node is declared with 16 CPUs and 64 GB whatever the
+# The cluster: partitions `cpu` (default) and `gpu` on one node `dustnode` with four declared GPUs
+# (gres.conf File=/dev/null,..., AutoDetect=off: there is no GPU, but Slurm accounts for them and
+# sets CUDA_VISIBLE_DEVICES in the job). The node is declared with 16 CPUs and 64 GB whatever the
 # machine has (SlurmdParameters=config_overrides), so the profile's real requests are accepted as
 # a user's cluster would accept them; nothing enforces them (no cgroups), which is fine for the
 # tiny test config. No slurmdbd: `sacct` does not work, so the profile's tests use
@@ -115,15 +115,16 @@ JobCompLoc=$STATE/jobcomp.log
 GresTypes=gpu
 # Use the declared sizes below, not the machine's, so that real profile requests fit.
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeHostname=$host NodeAddr=127.0.0.1 CPUs=16 RealMemory=64000 Gres=gpu:1 State=UNKNOWN
+NodeName=$NODE NodeHostname=$host NodeAddr=127.0.0.1 CPUs=16 RealMemory=64000 Gres=gpu:4 State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
 EOF
     cat >"$CONF_DIR/gres.conf" <<EOF
 $MARKER
-# No real GPU: a character device stands in (a node whose GPU has no File= goes INVAL).
+# No real GPU: character devices stand in (a node whose GPU has no File= goes INVAL). Four,
+# so that the DAG's GPU jobs (trainings, predictions, template) do not queue behind each other.
 AutoDetect=off
-NodeName=$NODE Name=gpu File=/dev/null
+NodeName=$NODE Name=gpu File=/dev/null,/dev/zero,/dev/full,/dev/urandom
 EOF
 }
 
