@@ -389,6 +389,32 @@ def test_yaml_parse_error_names_the_file_and_line(tmp_path):
         check_config_file(bad)
 
 
+def test_a_key_given_twice_is_refused_with_the_file_and_line(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seed: 1\nunet:\n  lr: 0.1\nplots: {dpi: 60}\nunet:\n  epochs: 2\n")
+    message = rf"config file {re.escape(str(twice))}, line 5, column 1: .*key 'unet' given twice"
+    with pytest.raises(ConfigError, match=message):
+        check_config_file(twice)
+
+
+def test_a_key_given_twice_inside_an_experiment_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("experiments:\n  x:\n    unet: {loss_lambda: 1.0, loss_lambda: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"line 3, .*'loss_lambda' given twice"):
+        check_config_file(twice)
+
+
+@pytest.mark.workflow
+def test_an_overlay_with_a_key_given_twice_stops_the_workflow(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("unet:\n  lr: 0.1\nunet:\n  epochs: 2\n")
+    files = [ROOT / "config/config.yaml", ROOT / "tests/configs/tiny.yaml", overlay]
+    done = snakemake_cli(tmp_path, args=("-n",), configfiles=files)
+    assert done.returncode != 0
+    assert f"config file {overlay}, line 3, column 1" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_valid_yaml_file_passes():
     check_config_file(ROOT / "config" / "config.yaml")
 

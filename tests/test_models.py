@@ -1,5 +1,7 @@
 """Baselines, U-Net and input normalisation."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -333,6 +335,31 @@ def test_model_file_round_trip(tmp_path):
     loaded_best, _, _ = load_model(tmp_path / "unet.pt", which="best")
     net.load_state_dict(best)
     torch.testing.assert_close(loaded_best(x), net.eval()(x), rtol=0, atol=0)
+
+
+class _RunsCode:
+    """Pickles as a call of ``Path.touch``: loading it with pickle would create the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_model_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"format": "dustpred-unet", "payload": _RunsCode(marker)}, tmp_path / "unet.pt")
+    with pytest.raises(InputError, match=rf"{tmp_path / 'unet.pt'}: cannot be read as a U-Net"):
+        load_model(tmp_path / "unet.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"PK\x03\x04 truncated zip"])
+def test_a_damaged_model_file_gives_one_error_naming_it(tmp_path, content):
+    (tmp_path / "unet.pt").write_bytes(content)
+    with pytest.raises(InputError, match="unet.pt: cannot be read as a U-Net model file"):
+        load_model(tmp_path / "unet.pt")
 
 
 def test_load_model_rejects_other_files(tmp_path):

@@ -197,3 +197,54 @@ def test_stack_does_not_depend_on_how_many_channels_are_filtered_at_once(inputs,
     )
     one = (outputs["dir"] / "stack.npy").read_bytes()
     assert paths[0].read_bytes() == one
+
+
+def _preprocess_with_dust(inputs, tmp_path, dust):
+    write_healpix_maps(
+        tmp_path / "dust.fits", {"I_ML_FULL": dust}, nested=False, units={"I_ML_FULL": "uK_RJ"}
+    )
+    d = inputs["dir"]
+    preprocess.preprocess(
+        d / "hi.fits",
+        tmp_path / "dust.fits",
+        d / "mask.fits",
+        tmp_path / "stack.npy",
+        tmp_path / "m.npy",
+        tmp_path / "meta.json",
+        **SETTINGS,
+    )
+
+
+@pytest.mark.parametrize("value", [0.0, 3.5])
+def test_a_constant_dust_map_is_refused_and_nothing_is_written(inputs, tmp_path, value):
+    dust = np.full(12 * NSIDE_DUST**2, value)
+    with pytest.raises(InputError, match=r"dust.fits\[I_ML_FULL\]: every pixel is"):
+        _preprocess_with_dust(inputs, tmp_path, dust)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dust.fits"]
+
+
+def test_dust_that_the_filter_takes_beyond_float32_range_is_refused(inputs, tmp_path):
+    # Finite in float32 (3.3e38 < 3.4e38), but a step's Gibbs overshoot (~9 %) is not.
+    theta, _ = hp.pix2ang(NSIDE_DUST, np.arange(12 * NSIDE_DUST**2))
+    dust = np.where(theta < np.pi / 2, 3.3e38, 0.0)
+    with pytest.raises(InputError, match=r"non-finite values in dust"):
+        _preprocess_with_dust(inputs, tmp_path, dust)
+    assert not (tmp_path / "stack.npy").exists()
+
+
+def test_a_constant_hi_cube_is_refused(inputs, tmp_path):
+    cube = np.ones_like(inputs["cube"])
+    write_hi_cube(tmp_path / "hi.fits", NSIDE_HI, VELOCITIES, [cube])
+    d = inputs["dir"]
+    with pytest.raises(
+        InputError, match=r"hi.fits \(sum of the selected channels\): every pixel is 64.0"
+    ):
+        preprocess.preprocess(
+            tmp_path / "hi.fits",
+            d / "dust.fits",
+            d / "mask.fits",
+            tmp_path / "stack.npy",
+            tmp_path / "m.npy",
+            tmp_path / "meta.json",
+            **SETTINGS,
+        )

@@ -143,6 +143,24 @@ def test_resume_state_of_another_configuration_is_ignored(shards, tmp_path):
     assert epochs_run == [1, 2]
 
 
+@pytest.mark.parametrize("damage", [b"", b"not a torch file", "truncated"])
+def test_a_damaged_resume_state_is_set_aside_and_training_starts_afresh(
+    shards, tmp_path, damage, caplog
+):
+    state = tmp_path / "resume" / "state.pt"
+    state.parent.mkdir()
+    if damage == "truncated":
+        torch.save({"epoch": 1, "model": {"w": torch.ones(1000)}}, state)
+        state.write_bytes(state.read_bytes()[:300])
+    else:
+        state.write_bytes(damage)
+    epochs_run = []
+    _train(shards, tmp_path, TINY, hook=lambda e, r: epochs_run.append(e))
+    assert epochs_run == [1, 2]
+    assert (tmp_path / "resume" / "state.pt.damaged").exists()
+    assert "moved aside" in caplog.text and str(state) in caplog.text
+
+
 def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path):
     paths = write_fake_shards(tmp_path / "s", n_per_shard=(24,))
     with h5py.File(paths[0], "r+") as f:

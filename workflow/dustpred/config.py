@@ -93,19 +93,46 @@ def read_schema(path: str | Path) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
-def check_config_file(path: str | Path) -> None:
-    """Raise a ConfigError naming ``path``, line and column if it is not valid YAML.
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the
+    last one silently: a second ``unet:`` block would replace the first, and every key it
+    lacks would fall back to the schema defaults)."""
 
-    Snakemake's own message ("Config file is not valid JSON or YAML") names no file.
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in first:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} given twice in one mapping (first on line {first[key]})",
+                key_node.start_mark,
+            )
+        first[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def check_config_file(path: str | Path) -> None:
+    """Raise a ConfigError naming ``path``, line and column if it is not valid YAML or gives
+    a key twice in one mapping.
+
+    Snakemake's own message ("Config file is not valid JSON or YAML") names no file, and its
+    loader keeps the last of two equal keys without a word.
     """
     try:
-        yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(
-            f"config file {path}{where}: not valid YAML ({problem}); expected a YAML mapping"
+            f"config file {path}{where}: not valid YAML ({problem}); expected a YAML mapping "
+            "with each key once"
         ) from None
 
 

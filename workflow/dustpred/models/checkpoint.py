@@ -47,10 +47,11 @@ class TrainResult:
 
 def versions() -> dict[str, str]:
     """Software versions stored with a model."""
+    # Plain str: torch.__version__ is a TorchVersion, which weights_only loading refuses.
     return {
-        "dustpred": dustpred.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        "dustpred": str(dustpred.__version__),
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
         "python": platform.python_version(),
         "cuda": str(torch.version.cuda),
     }
@@ -61,6 +62,22 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     archive inside after the (temporary) file, which would make the bytes differ per run."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
+
+
+def load_torch(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, so a file
+    cannot run code when it is read. A missing, truncated, foreign or hostile file gives one
+    InputError naming it and ``what`` was expected."""
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found; expected a {what}") from None
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{path}: cannot be read as a {what} ({type(exc).__name__}: {reason}); delete it "
+            "and rerun the job that writes it"
+        ) from None
 
 
 def save_model(
@@ -118,10 +135,7 @@ def load_model(
 ) -> tuple[UNet, InputStats, dict]:
     """Load a model file: the network (eval mode) with the ``best`` (lowest validation loss)
     or ``last`` weights, its input normalisation, and the whole file's metadata."""
-    try:
-        blob = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as exc:
-        raise InputError(f"{path}: cannot read a model file ({exc})") from exc
+    blob = load_torch(path, "U-Net model file (unet.pt of a train_unet job)")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError(f"{path}: not a dustpred U-Net model file; expected format '{FORMAT}'")
     if which not in ("best", "last"):

@@ -187,7 +187,8 @@ def preprocess(
             values, nside, ell_cutoff, butterworth_order, iters=map2alm_iters, nthreads=threads
         )
 
-    _write_stack(stack_path, hi, dust, nside, lowpass, t0, nthreads)
+    sources = {"hi": hi_path, "dust": f"{dust_path}[{dust_column}]"}
+    _write_stack(stack_path, hi, dust, nside, lowpass, t0, nthreads, masked, sources)
     save_npy_atomic(mask_out_path, masked)
 
     meta = _stack_meta(
@@ -265,6 +266,8 @@ def _write_stack(
     lowpass: Callable[[np.ndarray, int], np.ndarray],
     t0: float,
     nthreads: int,
+    masked: np.ndarray,
+    sources: dict[str, str],
 ) -> None:
     """Read the selected channels, then write ``stack.npy``: filtered channels, dust last.
 
@@ -276,6 +279,10 @@ def _write_stack(
     """
     hi = hi_source.read()
     nchan = hi.shape[1]
+    check_not_constant(
+        hi.sum(axis=1, dtype=np.float64), f"{sources['hi']} (sum of the selected channels)"
+    )
+    check_not_constant(dust, sources["dust"])
     log.info(
         "read %d HI channels (%.1f MB) in %.1f s",
         nchan,
@@ -296,7 +303,56 @@ def _write_stack(
             time.monotonic() - t0,
         )
         stack.flush()
+        check_stack(stack, masked, sources)
         del stack
+
+
+def check_not_constant(values: np.ndarray, what: str) -> None:
+    """InputError naming ``what`` when the raw input map ``values`` is the same everywhere."""
+    if np.ptp(values) == 0:
+        raise InputError(
+            f"{what}: every pixel is {float(values.flat[0])!r}; expected a map with structure "
+            "(an all-zero or constant input carries no signal)"
+        )
+
+
+def check_stack(stack: np.ndarray, masked: np.ndarray, sources: dict[str, str]) -> None:
+    """InputError when the stack cannot carry a signal: a non-finite value (an input that
+    overflows float32, or NaNs the filter spread), or a dust map or HI total without variance
+    on the unmasked sky (a constant or all-zero input, which would give r = 0 everywhere;
+    spread below 1e-6 of its level). Constant inputs are refused before filtering
+    (:func:`check_not_constant`); this catches what only the unmasked sky shows.
+
+    ``stack``: ``(npix, nchan + 1)``; ``masked``: ``(npix,)``, 1 = masked; ``sources``: the
+    ``hi`` and ``dust`` inputs, named in the message.
+    """
+    keep = masked == 0
+    finite = np.ones(stack.shape[1], dtype=bool)
+    hi_total = np.empty(stack.shape[0])
+    for lo in range(0, stack.shape[0], 1 << 16):  # rows in blocks: the stack is pixel-major
+        block = np.asarray(stack[lo : lo + (1 << 16)])
+        finite &= np.isfinite(block).all(axis=0)
+        hi_total[lo : lo + block.shape[0]] = block[:, :-1].sum(axis=1, dtype=np.float64)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        what = [
+            f"dust ({sources['dust']})" if j == stack.shape[1] - 1 else f"HI channel {j}"
+            for j in bad[:5]
+        ]
+        raise InputError(
+            f"{sources['hi']}, {sources['dust']}: the filtered stack has non-finite values in "
+            f"{', '.join(what)}; expected finite maps within float32 range (check the input's "
+            "units and blank values)"
+        )
+    for name, values in (("dust", stack[:, -1]), ("hi", hi_total)):
+        kept = np.asarray(values, dtype=np.float64)[keep]
+        # Spread at the level of float32 round-off is no structure either.
+        if not kept.size or np.ptp(kept) <= 1e-6 * np.abs(kept).max():
+            label = "the dust map" if name == "dust" else "the HI (sum of the selected channels)"
+            raise InputError(
+                f"{sources[name]}: {label} is constant on the unmasked sky (after filtering); "
+                "expected a map with structure (an all-zero or constant input carries no signal)"
+            )
 
 
 def _masked_from_dust(

@@ -46,7 +46,8 @@ import torch.distributed as dist
 import dustpred
 from dustpred.atomic import atomic_write
 from dustpred.cutouts.shards import ShardSet
-from dustpred.models.checkpoint import TrainResult, save_model, save_torch
+from dustpred.errors import InputError
+from dustpred.models.checkpoint import TrainResult, load_torch, save_model, save_torch
 from dustpred.models.inputs import InputStats, fit_input_stats
 from dustpred.models.settings import UNetSettings
 from dustpred.models.unet import build_unet
@@ -308,8 +309,8 @@ def _resume(
     """(epochs done, result so far) from the resume state if it has fingerprint ``fp``;
     (0, empty result) otherwise."""
     start, result = 0, TrainResult()
-    if os.path.exists(spec.resume_path):
-        state = torch.load(spec.resume_path, map_location="cpu", weights_only=False)
+    state = _read_resume_state(spec.resume_path, info) if os.path.exists(spec.resume_path) else None
+    if state is not None:
         if state.get("fingerprint") == fp and state.get("epoch", 0) <= epochs:
             result = trainer.load_state(state)
             start = int(state["epoch"])
@@ -319,6 +320,23 @@ def _resume(
             log.info("ignoring %s: it belongs to another configuration or input", spec.resume_path)
         del state
     return start, result
+
+
+def _read_resume_state(path: str | os.PathLike, info: DistInfo) -> dict | None:
+    """The resume state at ``path``, or None when it cannot be read: then it is renamed to
+    ``<path>.damaged`` (by rank 0, with a warning) and training starts afresh, so a damaged
+    file can never block a rerun."""
+    try:
+        state = load_torch(path, "training resume state")
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: holds a {type(state).__name__}; expected a dict")
+        return state
+    except InputError as err:
+        if info.is_main:
+            damaged = f"{os.fspath(path)}.damaged"
+            os.replace(path, damaged)
+            log.warning("%s; moved aside to %s, training starts from epoch 1", err, damaged)
+        return None
 
 
 def _write_outputs(
