@@ -113,3 +113,22 @@ def test_prediction_file_does_not_depend_on_the_thread_count(trained, tmp_path):
         assert sorted(one) == sorted(three)
         for name in one:
             assert one[name][...].tobytes() == three[name][...].tobytes(), name
+
+
+def test_a_model_trained_with_other_settings_is_refused(trained, tmp_path):
+    root, test = trained
+    other = {**PARAMS, "loss_lambda": 1.0}
+    with pytest.raises(
+        InputError, match=r"unet.pt: trained with other unet settings .*loss_lambda"
+    ):
+        predict_shards(
+            test, root / "linear.csv", root / "unet.pt", tmp_path / "p.h5", unet_settings=other
+        )
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_a_model_trained_with_the_experiments_settings_is_accepted(trained, tmp_path):
+    root, test = trained
+    out = tmp_path / "p.h5"
+    predict_shards(test, root / "linear.csv", root / "unet.pt", out, unet_settings=PARAMS)
+    assert out.exists()

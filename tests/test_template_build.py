@@ -159,6 +159,13 @@ def test_folds_with_different_seeds_are_refused(sky, tmp_path):
     assert not (tmp_path / "bad.fits").exists()
 
 
+def test_a_fold_whose_unet_was_trained_otherwise_is_refused(sky, tmp_path):
+    _, _, north, south = sky
+    paper = Fold(**{**vars(south), "unet_settings": {**PARAMS, "variant": "paper"}})
+    with pytest.raises(InputError, match=r"trained with other unet settings .*variant"):
+        build(sky, [north, paper], tmp_path / "bad.fits")
+
+
 def test_template_maps_figure_is_written_as_png_and_pdf(sky, cross_fitted, tmp_path):
     _, prep, _, _ = sky
     out, _ = cross_fitted

@@ -6,6 +6,7 @@ One run of `rule all` (simulate -> preprocess -> cutouts -> fit/train -> predict
 """
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -144,3 +145,17 @@ def test_report_contains_every_figure_and_table(finished, tmp_path):
     for table in ("per_cutout.csv", "r_ell.csv", "wins.csv", "summary.csv", "summary.txt"):
         assert table in in_report, table
     assert any(m.endswith("report.html") for m in members)
+
+
+def test_another_experiments_model_file_is_refused_by_predict(finished, tmp_path):
+    workdir, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns(".snakemake"))
+    models = copy / "results/models"
+    shutil.copy(models / "paper_unet/seed0/unet.pt", models / "baseline/seed0/unet.pt")
+    target = "results/predictions/baseline/seed0/test.h5"
+    done = snakemake_cli(copy, target, args=("--forcerun", "predict"))
+    assert done.returncode != 0
+    log = (copy / "logs/predict/baseline/seed0/test.log").read_text()
+    assert "baseline/seed0/unet.pt: trained with other unet settings" in log
+    assert "variant: 'paper' (config 'residual')" in log

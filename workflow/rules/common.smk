@@ -564,6 +564,11 @@ def template_inputs(wildcards):
     return files
 
 
+def template_unet_settings(wildcards):
+    """Per fold, the `unet` slice its U-Nets were trained with (checked against the files)."""
+    return [unet_settings(k)(wildcards) for k in folds()]
+
+
 def template_params(wildcards):
     """The config slice the template FITS depends on (also written to its header)."""
     keys = ("npix", "reso_arcmin", "interpolation")

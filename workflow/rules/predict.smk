@@ -28,5 +28,6 @@ rule predict:
         runtime=runtime(120),
     params:
         device=of_experiment("unet", "device"),
+        unet=unet_settings(0),
     script:
         "../scripts/predict.py"

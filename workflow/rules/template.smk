@@ -29,6 +29,7 @@ rule template:
     params:
         settings=template_params,
         folds=folds(),
+        unet_settings=template_unet_settings,
     script:
         "../scripts/template.py"
 

@@ -13,4 +13,5 @@ predict_shards(
     linear_sd_csv=smk.input.linear_sd,
     threads=smk.threads,
     device=smk.params.device,
+    unet_settings=smk.params.unet,
 )

@@ -11,6 +11,7 @@ folds = [
         unets=dict(zip(cfg["seeds"], smk.input[f"unets_{k}"], strict=True)),
         linear=smk.input[f"linear_{k}"],
         shards=list(smk.input[f"shards_{k}"]),
+        unet_settings=smk.params.unet_settings[k],
     )
     for k in smk.params.folds
 ]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -138,10 +139,12 @@ def predict_shards(
     device: str = "auto",
     chunk: int = 256,
     linear_sd_csv: str | os.PathLike | None = None,
+    unet_settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Predict every cutout of ``shard_paths`` with the integrated, linear (weights
     ``linear_csv``; also ``linear_sd_csv`` if given, written as ``linear_sd``) and U-Net
-    models (best-on-validation U-Net weights) and write ``out_path`` (see module docstring)."""
+    models (best-on-validation U-Net weights) and write ``out_path`` (see module docstring).
+    ``unet_settings``: the experiment's ``unet`` slice, which the model file must match."""
     torch.set_num_threads(max(1, int(threads)))
     dev = resolve_device(device)
     shards = ShardSet(shard_paths)
@@ -150,7 +153,7 @@ def predict_shards(
     extra = (("linear_sd",) if weights_sd is not None else ()) + (
         ("oracle",) if shards.has_oracle else ()
     )
-    net, stats, meta = load_model(unet_path, which="best", device=dev)
+    net, stats, meta = load_model(unet_path, which="best", device=dev, expected=unet_settings)
     n, (h, w) = shards.n, shards.shape
     log.info(
         "predicting %d cutouts with integrated, linear and U-Net (best epoch %d of %s) on %s",

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,14 +131,36 @@ def _canonical(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]
     return {sys.intern(k): v for k, v in state.items()}
 
 
+def check_settings(path: str | os.PathLike, found: Mapping[str, Any], want: Mapping[str, Any]):
+    """InputError when the settings ``found`` in model file ``path`` differ from ``want``."""
+    differ = sorted(k for k in set(found) | set(want) if found.get(k) != want.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: {found.get(k)!r} (config {want.get(k)!r})" for k in differ)
+        raise InputError(
+            f"{path}: trained with other unet settings than this experiment's ({pairs}); "
+            "expected this experiment's model: rerun its train_unet job"
+        )
+
+
 def load_model(
-    path: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    *,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+    expected: Mapping[str, Any] | None = None,
 ) -> tuple[UNet, InputStats, dict]:
     """Load a model file: the network (eval mode) with the ``best`` (lowest validation loss)
-    or ``last`` weights, its input normalisation, and the whole file's metadata."""
+    or ``last`` weights, its input normalisation, and the whole file's metadata.
+
+    ``expected``: the ``unet`` config slice the model must have been trained with (the
+    experiment's); a file trained with other settings (e.g. another experiment's ``unet.pt``
+    copied over this one) is refused, naming the keys that differ.
+    """
     blob = load_torch(path, "U-Net model file (unet.pt of a train_unet job)")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError(f"{path}: not a dustpred U-Net model file; expected format '{FORMAT}'")
+    if expected is not None:
+        check_settings(path, blob.get("params", {}), UNetSettings.from_config(expected).config)
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     cfg = blob["model_config"]

@@ -81,12 +81,14 @@ class Fold:
     """The models trained on one region of the split and the cutouts they were trained on.
 
     unets : seed -> U-Net model file; linear : the linear weights (CSV); shards : the training
-    shard files (their pixels are ``seen``).
+    shard files (their pixels are ``seen``); unet_settings : the ``unet`` slice the fold's
+    U-Nets must have been trained with (None: not checked).
     """
 
     unets: Mapping[int, str]
     linear: str
     shards: Sequence[str]
+    unet_settings: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ def predict_tiles(
     unets: Mapping[tuple[int, int], str],
     linears: Sequence[str],
     settings: TemplateSettings,
+    expected: Sequence[Mapping[str, Any] | None],
 ) -> tuple[dict[Any, np.ndarray], np.ndarray]:
-    """Every model's prediction of every tile.
+    """Every model's prediction of every tile; ``expected[k]``: the ``unet`` settings fold
+    k's U-Nets must have been trained with (:func:`~dustpred.models.checkpoint.load_model`).
 
     Returns
     -------
@@ -124,7 +128,10 @@ def predict_tiles(
         the ``(N, H, W)`` uint8 tile mask (1 = masked).
     """
     dev = resolve_device(settings.device)
-    nets = {key: load_model(path, which="best", device=dev)[:2] for key, path in unets.items()}
+    nets = {
+        (seed, fold): load_model(path, which="best", device=dev, expected=expected[fold])[:2]
+        for (seed, fold), path in unets.items()
+    }
     weights = [read_weights(path) for path in linears]
     side_deg = geometry.npix * geometry.reso_arcmin / 60.0
     n, shape = len(tiles), (len(tiles), geometry.npix, geometry.npix)
@@ -271,7 +278,8 @@ def build_template(
         coverage=settings.coverage,
         nside_tiles=settings.nside_tiles,
     )
-    preds, masked = predict_tiles(pre, tiles, geometry, unets, linears, settings)
+    expected = [f.unet_settings for f in folds]
+    preds, masked = predict_tiles(pre, tiles, geometry, unets, linears, settings, expected)
     target, mask = target_and_mask(pre, nside)
     seen = training_seen([f.shards for f in folds], nside, geometry)
     fold = tiling.fold_map(
