@@ -73,3 +73,19 @@ def write_fake_shards(
             writer.write(0, values)
         paths.append(str(path))
     return paths
+
+
+def fit_and_train(shards: list[str], directory: Path, params: dict) -> None:
+    """``linear.csv``, ``linear_sd.csv`` and ``unet.pt`` (seed 0) of ``shards`` in ``directory``."""
+    from dustpred.models.linear import fit_linear
+    from dustpred.training.job import train_unet
+
+    fit_linear(shards, directory / "linear.csv", directory / "linear_sd.csv")
+    train_unet(
+        shards,
+        directory / "unet.pt",
+        directory / "training.csv",
+        params=params,
+        seed=0,
+        resume_path=directory / "resume" / "state.pt",
+    )

@@ -4,15 +4,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from fake_training_shards import write_fake_shards
+from fake_training_shards import fit_and_train, write_fake_shards
 
 from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import InputError
 from dustpred.evaluation.predict import predict_shards
 from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
-from dustpred.models.linear import fit_linear, predict_linear, read_weights
-from dustpred.training.job import train_unet
+from dustpred.models.linear import predict_linear, read_weights
 
 PARAMS = {
     "variant": "residual",
@@ -28,15 +27,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     train = write_fake_shards(root / "train", n_per_shard=(24, 8), seed=1)
     test = write_fake_shards(root / "test", n_per_shard=(10, 6), seed=2)
-    fit_linear(train, root / "linear.csv", root / "linear_sd.csv")
-    train_unet(
-        train,
-        root / "unet.pt",
-        root / "training.csv",
-        params=PARAMS,
-        seed=0,
-        resume_path=root / "resume" / "state.pt",
-    )
+    fit_and_train(train, root, PARAMS)
     predict_shards(
         test,
         root / "linear.csv",

@@ -16,7 +16,7 @@ import healpy as hp
 import numpy as np
 import pandas as pd
 import pytest
-from fake_training_shards import SIDE_DEG, write_fake_shards
+from fake_training_shards import SIDE_DEG, fit_and_train, write_fake_shards
 from test_predict import PARAMS
 
 from dustpred.errors import ConfigError, InputError
@@ -26,11 +26,9 @@ from dustpred.figures.template import (
     template_r_ell_figure,
 )
 from dustpred.inputs.healpix_maps import read_healpix_map
-from dustpred.models.linear import fit_linear
 from dustpred.template import tiling
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
 from dustpred.template.fitsfile import TEMPLATE_COLUMNS
-from dustpred.training.job import train_unet
 
 NSIDE, CHANNELS, NPIX = 16, 6, 16
 GEOMETRY = Geometry(
@@ -69,15 +67,7 @@ def trained_fold(directory, lat_range, seed) -> Fold:
     for path in shards:  # the fake shards' centres, moved to one hemisphere
         with h5py.File(path, "r+") as f:
             f["lat"][...] = np.random.default_rng(seed).uniform(*lat_range, f["lat"].shape[0])
-    fit_linear(shards, directory / "linear.csv", directory / "linear_sd.csv")
-    train_unet(
-        shards,
-        directory / "unet.pt",
-        directory / "training.csv",
-        params=PARAMS,
-        seed=0,
-        resume_path=directory / "resume" / "state.pt",
-    )
+    fit_and_train(shards, directory, PARAMS)
     return Fold(
         unets={0: str(directory / "unet.pt")}, linear=str(directory / "linear.csv"), shards=shards
     )

@@ -60,9 +60,9 @@ TILE_CHUNK = 128
 
 @dataclass(frozen=True)
 class TemplateSettings:
-    """Config section ``template`` (see config/README.md)."""
+    """Config section ``template`` (see config/README.md). ``template.cross_fit`` is not
+    here: it decides the folds in the workflow, and the library counts the folds it gets."""
 
-    cross_fit: bool = True
     nside: int | None = None
     coverage: float = 0.75
     nside_tiles: int | None = None
