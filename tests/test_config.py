@@ -195,6 +195,11 @@ def test_velocity_label_is_compact():
     assert velocity_label([-120, 120]) == "v-120_120"
 
 
+def test_velocity_ranges_equal_to_six_digits_get_their_own_labels():
+    close = velocity_label([-64.5000001, 17.0])
+    assert close != velocity_label([-64.5, 17.0]) and close == "v-64.5000001_17"
+
+
 # --- validation before any job (what the Snakefile runs) ---
 
 
@@ -448,3 +453,102 @@ def test_sky_seed_of_realisation_0_is_the_master_seed_and_others_differ():
     seeds = {sky_seed(20190430, k) for k in range(1, 6)}
     assert len(seeds) == 5 and 20190430 not in seeds
     assert sky_seed(20190430, 2) == sky_seed(20190430, 2)
+
+
+# --- schema gaps (issue 27, item 8): each class of bad value gets its own error ---
+
+
+def _refused(edit, message: str) -> None:
+    config = read_config("config/config.yaml")
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("cutouts", "npix", 64.0), ("unet", "epochs", 3.0), ("", "seed", 42.0)],
+)
+def test_a_float_where_an_integer_belongs_is_refused(section, key, value):
+    name = f"{section}.{key}" if section else key
+
+    def edit(config):
+        (config.setdefault(section, {}) if section else config)[key] = value
+
+    _refused(edit, rf"'{re.escape(name)}': {value} is not of type 'integer'")
+
+
+def test_a_float_seed_in_the_seed_list_is_refused():
+    _refused(lambda c: c.update(seeds=[1.0]), r"'seeds\[0\]': 1\.0 is not of type 'integer'")
+
+
+def test_a_boolean_is_not_an_integer():
+    _refused(lambda c: c["cutouts"].update(shards=True), r"'cutouts\.shards': True is not of type")
+
+
+def test_an_experiment_name_ending_in_a_newline_is_refused():
+    _refused(
+        lambda c: c["experiments"].update({"run\n": {}}),
+        r"'experiments\.run\\n'.*control character",
+    )
+
+
+def test_a_value_with_a_control_character_is_refused():
+    _refused(
+        lambda c: c["preprocess"].update(dust_column="I_ML_FULL\t"),
+        r"'preprocess\.dust_column': 'I_ML_FULL\\t' holds a control character",
+    )
+
+
+@pytest.mark.parametrize("key", ["hi", "dust", "mask"])
+def test_an_empty_path_is_refused_not_read_as_unset(key):
+    _refused(
+        lambda c: c["data"].update({key: ""}),
+        rf"'data\.{key}': an empty string; expected a value or null",
+    )
+
+
+@pytest.mark.parametrize("nside", [100, 3, 0])
+def test_a_template_nside_that_is_not_a_power_of_two_is_refused(nside):
+    _refused(lambda c: c["template"].update(nside=nside), rf"'template\.nside': {nside} is not")
+
+
+def test_a_seed_above_two_to_the_32_is_refused():
+    _refused(
+        lambda c: c.update(seed=2**63), r"'seed': \d+ is greater than the maximum of 4294967295"
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("cutouts", "n_train", 50_000_000),
+        ("cutouts", "shards", 100_000),
+        ("unet", "widths", [64, 128000]),
+        ("unet", "batch_size", 10**7),
+        ("unet", "epochs", 10**6),
+        ("evaluation", "n_boot", 10**9),
+    ],
+)
+def test_a_size_above_its_upper_bound_is_refused(section, key, value):
+    _refused(lambda c: c.setdefault(section, {}).update({key: value}), r"is greater than the max")
+
+
+def test_the_upper_bounds_say_why_for_the_costly_sizes():
+    cutouts, unet = SCHEMA["properties"]["cutouts"], SCHEMA["properties"]["unet"]
+    assert "terabytes" in cutouts["properties"]["n_train"]["description"]
+    assert "hundreds of GB" in unet["properties"]["widths"]["description"]
+
+
+@pytest.mark.parametrize("filename", [".", "..", "sub/dir.fits", "a.fits\n"])
+def test_a_download_file_name_that_is_not_a_plain_name_is_refused(filename):
+    def edit(config):
+        config["download"]["hi"]["filename"] = filename
+
+    _refused(edit, r"'download\.hi\.filename'")
+
+
+def test_a_plain_download_file_name_passes():
+    config = read_config("config/config.yaml")
+    config["download"]["hi"]["filename"] = "..hidden.fits"
+    validate_config(config, SCHEMA)

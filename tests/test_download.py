@@ -49,7 +49,11 @@ HTML = b"<!DOCTYPE html>\n<html><body>Service temporarily moved</body></html>\n"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at /file.fits with Range support.
+    """Serves ``server.payload`` (PAYLOAD) at /file.fits with Range and If-Range support.
+
+    The file's validator is ``server.etag`` (sent as ETag, or as Last-Modified when
+    ``server.validator`` is "last-modified", or not at all when it is None); a request whose
+    If-Range differs gets the whole file unless ``server.honour_if_range`` is False.
 
     Each request takes its mode from ``server.faults`` (first entry, consumed) or else
     ``server.mode``: "normal"; "short" (announces Content-Length, sends a third, closes);
@@ -65,7 +69,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         mode = server.faults.pop(0) if server.faults else server.mode
         server.requests.append((self.path, self.headers.get("Range")))
-        if self.path != "/file.fits":
+        server.if_ranges.append(self.headers.get("If-Range"))
+        if self.path == "/moved.fits" and server.redirect:
+            self.send_response(302)
+            self.send_header("Location", server.redirect)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path != "/file.fits":
             self.send_error(404, "Not Found")
         elif mode == "503":
             self.send_error(503, "Service Unavailable")
@@ -78,25 +88,34 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send_payload(mode)
 
+    def _send_validator(self):
+        if self.server.validator == "etag":
+            self.send_header("ETag", self.server.etag)
+        elif self.server.validator == "last-modified":
+            self.send_header("Last-Modified", self.server.etag)
+
     def _send_payload(self, mode):
-        start = 0
+        server, start = self.server, 0
+        payload = server.payload
         match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
-        if match and mode not in ("ignore-range", "nolength", "nolength-drop"):
+        same = self.headers.get("If-Range") in (None, server.etag) or not server.honour_if_range
+        if match and same and mode not in ("ignore-range", "nolength", "nolength-drop"):
             start = int(match.group(1))
         if mode == "chunked-drop":
             self.protocol_version = "HTTP/1.1"
-        if start >= len(PAYLOAD):
+        if start >= len(payload):
             self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes */{len(payload)}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         if start:
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
         else:
             self.send_response(200)
-        body = PAYLOAD[start:]
+        self._send_validator()
+        body = payload[start:]
         if mode == "chunked-drop":
             self.send_header("Transfer-Encoding", "chunked")
         elif not mode.startswith("nolength"):
@@ -118,6 +137,14 @@ def server():
     httpd.mode = "normal"
     httpd.faults = []
     httpd.requests = []
+    httpd.if_ranges = []
+    httpd.redirect = None
+    httpd.payload, httpd.etag, httpd.validator, httpd.honour_if_range = (
+        PAYLOAD,
+        '"v1"',
+        "etag",
+        True,
+    )
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -125,6 +152,19 @@ def server():
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
+
+
+CUT = len(PAYLOAD) // 3  # bytes in the .part left by an interrupted download
+
+
+def _interrupt(server, dest):
+    """Leave ``dest.part`` as a download cut after CUT bytes leaves it; clear the log."""
+    server.faults = ["short"]
+    with pytest.raises(InputError, match="transfer ended"):
+        download(f"{server.url}/file.fits", dest, retries=0)
+    server.requests.clear()
+    server.if_ranges.clear()
+    return Path(f"{dest}.part")
 
 
 def test_test_payload_is_a_fits_file_astropy_reads():
@@ -148,7 +188,7 @@ def test_checksum_accepted(server, tmp_path):
 
 def test_checksum_mismatch_discards_the_part(server, tmp_path):
     dest = tmp_path / "file.fits"
-    with pytest.raises(InputError, match=r"file.fits: sha256 .* is [0-9a-f]{64}; expected 0+"):
+    with pytest.raises(InputError, match=r"file.fits: .* has sha256 [0-9a-f]{64}; expected 0+"):
         download(f"{server.url}/file.fits", dest, sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
 
@@ -171,10 +211,105 @@ def test_unreachable_host_is_retried_then_an_input_error(tmp_path):
 
 def test_part_file_of_a_killed_job_is_resumed(server, tmp_path):
     dest = tmp_path / "file.fits"
-    (tmp_path / "file.fits.part").write_bytes(PAYLOAD[:300_000])
+    _interrupt(server, dest)
     download(f"{server.url}/file.fits", dest, sha256=SHA)
     assert dest.read_bytes() == PAYLOAD
-    assert server.requests == [("/file.fits", "bytes=300000-")]
+    assert server.requests == [("/file.fits", f"bytes={CUT}-")]
+    assert server.if_ranges == ['"v1"'] and list(tmp_path.iterdir()) == [dest]
+
+
+def test_resume_asks_for_the_same_file_by_last_modified_without_an_etag(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    server.validator, server.etag = "last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"
+    _interrupt(server, dest)
+    download(f"{server.url}/file.fits", dest, sha256=SHA)
+    assert server.if_ranges == [server.etag] and dest.read_bytes() == PAYLOAD
+
+
+# A second version of the file, of the same size: a splice of the two would pass every
+# size and FITS-structure check.
+PAYLOAD_B = (
+    PAYLOAD[: len(PAYLOAD) - len(DATA) - (-len(DATA) % 2880)]
+    + DATA[::-1]
+    + b"\0" * (-len(DATA) % 2880)
+)
+
+
+def test_file_changed_on_the_server_is_downloaded_whole_not_spliced(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    _interrupt(server, dest)
+    server.payload, server.etag = PAYLOAD_B, '"v2"'
+    download(f"{server.url}/file.fits", dest)
+    assert dest.read_bytes() == PAYLOAD_B
+    assert server.if_ranges == ['"v1"']  # the server answered 200 with the new file
+
+
+def test_file_changed_behind_a_server_that_ignores_if_range_starts_over(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    _interrupt(server, dest)
+    server.payload, server.etag, server.honour_if_range = PAYLOAD_B, '"v2"', False
+    download(f"{server.url}/file.fits", dest)
+    assert dest.read_bytes() == PAYLOAD_B
+    assert [r[1] for r in server.requests] == [f"bytes={CUT}-", None]
+
+
+def test_part_from_a_server_without_validators_is_not_resumed(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    server.validator = None
+    _interrupt(server, dest)
+    download(f"{server.url}/file.fits", dest)
+    assert dest.read_bytes() == PAYLOAD and server.requests == [("/file.fits", None)]
+
+
+def test_part_started_from_another_url_is_not_resumed(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    _interrupt(server, dest)
+    server.requests.clear()
+    with pytest.raises(InputError, match="HTTP error 404"):
+        download(f"{server.url}/other.fits", dest)  # the config's URL was edited
+    assert server.requests == [("/other.fits", None)]
+
+
+def test_part_without_a_record_is_not_resumed(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    (tmp_path / "file.fits.part").write_bytes(PAYLOAD[:CUT])
+    download(f"{server.url}/file.fits", dest)
+    assert dest.read_bytes() == PAYLOAD and server.requests == [("/file.fits", None)]
+
+
+def test_file_of_another_size_than_configured_is_refused_and_discarded(server, tmp_path):
+    dest = tmp_path / "file.fits"
+    with pytest.raises(
+        InputError,
+        match=rf"the downloaded file has {len(PAYLOAD)} bytes; expected 123 \(config 'size'\)",
+    ):
+        download(f"{server.url}/file.fits", dest, size=123)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_of_the_configured_size_is_accepted(server, tmp_path):
+    download(f"{server.url}/file.fits", tmp_path / "file.fits", size=len(PAYLOAD))
+    assert (tmp_path / "file.fits").read_bytes() == PAYLOAD
+
+
+def test_truncated_file_served_whole_is_refused_without_a_sha256(server, tmp_path):
+    server.payload = PAYLOAD[: len(PAYLOAD) - 2880]  # the server's own copy is cut
+    with pytest.raises(InputError, match=r"ends inside the data of HDU 1.*expected a complete"):
+        download(f"{server.url}/file.fits", tmp_path / "file.fits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_redirect_to_ftp_is_refused(server, tmp_path):
+    server.redirect = "ftp://127.0.0.1/file.fits"
+    with pytest.raises(InputError, match=r"redirects to ftp://127.0.0.1/file.fits, whose scheme"):
+        download(f"{server.url}/moved.fits", tmp_path / "file.fits")
+    assert list(tmp_path.iterdir()) == [] and len(server.requests) == 1
+
+
+def test_redirect_to_http_is_followed(server, tmp_path):
+    server.redirect = f"{server.url}/file.fits"
+    download(f"{server.url}/moved.fits", tmp_path / "file.fits")
+    assert (tmp_path / "file.fits").read_bytes() == PAYLOAD
 
 
 def test_short_body_with_content_length_is_never_moved_into_place(server, tmp_path):
@@ -245,25 +380,25 @@ def test_chunked_body_cut_before_its_last_chunk_keeps_the_part(server, tmp_path)
 
 
 def test_503_on_a_range_request_keeps_the_part_and_retries(server, tmp_path):
-    dest, part = tmp_path / "file.fits", tmp_path / "file.fits.part"
-    part.write_bytes(PAYLOAD[:300_000])
+    dest = tmp_path / "file.fits"
+    _interrupt(server, dest)
     server.faults = ["503", "503"]
     download(f"{server.url}/file.fits", dest, sha256=SHA, **FAST)
     assert dest.read_bytes() == PAYLOAD
-    assert [r[1] for r in server.requests] == ["bytes=300000-"] * 3
+    assert [r[1] for r in server.requests] == [f"bytes={CUT}-"] * 3
 
 
 def test_persistent_503_gives_up_and_keeps_the_part(server, tmp_path):
-    dest, part = tmp_path / "file.fits", tmp_path / "file.fits.part"
-    part.write_bytes(PAYLOAD[:300_000])
+    dest = tmp_path / "file.fits"
+    part = _interrupt(server, dest)
     server.mode = "503"
     with pytest.raises(
         InputError,
         match=r"HTTP error 503 Service Unavailable; gave up after 3 attempt\(s\), partial "
-        r"file kept at .*file.fits.part \(300000 bytes\)",
+        rf"file kept at .*file.fits.part \({CUT} bytes\)",
     ):
         download(f"{server.url}/file.fits", dest, retries=2, **FAST)
-    assert part.read_bytes() == PAYLOAD[:300_000] and not dest.exists()
+    assert part.read_bytes() == PAYLOAD[:CUT] and not dest.exists()
 
 
 def test_html_page_with_status_200_is_refused(server, tmp_path):
@@ -280,21 +415,20 @@ def test_html_page_with_status_200_is_refused(server, tmp_path):
 
 
 def test_html_page_does_not_overwrite_a_part(server, tmp_path):
-    part = tmp_path / "file.fits.part"
-    part.write_bytes(PAYLOAD[:300_000])
+    part = _interrupt(server, tmp_path / "file.fits")
     server.mode = "html"
     with pytest.raises(InputError, match="starts with '<!DOCTYPE html>'"):
         download(f"{server.url}/file.fits", tmp_path / "file.fits")
-    assert part.read_bytes() == PAYLOAD[:300_000]
+    assert part.read_bytes() == PAYLOAD[:CUT]
 
 
 def test_server_without_range_support_starts_over(server, tmp_path):
     dest = tmp_path / "file.fits"
-    (tmp_path / "file.fits.part").write_bytes(PAYLOAD[:300_000])
+    _interrupt(server, dest)
     server.mode = "ignore-range"
     download(f"{server.url}/file.fits", dest, sha256=SHA)
     assert dest.read_bytes() == PAYLOAD
-    assert server.requests == [("/file.fits", "bytes=300000-")]
+    assert server.requests == [("/file.fits", f"bytes={CUT}-")]
 
 
 def test_part_that_is_not_fits_is_discarded_before_the_request(server, tmp_path):
@@ -307,7 +441,8 @@ def test_part_that_is_not_fits_is_discarded_before_the_request(server, tmp_path)
 
 def test_complete_part_file_is_verified_and_moved(server, tmp_path):
     dest = tmp_path / "file.fits"
-    (tmp_path / "file.fits.part").write_bytes(PAYLOAD)
+    with _interrupt(server, dest).open("ab") as part:  # killed after its last byte
+        part.write(PAYLOAD[CUT:])
     download(f"{server.url}/file.fits", dest, sha256=SHA)
     assert dest.read_bytes() == PAYLOAD
     assert server.requests[-1] == ("/file.fits", f"bytes={len(PAYLOAD)}-")

@@ -407,3 +407,33 @@ def test_error_cube_file_cut_inside_its_header(tmp_path, cube):
     path.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(InputError, match="hi.fits: not a readable FITS file: it ends inside the"):
         open_hi_cube(path)
+
+
+def _with_stokes_axis(path, n_stokes):
+    """Rewrite the CAR cube at ``path`` with a 4th (STOKES) axis of length ``n_stokes``."""
+    with fits.open(path) as hdul:
+        data, header = hdul[0].data, hdul[0].header.copy()
+    hdu = fits.PrimaryHDU(np.stack([data] * n_stokes))
+    for key in ("CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT"):
+        for i in (1, 2, 3):
+            if f"{key}{i}" in header:
+                hdu.header[f"{key}{i}"] = header[f"{key}{i}"]
+    hdu.header.update(BUNIT="K", CTYPE4="STOKES", CRVAL4=1.0, CDELT4=1.0, CRPIX4=1.0)
+    hdu.writeto(path, overwrite=True)
+    return path
+
+
+def test_car_cube_with_a_stokes_axis_of_length_one_reads_as_the_3d_cube(tmp_path):
+    plain = open_hi_cube(car_cube(tmp_path / "car.fits")).read_channels([4, 1])
+    four_d = _with_stokes_axis(car_cube(tmp_path / "car4.fits"), 1)
+    np.testing.assert_array_equal(open_hi_cube(four_d).read_channels([4, 1]), plain)
+
+
+def test_car_cube_with_two_stokes_planes_names_its_shape_not_a_missing_table(tmp_path):
+    path = _with_stokes_axis(car_cube(tmp_path / "car.fits"), 2)
+    with pytest.raises(
+        InputError,
+        match=r"car.fits: HDU 0 is a 4-D image of shape \(NAXIS1..\) \[72, 36, 6, 2\], axes "
+        r"\['GLON-CAR', 'GLAT-CAR', 'VRAD', 'STOKES'\]; expected a 3-D",
+    ):
+        open_hi_cube(path)

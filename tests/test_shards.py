@@ -6,6 +6,9 @@ Uses a fake preprocessed directory (random stack, latitude-band mask, oracle) at
 
 import hashlib
 import json
+import os
+import shutil
+from pathlib import Path
 
 import h5py
 import healpy as hp
@@ -312,3 +315,65 @@ def test_shard_slots_partition_every_cutout_once():
     assert extract.parse_scatteritem("3-of-4") == (2, 4)
     with pytest.raises(InputError, match="i-of-K"):
         extract.parse_scatteritem("5-of-4")
+
+
+@pytest.fixture
+def indexed_copy(one_shard, tmp_path):
+    """A private copy of one_shard's files with their index.json: (train, test, index)."""
+    train, test = (
+        [Path(shutil.copy2(p, tmp_path / f"{name}-{p.name}")) for p in paths]
+        for name, paths in zip(("train", "test"), one_shard, strict=True)
+    )
+    index = tmp_path / "index.json"
+    extract.write_index(index, train, test, cutouts=CUTOUTS, seed=42)
+    return train, test, index
+
+
+def test_shards_that_match_their_index_pass_the_check(indexed_copy):
+    train, test, index = indexed_copy
+    shards.check_against_index([*train, *test], index, threads=2)
+
+
+def test_shard_overwritten_in_place_with_its_mtime_kept_is_refused(indexed_copy):
+    train, _, index = indexed_copy
+    stat = train[0].stat()
+    with h5py.File(train[0], "r+") as f:  # same size: one value of the target changed
+        f["target"][0, 0, 0] += 1.0
+    os.utime(train[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert train[0].stat().st_size == stat.st_size
+    with pytest.raises(
+        InputError, match=rf"{train[0]}: sha256 [0-9a-f]{{64}}; {index} recorded .*Delete it"
+    ):
+        shards.check_against_index(train, index)
+
+
+def test_shard_of_another_size_than_indexed_is_refused(indexed_copy):
+    train, _, index = indexed_copy
+    with open(train[0], "ab") as fh:
+        fh.write(b"\0" * 10)
+    with pytest.raises(InputError, match=rf"{train[0]}: \d+ bytes; {index} recorded \d+"):
+        shards.check_against_index(train, index)
+
+
+def test_shard_missing_from_the_index_is_refused(indexed_copy, tmp_path):
+    train, _, index = indexed_copy
+    stray = Path(shutil.copy2(train[0], tmp_path / "stray.h5"))
+    with pytest.raises(InputError, match=rf"{stray}: not listed in {index}"):
+        shards.check_against_index([stray], index)
+
+
+def test_gather_removes_shards_and_temporaries_left_by_another_shard_count(prep, tmp_path):
+    old_train, _ = write_set(prep, tmp_path, 3, n_train=6, n_test=4)
+    killed = tmp_path / "train" / ".shard-3-of-3.h5.1234.abcd1234.tmp"
+    killed.write_bytes(b"half a shard")
+    train, test = write_set(prep, tmp_path, 2, n_train=6, n_test=4)
+    extract.write_index(
+        tmp_path / "index.json",
+        train,
+        test,
+        cutouts={**CUTOUTS, "n_train": 6, "n_test": 4, "shards": 2},
+        seed=42,
+    )
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [p.name for p in train]
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == [p.name for p in test]
+    assert not killed.exists() and not old_train[2].exists()

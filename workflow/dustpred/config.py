@@ -156,9 +156,15 @@ def schema_errors(instance: Any, schema: Mapping[str, Any], prefix: str = "") ->
     """
     # Imported here: the rule scripts' environment (envs/dustpred.yaml) imports this module
     # but has no jsonschema; only the Snakemake process validates.
-    from jsonschema.validators import validator_for
+    from jsonschema.validators import extend, validator_for
 
-    validator = validator_for(schema)(schema)
+    base = validator_for(schema)
+    # JSON Schema counts 64.0 as an integer; the code then gets a float where it indexes or
+    # seeds with an int (a traceback late in the run). Only a YAML integer is one here.
+    strict = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    validator = extend(base, type_checker=strict)(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.path])
     lines = []
     for error in errors:
@@ -182,15 +188,51 @@ def _raise_if(problems: list[str], what: str) -> None:
         raise ConfigError(f"{what}:\n  " + "\n  ".join(problems))
 
 
+def string_problems(instance: Any, prefix: str = "") -> list[str]:
+    """Every empty string, and every string or key with a control character, one line each.
+
+    The schema cannot say this for every string at once: a name ending in a newline passes a
+    ``^...$`` pattern (``$`` matches before a final newline) and becomes part of a path; an
+    empty path (``data.dust: ''``) would read as "not set" and use the synthetic sky.
+    """
+    problems = []
+
+    def visit(node: Any, path: list[Any]) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, str) and any(ord(c) < 32 or ord(c) == 127 for c in key):
+                    problems.append(
+                        f"config key {_key_name(prefix, [*path, key])!r}: the key holds a "
+                        "control character (e.g. a newline or tab); expected printable text"
+                    )
+                visit(value, [*path, key])
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                visit(item, [*path, i])
+        elif isinstance(node, str):
+            key = _key_name(prefix, path)
+            if node == "":
+                problems.append(f"config key '{key}': an empty string; expected a value or null")
+            elif any(ord(c) < 32 or ord(c) == 127 for c in node):
+                problems.append(
+                    f"config key '{key}': {node!r} holds a control character (e.g. a newline "
+                    "or tab); expected printable text"
+                )
+
+    visit(instance, [])
+    return problems
+
+
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
-    """Check the base ``config`` (as read, before defaults) against ``schema``.
+    """Check the base ``config`` (as read, before defaults) against ``schema``, and every
+    string in it (:func:`string_problems`).
 
     Raises
     ------
     ConfigError
         Listing every violation, each naming its key (see :func:`schema_errors`).
     """
-    _raise_if(schema_errors(config, schema), "invalid configuration")
+    _raise_if(schema_errors(config, schema) + string_problems(config), "invalid configuration")
 
 
 def experiment_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,7 +364,7 @@ def experiment_settings(resolved: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "split": resolved.get("split"),
         "pairing": resolved.get("pairing"),
-        "velocity_kms": f"{lo:g}..{hi:g}",
+        "velocity_kms": f"{_exact(lo)}..{_exact(hi)}",
         "variant": unet.get("variant"),
         "input_kind": unet.get("input_kind"),
         "loss_lambda": unet.get("loss_lambda"),
@@ -377,10 +419,20 @@ def sky_seed(seed: int, realisation: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(realisation)]).generate_state(1)[0])
 
 
+def _exact(value: float) -> str:
+    """``value`` as short as ``%g`` writes it when that reads back exactly, else in full."""
+    short = f"{value:g}"
+    return short if float(short) == float(value) else repr(float(value))
+
+
 def velocity_label(velocity_kms: list[float]) -> str:
-    """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``."""
+    """Directory label of a velocity range, e.g. ``[-64.5, 17]`` -> ``'v-64.5_17'``.
+
+    Distinct ranges get distinct labels: ``%g`` keeps 6 significant digits, so -64.5 and
+    -64.5000001 would share a preprocess folder; such a value is written in full.
+    """
     lo, hi = velocity_kms
-    return f"v{lo:g}_{hi:g}"
+    return f"v{_exact(lo)}_{_exact(hi)}"
 
 
 def schema_defaults(section: str, schema_path: str | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -59,11 +60,39 @@ def setup_logging(log_path: str | os.PathLike | None, level: int = logging.INFO)
     return logger
 
 
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it came from is "no space left on device" (ENOSPC).
+
+    h5py reports it as an OSError whose message holds ``errno = 28``, not always its errno.
+    """
+    while exc is not None:
+        if isinstance(exc, OSError) and (
+            exc.errno == errno.ENOSPC or "No space left on device" in str(exc)
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _log_uncaught_exceptions(logger: logging.Logger) -> None:
-    """Write an uncaught exception's traceback to the log too, so a failed job's log says why."""
+    """Write an uncaught exception's traceback to the log too, so a failed job's log says why.
+
+    A full disk gets one line instead, without the traceback: it is not a
+    bug, and a page of HDF5 internals hides the one fact that matters.
+    """
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
+        if disk_full(exc):
+            where = getattr(exc, "filename", None) or os.getcwd()
+            logger.critical(
+                "job failed: no space left on the device holding %s (%s). Free space there "
+                "(df -h shows it) or point the workflow at a larger disk (snakemake "
+                "--directory); the job's outputs were not written, so running again starts "
+                "it afresh",
+                *(where, exc),
+            )
+            return
         if not issubclass(exc_type, KeyboardInterrupt):
             logger.critical("job failed", exc_info=(exc_type, exc, tb))
         previous(exc_type, exc, tb)

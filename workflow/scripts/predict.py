@@ -1,10 +1,12 @@
 """Rule predict: integrated, linear (both) and U-Net (best weights) maps for one subset."""
 
+from dustpred.cutouts.shards import check_against_index
 from dustpred.evaluation.predict import predict_shards
 from dustpred.logutil import setup_logging
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
+check_against_index(smk.input.shards, smk.input.index, threads=smk.threads)
 predict_shards(
     list(smk.input.shards),
     smk.input.linear,

@@ -1,11 +1,14 @@
 """Rule template: tiles -> batched inference of every fold's models -> FITS dust template."""
 
+from dustpred.cutouts.shards import check_against_index
 from dustpred.logutil import setup_logging
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
 cfg = smk.params.settings
+for k in smk.params.folds:
+    check_against_index(smk.input[f"shards_{k}"], smk.input.index, threads=smk.threads)
 folds = [
     Fold(
         unets=dict(zip(cfg["seeds"], smk.input[f"unets_{k}"], strict=True)),

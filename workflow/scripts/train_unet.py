@@ -1,10 +1,12 @@
 """Rule train_unet: one U-Net training run (resumable; N GPUs -> N processes via torchrun)."""
 
+from dustpred.cutouts.shards import check_against_index
 from dustpred.logutil import setup_logging
 from dustpred.training.job import train_unet
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
+check_against_index(smk.input.shards, smk.input.index, threads=smk.threads)
 train_unet(
     list(smk.input.shards),
     smk.output.model,

@@ -435,4 +435,26 @@ def write_index(
     index["units"] = attrs["units"]
     atomic_write(index_path, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n"))
     log.info("%s: %s", index_path, {s: v["count"] for s, v in index["subsets"].items()})
+    remove_leftover_shards(all_paths)
     return index
+
+
+def remove_leftover_shards(paths: Sequence[str]) -> list[str]:
+    """Delete the shard files and temporaries in the directories of ``paths`` that are not
+    ``paths``: left by a run with another ``cutouts.shards`` (or a killed shard job), they
+    are gigabytes at paper scale and no job would ever remove them. Returns them.
+
+    Only the gather step calls it: every shard job of the set has finished by then, and no
+    other job writes into a set's shard directories.
+    """
+    keep = {os.path.abspath(p) for p in paths}
+    leftovers = []
+    for directory in sorted({os.path.dirname(p) for p in keep}):
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            stale_shard = re.fullmatch(r"shard-\d+-of-\d+\.h5", name) and path not in keep
+            if stale_shard or re.fullmatch(r"\.shard-\d+-of-\d+\.h5\..+\.tmp", name):
+                log.info("removing %s, left by an earlier run or a killed job", path)
+                os.unlink(path)
+                leftovers.append(path)
+    return leftovers

@@ -28,7 +28,9 @@ precision, stay float32.
 
 The cutout stage (:mod:`dustpred.cutouts.extract`) writes shards through :class:`ShardWriter`; its
 index step, the models (linear fit, U-Net training, prediction) and the tests read them
-through :class:`ShardSet`.
+through :class:`ShardSet`. Every job that reads shards first checks them against the size
+and sha256 that the index step recorded (:func:`check_against_index`): Snakemake reruns
+nothing for a shard overwritten in place with its mtime kept.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
@@ -44,6 +47,7 @@ import numpy as np
 
 from dustpred.atomic import atomic_path
 from dustpred.errors import InputError
+from dustpred.inputs.download import sha256_of
 
 FORMAT_VERSION = 1
 IMAGE_FIELDS = ("inputs", "target", "mask", "oracle")
@@ -351,3 +355,58 @@ class ShardSet:
         for k in names:
             out[k] = np.concatenate(parts[k])[inverse]
         return out
+
+
+def check_against_index(
+    paths: Sequence[str | os.PathLike], index_path: str | os.PathLike, *, threads: int = 1
+) -> None:
+    """Refuse shards whose size or sha256 differs from the one ``index.json`` recorded.
+
+    Parameters
+    ----------
+    paths
+        Shard files of one cutout set (any subset), as the job will read them.
+    index_path
+        The set's ``index.json`` (written by :func:`dustpred.cutouts.extract.write_index`).
+    threads
+        Files hashed at once (sha256 runs at ~1 GB/s per thread).
+
+    Raises
+    ------
+    InputError
+        Naming the shard, the index, what was found and what was expected, and the fix.
+    """
+    index_path = os.fspath(index_path)
+    try:
+        with open(index_path) as fh:
+            index = json.load(fh)
+        recorded = {
+            os.path.normpath(os.path.join(os.path.dirname(index_path), entry["path"])): entry
+            for subset in index["subsets"].values()
+            for entry in subset["shards"]
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(
+            f"{index_path}: cannot read the shard list ({exc!r}); expected the index.json "
+            "the gather_cutouts job writes. Delete it and run again"
+        ) from exc
+    paths = [os.path.normpath(os.fspath(p)) for p in paths]
+    fix = f"Delete it and {index_path}, and run again to rebuild both"
+    for path in paths:
+        entry = recorded.get(path)
+        if entry is None:
+            raise InputError(f"{path}: not listed in {index_path}; expected one of its shards")
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise InputError(
+                f"{path}: {size} bytes; {index_path} recorded {entry['bytes']}: the shard "
+                f"changed after it was indexed. {fix}"
+            )
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        found = list(pool.map(sha256_of, paths))
+    for path, digest in zip(paths, found, strict=True):
+        if digest != recorded[path]["sha256"]:
+            raise InputError(
+                f"{path}: sha256 {digest}; {index_path} recorded {recorded[path]['sha256']}: "
+                f"the shard changed after it was indexed. {fix}"
+            )

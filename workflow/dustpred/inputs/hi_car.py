@@ -63,7 +63,7 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
     refuse_compressed(path)
     try:
         with quiet_truncation(), fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-            found = None
+            found = other = None
             for index in range(0, MAX_HDUS):
                 try:
                     hdu = hdul[index]
@@ -72,11 +72,24 @@ def find_image_cube(path: str | os.PathLike, units: dict[str, float]) -> ImageCu
                 header = hdu.header
                 if header.get("XTENSION", "IMAGE").strip() == "BINTABLE":
                     return None
-                if header.get("NAXIS", 0) == 3:
+                naxis = header.get("NAXIS", 0)
+                # A 4th axis of length 1 (a Stokes I axis) leaves the bytes of a 3-D cube.
+                if naxis == 3 or (naxis == 4 and header.get("NAXIS4") == 1):
                     found = (index, header.copy(), hdul.fileinfo(index)["datLoc"])
                     break
+                if naxis and other is None:
+                    shape = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)]
+                    axes = [str(header.get(f"CTYPE{i}", "?")).strip() for i in range(1, naxis + 1)]
+                    other = (index, naxis, shape, axes)
     except Exception:  # not FITS at all: let the table reader report it
         return None
+    if found is None and other is not None:
+        index, naxis, shape, axes = other
+        raise InputError(
+            f"{path}: HDU {index} is a {naxis}-D image of shape (NAXIS1..) {shape}, axes "
+            f"{axes}; expected a 3-D (longitude, latitude, velocity) cube, a 4th axis of "
+            "length 1 at most, or a HEALPix BINTABLE"
+        )
     if found is None:
         return None
     index, header, offset = found
@@ -171,9 +184,10 @@ def read_image_channels(cube: ImageCube, idx: np.ndarray, pixels_ring: np.ndarra
     # Unscaled access: astropy refuses to memory-map scaled data; _physical_plane scales.
     with fits.open(cube.path, memmap=True, do_not_scale_image_data=True) as hdul:
         section = hdul[cube.hdu].section
+        stokes = (0,) if cube.header["NAXIS"] == 4 else ()  # the one plane of a 4th axis
         for j, chan in enumerate(idx):
             # Channel planes are contiguous in the file: only these bytes are read.
-            plane = _physical_plane(cube, section[int(chan), :, :])
+            plane = _physical_plane(cube, section[(*stokes, int(chan), slice(None), slice(None))])
             check_values(cube.path, f"channel {int(chan)}", plane)
             out[:, j] = _interpolate_plane(plane, weights) * np.float32(cube.factor)
             if j % 16 == 0:
