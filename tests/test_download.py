@@ -14,7 +14,7 @@ import yaml
 from astropy.io import fits
 
 from dustpred.errors import InputError
-from dustpred.inputs.download import download, sha256_of
+from dustpred.inputs.download import download, main, sha256_of
 
 FAST = {"backoff_s": 0.001}  # retries without waiting
 SCHEMA = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -475,3 +475,11 @@ def test_schema_allows_only_http_and_https_urls(url, valid):
     spec = {"$ref": "#/$defs/download_spec", "$defs": schema["$defs"]}
     errors = list(jsonschema.Draft202012Validator(spec).iter_errors({"url": url, "filename": "a"}))
     assert [e.path[-1] for e in errors] == ([] if valid else ["url"])
+
+
+def test_the_record_command_prints_the_config_lines_of_a_downloaded_file(tmp_path, capsys):
+    path = tmp_path / "file.fits"
+    path.write_bytes(PAYLOAD)
+    main([str(path)])
+    lines = yaml.safe_load(capsys.readouterr().out)
+    assert lines == {"sha256": SHA, "size": len(PAYLOAD)}
