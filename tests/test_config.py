@@ -232,6 +232,7 @@ def with_experiment(override) -> dict:
         ["config/config.yaml"],
         ["config/config.yaml", "config/paper.yaml"],
         ["config/config.yaml", "tests/configs/tiny.yaml"],
+        ["config/config.yaml", "config/paper.yaml", "config/own-files.yaml"],
     ],
 )
 def test_shipped_configs_pass_every_check(files):

@@ -34,7 +34,7 @@ SPELLINGS = [
 @pytest.mark.parametrize(("found", "unit", "factor"), SPELLINGS)
 def test_dust_unit_spelling_is_read_in_its_family_canonical_unit(tmp_path, found, unit, factor):
     path = write_map_column(tmp_path / "dust.fits", VALUES, unit=found)
-    values, got = read_dust_map(path, "I")
+    values, got, _ = read_dust_map(path, "I")
     assert got == unit
     np.testing.assert_allclose(values, VALUES * factor, rtol=1e-6)
 
@@ -53,12 +53,26 @@ def test_dust_missing_unit_is_refused_naming_the_config_key(tmp_path):
 
 def test_dust_missing_unit_is_taken_from_unit_if_missing(tmp_path):
     path = write_map_column(tmp_path / "dust.fits", VALUES)
-    values, unit = read_dust_map(path, "I", unit_if_missing="mag")
+    values, unit, _ = read_dust_map(path, "I", unit_if_missing="mag")
     assert unit == "mag"
     np.testing.assert_allclose(values, VALUES, rtol=1e-6)
 
 
 def test_dust_unit_in_the_file_wins_over_unit_if_missing(tmp_path):
     path = write_map_column(tmp_path / "dust.fits", VALUES, unit="K_CMB")
-    _, unit = read_dust_map(path, "I", unit_if_missing="mag")
+    _, unit, _ = read_dust_map(path, "I", unit_if_missing="mag")
     assert unit == "uK_CMB"
+
+
+def test_the_header_unit_and_reference_frequency_are_reported_as_found(tmp_path):
+    path = write_map_column(
+        tmp_path / "dust.fits", VALUES, unit="K_RJ", cards={"NU_REF": ("545 GHz", "ref freq")}
+    )
+    _, unit, header = read_dust_map(path, "I")
+    assert unit == "uK_RJ"  # canonical, converted
+    assert header == {"unit": "K_RJ", "reference_frequency": "NU_REF = 545 GHz (ref freq)"}
+
+
+def test_a_dust_header_without_a_frequency_says_so(tmp_path):
+    path = write_map_column(tmp_path / "dust.fits", VALUES, unit="uK_RJ")
+    assert read_dust_map(path, "I")[2] == {"unit": "uK_RJ", "reference_frequency": None}

@@ -32,7 +32,12 @@ from dustpred.inputs import healpix_maps
 from dustpred.sky.harmonic import butterworth
 from dustpred.template import reassembly, tiling
 from dustpred.template.amplitude import fit_amplitude
-from dustpred.template.fitsfile import TEMPLATE_COLUMNS, provenance_cards, write_template
+from dustpred.template.fitsfile import (
+    TEMPLATE_COLUMNS,
+    provenance_cards,
+    read_template,
+    write_template,
+)
 from dustpred.template.sphere import sphere_r_ell
 
 NSIDE = 64
@@ -230,6 +235,31 @@ def template_maps(nside: int) -> dict[str, np.ndarray]:
     maps["WEIGHT"] = np.abs(maps["WEIGHT"])
     maps["FOLD"] = tiling.fold_map(nside, "north_south")
     return maps
+
+
+def test_uncovered_pixels_are_unseen_for_healpy_with_the_healpix_header_cards(tmp_path):
+    nside = 16
+    maps = template_maps(nside)
+    uncovered = np.zeros(12 * nside**2, bool)
+    uncovered[:100] = True
+    maps["WEIGHT"][uncovered] = 0.0
+    path = tmp_path / "dust_template.fits"
+    write_template(path, maps, unit="uK_RJ", cards={})
+    for name in ("I", "I_STD", "I_TILE_STD", "I_INTEGRATED", "I_LINEAR"):
+        values = hp.read_map(path, field=TEMPLATE_COLUMNS.index(name))
+        np.testing.assert_allclose(values[uncovered], hp.UNSEEN, rtol=1e-6)  # float32 UNSEEN
+        assert np.array_equal(hp.mask_bad(values), uncovered), name
+        np.testing.assert_array_equal(values[~uncovered], maps[name][~uncovered].astype(np.float32))
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        header = hdul[1].header
+    assert header["EXTNAME"] == "DUST_TEMPLATE" and header["POLAR"] is False
+    assert header["BAD_DATA"] == pytest.approx(hp.UNSEEN)
+    # The project's reader accepts its own file again, UNSEEN included.
+    again = read_template(path, ["I", "WEIGHT"])
+    assert np.array_equal(hp.mask_bad(again["I"]), uncovered)
+    assert np.all(again["WEIGHT"][uncovered] == 0)
 
 
 def test_template_fits_round_trips_through_healpy_and_the_dust_reader(tmp_path):

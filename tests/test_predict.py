@@ -123,3 +123,24 @@ def test_a_model_trained_with_the_experiments_settings_is_accepted(trained, tmp_
     out = tmp_path / "p.h5"
     predict_shards(test, root / "linear.csv", root / "unet.pt", out, unet_settings=PARAMS)
     assert out.exists()
+
+
+def test_keep_last_predicts_with_the_last_epochs_weights(trained, tmp_path, monkeypatch):
+    from dustpred.evaluation import predict as predict_module
+
+    root, test = trained
+    asked = []
+    real = predict_module.load_model
+
+    def recording(path, **kwargs):
+        asked.append(kwargs["which"])
+        return real(path, **{**kwargs, "expected": None})
+
+    monkeypatch.setattr(predict_module, "load_model", recording)
+    out = tmp_path / "p.h5"
+    predict_shards(
+        test, root / "linear.csv", root / "unet.pt", out, unet_settings={**PARAMS, "keep": "last"}
+    )
+    assert asked == ["last"]
+    with h5py.File(out, "r") as f:
+        assert f.attrs["unet_weights"] == "last"

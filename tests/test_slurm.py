@@ -1,6 +1,7 @@
-"""profiles/slurm on a real Slurm cluster: every job through sbatch, training on the GPU
-partition with its GPU request, the K cutout shards as K Slurm jobs, the outputs equal to a
-local run's, and training that resumes after its Slurm job is cancelled.
+"""profiles/slurm on a real Slurm cluster: every job but the local rules through sbatch, the K
+cutout shards as K Slurm jobs, the outputs equal to a local run's, training that resumes after
+its Slurm job is cancelled, and the README's GPU recipes (--gpus, GRES with a QoS and a named
+partition) submitting what they say, with the GPU job stopping without CUDA.
 
 The cluster is a one-node Slurm (Debian packages) that tests/slurm/cluster.sh starts on
 localhost, with four declared GPUs; it needs root. It installs the packages (apt-get) only when
@@ -350,8 +351,14 @@ def slurm_run(cluster, tiny_run, tmp_path_factory) -> SlurmRun:
     return SlurmRun(workdir, tiny_run.workdir, output, wall, jobs, jobcomp, cancelled, squeue)
 
 
+def local_rules() -> set[str]:
+    """The rules config/config.yaml runs on the submitting node (cluster.local_rules)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return set(config["cluster"]["local_rules"])
+
+
 @pytest.mark.slurm
-def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
+def test_every_job_but_the_local_rules_ran_as_a_slurm_job(slurm_run):
     print(f"\nSlurm run of the tiny DAG: {slurm_run.wall_s:.0f} s")
     print(f"$ squeue -t all\n{slurm_run.squeue}")
     print(f"{'JOBID':>5} {'STATE':10} {'PARTITION':9} {'TIMELIMIT':>9} {'TRES_PER_JOB':14} RULE")
@@ -366,24 +373,32 @@ def test_every_job_of_the_dag_ran_as_a_slurm_job(slurm_run):
     for job in slurm_run.jobs:
         if job.state == "COMPLETED":
             completed[job.rule] = completed.get(job.rule, 0) + 1
-    assert completed == planned
+    assert completed == {rule: n for rule, n in planned.items() if rule not in local_rules()}
     # slurmctld's own completion record agrees, job by job.
     assert {job.jobid: job.state for job in slurm_run.jobs} == slurm_run.jobcomp
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", slurm_run.output)
     assert sorted(map(int, submitted)) == [job.jobid for job in slurm_run.jobs]
 
 
-# The rules that ask for a GPU: both trainings, predict and the template's batched inference.
+@pytest.mark.slurm
+def test_the_local_rules_ran_on_the_submitting_node(slurm_run):
+    ran_locally = set(re.findall(r"^localrule (\w+):", slurm_run.output, re.M)) - {"all"}
+    assert {"summary", "plot_r_ell"} <= ran_locally <= local_rules()
+    assert not {job.rule for job in slurm_run.jobs} & local_rules()
+
+
+# The rules that ask for a GPU with unet.device / template.device cuda: both trainings,
+# predict and the template's batched inference.
 GPU_RULES = ("train_unet", "train_unet_crossfit", "predict", "template")
 
 
 @pytest.mark.slurm
-def test_training_ran_on_the_gpu_partition_with_one_gpu(slurm_run):
-    gpu = [job for rule in GPU_RULES for job in slurm_run.of_rule(rule)]
-    assert slurm_run.of_rule("train_unet")
-    assert all(j.partition == "gpu" and j.tres_per_job == "gres:gpu:1" for j in gpu)
-    others = [job for job in slurm_run.jobs if job.rule not in GPU_RULES]
-    assert all(job.partition == "cpu" and "gpu" not in job.tres_per_job for job in others)
+def test_a_config_on_the_cpu_on_purpose_trains_without_asking_for_a_gpu(slurm_run):
+    # tests/configs/tiny.yaml sets unet.device and template.device to cpu.
+    assert [j.state for j in slurm_run.of_rule("train_unet_crossfit")] == ["COMPLETED"]
+    assert all(j.partition == "cpu" and "gpu" not in j.tres_per_job for j in slurm_run.jobs)
+    log = (slurm_run.workdir / TRAIN_LOG).read_text()
+    assert re.search(r"epochs, on cpu x 1", log), log[:2000]
 
 
 @pytest.mark.slurm
@@ -456,21 +471,117 @@ def test_resumed_training_history_equals_the_uninterrupted_local_one(slurm_run):
     pd.testing.assert_frame_equal(slurm, local, check_exact=True)
 
 
-@pytest.mark.slurm
-def test_training_falls_back_to_the_cpu_when_its_gpu_job_sees_no_usable_gpu(slurm_run, tmp_path):
-    # Slurm sets CUDA_VISIBLE_DEVICES=0 in a --gpus=1 job; the test node's "GPU" is /dev/null,
-    # so torch sees none, and training must have run on the CPU rather than failed.
-    log = (slurm_run.workdir / TRAIN_LOG).read_text()
-    assert re.search(r"epochs, on cpu x 1", log), log[:2000]
-    probe = (
-        "import os, torch; "
-        "print('CUDA_VISIBLE_DEVICES=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'), "
-        "'cuda_available=' + str(torch.cuda.is_available()))"
+# ----------------------------------------------------------------------------------------
+# The README's GPU recipes, submitted for real: the training job with unet.device cuda, once
+# as --gpus (with a QoS for every job) and once as a GRES string (with a per-rule QoS and a
+# named partition). The test cluster's GPUs are /dev/null, so each job must stop with the
+# documented error instead of training on the CPU.
+
+
+@dataclass
+class Submission:
+    sbatch_calls: list[str]  # every sbatch command line of the run
+    job: SlurmJob  # the training job
+    show: str  # its `scontrol show job`
+    log: str  # what the job wrote to its rule log
+
+
+def _recording_sbatch(bin_dir: Path, record: Path) -> None:
+    """An `sbatch` first on PATH that appends its arguments to `record`, then runs Slurm's."""
+    bin_dir.mkdir()
+    wrapper = bin_dir / "sbatch"
+    real = shutil.which("sbatch")
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {record}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+
+
+def _submit_training(slurm_run, tmp_path: Path, overlay: dict, profile: dict) -> Submission:
+    """Rerun the tiny DAG's training job with `overlay` (config) and `profile` (a third
+    profile) in a copy of the Slurm run's directory; the job is expected to fail."""
+    workdir = tmp_path / "run"
+    shutil.copytree(slurm_run.workdir, workdir, symlinks=True)
+    (workdir / TRAIN_LOG).unlink()  # so that the log holds this run alone
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    record = tmp_path / "sbatch_calls.txt"
+    _recording_sbatch(tmp_path / "bin", record)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *PROFILES]
+    cmd += ["--profile", str(tmp_path / "profile"), "--retries", "0"]
+    cmd += ["--configfile", *map(str, CONFIGS), str(tmp_path / "overlay.yaml")]
+    cmd += ["--forcerun", "train_unet", "--", f"results/models/{EXPERIMENT}/seed{SEED}/unet.pt"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-4000:]
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    assert submitted, output[-4000:]
+    job = next(j for j in _slurm_jobs() if j.jobid == int(submitted[-1]))
+    show = subprocess.run(
+        ["scontrol", "show", "job", "-o", str(job.jobid)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    calls = record.read_text().splitlines() if record.exists() else []
+    return Submission(calls, job, show, (workdir / TRAIN_LOG).read_text())
+
+
+def _stopped_for_want_of_cuda(submission: Submission) -> None:
+    log = submission.log
+    assert submission.job.rule == "train_unet" and submission.job.state == "FAILED"
+    assert "the job asked for 1 GPU(s), but PyTorch sees no CUDA device on node" in log, log
+    assert "a CPU-only build" in log and "set config unet.device: cpu" in log
+    assert "epoch" not in log  # stopped before training: not one epoch on the CPU
+
+
+@pytest.fixture(scope="module")
+def gpus_submission(slurm_run, tmp_path_factory) -> Submission:
+    return _submit_training(
+        slurm_run,
+        tmp_path_factory.mktemp("gpus"),
+        {"unet": {"device": "cuda"}},
+        {"slurm-qos": "normal"},
     )
-    out = tmp_path / "probe.out"
-    cmd = ["sbatch", "--wait", "-p", "gpu", "--gpus=1", "--mem=1000", "-t", "5"]
-    cmd += ["-o", str(out), "--wrap", f'srun -n1 {sys.executable} -c "{probe}"']
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def gres_submission(slurm_run, tmp_path_factory) -> Submission:
+    # The named partition is `cpu`, which partitions.yaml gives no GPUs: only the explicit
+    # slurm_partition can put a GPU job there.
+    return _submit_training(
+        slurm_run,
+        tmp_path_factory.mktemp("gres"),
+        {"unet": {"device": "cuda"}, "cluster": {"gpu_request": "gres"}},
+        {"set-resources": {"train_unet": {"qos": "long", "slurm_partition": "cpu"}}},
+    )
+
+
+@pytest.mark.slurm
+def test_the_gpu_recipe_submits_gpus_and_the_qos_and_the_job_stops_without_cuda(
+    gpus_submission,
+):
+    (call,) = [c for c in gpus_submission.sbatch_calls if "rule_train_unet" in c]
+    assert "--gpus=1" in call and "--gres" not in call and "--qos=normal" in call
+    assert gpus_submission.job.partition == "gpu"
+    assert gpus_submission.job.tres_per_job == "gres:gpu:1"
+    _stopped_for_want_of_cuda(gpus_submission)
+
+
+@pytest.mark.slurm
+def test_the_gres_recipe_submits_a_gres_string_a_qos_and_the_named_partition(gres_submission):
+    (call,) = [c for c in gres_submission.sbatch_calls if "rule_train_unet" in c]
+    assert "--gres=gpu:1" in call and "--gpus" not in call
+    assert "--qos=long" in call and "-p cpu" in call
+    assert gres_submission.job.partition == "cpu"
+    assert "TresPerNode=gres:gpu:1" in gres_submission.show
+    _stopped_for_want_of_cuda(gres_submission)
+
+
+@pytest.mark.slurm
+def test_generate_slurm_partition_config_reads_the_clusters_partitions(cluster, tmp_path):
+    out = tmp_path / "partitions.yaml"
+    tool = Path(SNAKEMAKE).with_name("generate-slurm-partition-config")
+    done = subprocess.run([str(tool), "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    text = out.read_text()
-    assert "CUDA_VISIBLE_DEVICES=0 cuda_available=False" in text, text
+    assert set(yaml.safe_load(out.read_text())["partitions"]) == {"cpu", "gpu"}

@@ -10,6 +10,8 @@ own hemisphere and the two training sets are disjoint, as the workflow's are.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import h5py
 import healpy as hp
@@ -25,10 +27,9 @@ from dustpred.figures.template import (
     plot_template_r_ell,
     template_r_ell_figure,
 )
-from dustpred.inputs.healpix_maps import read_healpix_map
 from dustpred.template import tiling
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
-from dustpred.template.fitsfile import TEMPLATE_COLUMNS
+from dustpred.template.fitsfile import TEMPLATE_COLUMNS, read_template
 
 NSIDE, CHANNELS, NPIX = 16, 6, 16
 GEOMETRY = Geometry(
@@ -51,6 +52,10 @@ def write_stack(directory) -> dict[str, str]:
         "nside": NSIDE,
         "velocities_kms": np.linspace(-60.0, 15.0, CHANNELS).tolist(),
         "units": {"hi": "K", "dust": "uK_RJ"},
+        "ell_cutoff": 40.0,
+        "butterworth_order": 4,
+        "sources": {"hi": "hi.fits", "dust": "dust.fits", "mask": "mask.fits"},
+        "dust_header": {"unit": "K_RJ", "reference_frequency": "NU_REF = 545 GHz"},
     }
     paths = {k: str(directory / f"{k}.{e}") for k, e in (("stack", "npy"), ("mask", "npy"))}
     np.save(paths["stack"], stack)
@@ -85,7 +90,7 @@ def build(sky, folds, out, **overrides):
     root, prep, _, _ = sky
     settings = {"geometry": GEOMETRY, "settings": SETTINGS, "seed": 3, "config_slice": {"k": 1}}
     build_template(prep, folds, out, **{**settings, **overrides})
-    return {c: read_healpix_map(out, c) for c in TEMPLATE_COLUMNS}
+    return read_template(out, TEMPLATE_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +136,8 @@ def test_one_fold_provides_every_pixel(sky, tmp_path):
     _, _, north, _ = sky
     maps = build(sky, [north], tmp_path / "one.fits")
     assert not maps["FOLD"].any()
-    assert np.all(maps["I_STD"] == 0)  # one seed
+    covered = maps["WEIGHT"] > 0
+    assert np.all(maps["I_STD"][covered] == 0)  # one seed; UNSEEN where no tile reaches
 
 
 def test_same_inputs_give_the_same_bytes(sky, cross_fitted, tmp_path):
@@ -184,3 +190,28 @@ def test_sphere_r_ell_figure_refuses_a_table_without_its_columns(tmp_path):
     pd.DataFrame({"hemisphere": ["north"], "ell": [10]}).to_csv(table, index=False)
     with pytest.raises(InputError, match="missing column"):
         plot_template_r_ell(table, [tmp_path / "f.png"])
+
+
+def test_the_header_records_the_filter_the_dust_input_the_commit_and_the_files_read(sky, tmp_path):
+    from astropy.io import fits
+
+    from dustpred.inputs.download import sha256_of
+
+    _, prep, north, _ = sky
+    out = tmp_path / "t.fits"
+    build(sky, [north], out, commit="0123abc")
+    with fits.open(out) as hdul:
+        header = hdul[1].header
+    assert (header["ELLCUT"], header["BWORDER"]) == (40.0, 4)
+    assert (header["DUSTUNIT"], header["DUSTFREQ"]) == ("K_RJ", "NU_REF = 545 GHz")
+    assert header["GITCOMMT"] == "0123abc" and header["SRCDUST"] == "dust.fits"
+    inputs = {header[f"INPUT{k}"]: header[f"INSHA{k}"] for k in range(4)}
+    assert inputs[f"stack: {prep['stack']}"] == sha256_of(prep["stack"])
+    assert inputs[f"linear_0: {north.linear}"] == sha256_of(north.linear)
+
+
+def test_git_commit_names_this_checkout_and_is_unknown_elsewhere(tmp_path):
+    from dustpred.template.fitsfile import git_commit
+
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", git_commit(Path(__file__).parent))
+    assert git_commit(tmp_path) == "unknown"

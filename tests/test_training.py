@@ -249,3 +249,27 @@ def test_two_process_run_resumes_a_one_process_state(shards, tmp_path):
     table = pd.read_csv(out / "training.csv")
     assert table["epoch"].tolist() == [1, 2]
     assert not (out / "resume").exists()  # state and torchrun spec removed after success
+
+
+def test_reset_adam_makes_the_next_update_that_of_a_new_adam():
+    from dustpred.training.loop import reset_adam
+
+    torch.manual_seed(0)
+    start = torch.randn(5)
+    grads = [torch.randn(5) for _ in range(4)]
+
+    def step(opt, param, grad):
+        opt.zero_grad()
+        param.grad = grad.clone()
+        opt.step()
+
+    used = torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([used], lr=0.1)
+    for grad in grads[:3]:
+        step(opt, used, grad)
+    reset_adam(opt)
+    fresh = torch.nn.Parameter(used.detach().clone())
+    new = torch.optim.Adam([fresh], lr=0.1)
+    step(opt, used, grads[3])
+    step(new, fresh, grads[3])
+    torch.testing.assert_close(used, fresh, rtol=0, atol=0)

@@ -81,6 +81,9 @@ def test_an_unknown_key_is_named():
         ("target_scale", "max"),
         ("target_scale", 0),
         ("target_scale", True),
+        ("keep", "middle"),
+        ("adam_reset", "yes"),
+        ("precision", "fp16"),
     ],
 )
 def test_a_value_out_of_range_is_named_with_what_was_found(key, value):
@@ -93,3 +96,20 @@ def test_every_network_variant_is_an_accepted_setting():
 
     for variant in VARIANTS:
         assert UNetSettings.from_config({"variant": variant}).variant == variant
+
+
+def test_the_authors_recipe_is_a_choice_of_settings_and_the_projects_the_default():
+    project = UNetSettings.from_config({})
+    assert (project.keep, project.adam_reset, project.precision) == ("best", False, "bf16")
+    assert (project.grad_clip, project.augment) == (1.0, True)
+    authors = UNetSettings.from_config(
+        {
+            "keep": "last",
+            "grad_clip": 0.0,
+            "augment": False,
+            "adam_reset": True,
+            "precision": "fp32",
+        }
+    )
+    assert (authors.keep, authors.adam_reset, authors.precision) == ("last", True, "fp32")
+    assert (authors.grad_clip, authors.augment) == (0.0, False)

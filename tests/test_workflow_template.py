@@ -14,7 +14,7 @@ from conftest import REPO, job_counts, snakemake_cli
 from dustpred.cutouts.shards import ShardSet
 from dustpred.inputs import healpix_maps
 from dustpred.template import tiling
-from dustpred.template.fitsfile import TEMPLATE_COLUMNS
+from dustpred.template.fitsfile import TEMPLATE_COLUMNS, read_template
 
 pytestmark = pytest.mark.workflow
 
@@ -50,7 +50,7 @@ def test_template_is_read_by_healpy_with_all_columns(workdir):
 
 
 def test_template_is_read_by_the_project_reader(workdir):
-    values = {c: healpix_maps.read_healpix_map(workdir / FITS, c) for c in TEMPLATE_COLUMNS}
+    values = read_template(workdir / FITS, TEMPLATE_COLUMNS)
     assert all(v.shape == (12 * NSIDE**2,) for v in values.values())
     # Every unmasked pixel is covered by tiles (the window sum is positive).
     mask = np.load(next((workdir / "results/preprocess").glob("*/mask.npy")))

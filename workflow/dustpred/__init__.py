@@ -5,7 +5,8 @@ stage of the DAG, in the order of ``workflow/rules/``; a module imports only fro
 subpackage, from the core and from the stages before it (``tests/test_layers.py``):
 
 - core (this folder): ``errors`` (InputError, ConfigError), ``atomic`` (atomic output
-  files), ``logutil`` (job logs), ``ordered_pool`` (bounded, ordered thread pool),
+  files), ``logutil`` (job logs), ``devices`` (GPU jobs: no silent CPU run),
+  ``ordered_pool`` (bounded, ordered thread pool),
   ``benchmarks`` (Snakemake benchmark tables), ``config`` (experiment resolution and the
   checks across keys), ``metrics`` (flat-sky r(ell), r50, r150: shared by the losses, the
   linear model and the evaluation)

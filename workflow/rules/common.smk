@@ -17,8 +17,10 @@ from dustpred.config import (
 )
 from dustpred.errors import ConfigError
 
-# The software of every rule (relative to the rule files in workflow/rules/).
+# The software of every rule (relative to the rule files in workflow/rules/); the rules
+# that run the U-Net use GPU_ENV, whose PyTorch is a CUDA build.
 CONDA_ENV = "../../envs/dustpred.yaml"
+GPU_ENV = "../../envs/dustpred-gpu.yaml"
 
 RAW_KINDS = ("hi", "dust", "mask")
 EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
@@ -61,15 +63,38 @@ def runtime(minutes, doubling=False):
     return job_runtime
 
 
-def unet_gpus(wildcards):
-    """GPUs of a job that runs the experiment's U-Net: 1, or 0 with `unet.device: cpu`.
-    Give a training job N (`--set-resources train_unet:gpu=N`) to train on N GPUs."""
-    return 0 if of_experiment("unet", "device")(wildcards) == "cpu" else 1
+def gpu_request(device):
+    """The GPU resources of a job whose U-Net runs on `device` (unet.device or template.device):
+    one GPU for cuda, none for auto (the GPU when the job sees one) or cpu. As `gpu` (+
+    `gpu_model`: sbatch --gpus=[<model>:]N) or as a `gres` string (--gres=gpu[:<model>]:N),
+    per config cluster.gpu_request; the plugin refuses both at once, so one of them is 0/"".
+    """
+    n = 1 if device == "cuda" else 0
+    model = config["cluster"]["gpu_model"] or ""
+    if config["cluster"]["gpu_request"] == "gres":
+        gres = ":".join(["gpu", model, str(n)] if model else ["gpu", str(n)])
+        return {"gpu": 0, "gres": gres if n else "", "gpu_model": ""}
+    return {"gpu": n, "gres": "", "gpu_model": model if n else ""}
 
 
-def template_gpus(wildcards):
-    """GPUs of the template job: 1, or 0 with `template.device: cpu`."""
-    return 0 if config["template"]["device"] == "cpu" else 1
+def unet_gpu(key):
+    """Resource `key` (gpu, gres, gpu_model) of a job that runs the experiment's U-Net.
+    Give a training job N GPUs with `--set-resources train_unet:gpu=N` (or gres=gpu:N).
+    """
+
+    def resource(wildcards):
+        return gpu_request(of_experiment("unet", "device")(wildcards))[key]
+
+    return resource
+
+
+def template_gpu(key):
+    """Resource `key` (gpu, gres, gpu_model) of the template job (template.device)."""
+
+    def resource(wildcards):
+        return gpu_request(config["template"]["device"])[key]
+
+    return resource
 
 
 # --- experiments and the final targets ---

@@ -30,7 +30,9 @@ rule fit_linear:
         "../scripts/fit_linear.py"
 
 
-# The U-Net on the experiment's GPUs (unet_gpus: 1, 0 with unet.device: cpu); gpu=N (e.g.
+# The U-Net on the experiment's GPUs (common.smk gpu_request: one with unet.device: cuda, as
+# gpu or gres per cluster.gpu_request; none with auto or cpu; a job that asked for a GPU and
+# sees no CUDA stops: dustpred.devices); gpu=N (e.g.
 # `--set-resources train_unet:gpu=2`) trains on N GPUs of one node: the job launches one
 # process per GPU itself (torchrun --standalone), no extra srun tasks. The prepared training
 # set is held in host memory while it is moved to the GPU (about the shards' size).
@@ -45,10 +47,12 @@ rule train_unet:
     benchmark:
         "benchmarks/train_unet/{experiment}/seed{seed}.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     threads: 8
     resources:
-        gpu=unet_gpus,
+        gpu=unet_gpu("gpu"),
+        gres=unet_gpu("gres"),
+        gpu_model=unet_gpu("gpu_model"),
         cpus_per_gpu=8,
         mem_mb=mem_mb(3072, with_input=True),
         runtime=runtime(120, doubling=True),

@@ -1,7 +1,7 @@
 # Stage: predict. Integrated intensity, the scale-independent and scale-dependent linear
-# models and the U-Net (its best-on-validation weights) applied to every cutout of the
-# training and of the test subset. The U-Net runs on the experiment's device (unet.device),
-# so the job asks for a GPU unless that is cpu.
+# models and the U-Net (its weights of unet.keep: best on validation, or the last epoch)
+# applied to every cutout of the training and of the test subset. The U-Net runs on the experiment's device (unet.device),
+# so the job asks for a GPU when that is cuda.
 
 
 rule predict:
@@ -18,10 +18,12 @@ rule predict:
     benchmark:
         "benchmarks/predict/{experiment}/seed{seed}/{subset}.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     threads: 4
     resources:
-        gpu=unet_gpus,
+        gpu=unet_gpu("gpu"),
+        gres=unet_gpu("gres"),
+        gpu_model=unet_gpu("gpu_model"),
         # measured: 3.3 GB, 426 s for the 50,000 training cutouts (the linear models' FFTs on
         # one thread); now the linear models of 4 chunks at a time (~1 GB each).
         mem_mb=mem_mb(8000),

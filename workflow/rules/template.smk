@@ -6,7 +6,7 @@
 # the experiment's own models (fold 0) provide the rest. See dustpred.template.
 
 
-# U-Net inference of every tile in batches on template.device (a GPU unless cpu); tiles cut
+# U-Net inference of every tile in batches on template.device (a GPU with cuda); tiles cut
 # from the memory-mapped stack, reassembly at the output Nside (~0.6 GB of full-sky arrays at
 # Nside 1024).
 rule template:
@@ -19,10 +19,12 @@ rule template:
     benchmark:
         "benchmarks/template/{experiment}.tsv"
     conda:
-        CONDA_ENV
+        GPU_ENV
     threads: 2
     resources:
-        gpu=template_gpus,
+        gpu=template_gpu("gpu"),
+        gres=template_gpu("gres"),
+        gpu_model=template_gpu("gpu_model"),
         cpus_per_gpu=2,
         mem_mb=mem_mb(4096, with_input=True),
         runtime=runtime(60),

@@ -1,12 +1,16 @@
 """Rule template: tiles -> batched inference of every fold's models -> FITS dust template."""
 
 from dustpred.cutouts.shards import check_against_index
+from dustpred.devices import check_gpu_job, requested_gpus
 from dustpred.logutil import setup_logging
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
+from dustpred.template.fitsfile import git_commit
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
 cfg = smk.params.settings
+gpus = requested_gpus(smk.resources.get("gpu"), smk.resources.get("gres"))
+check_gpu_job(cfg["template"]["device"], gpus, key="template.device")
 for k in smk.params.folds:
     check_against_index(smk.input[f"shards_{k}"], smk.input.index, threads=smk.threads)
 folds = [
@@ -27,4 +31,5 @@ build_template(
     seed=cfg["seed"],
     config_slice=cfg,
     threads=smk.threads,
+    commit=git_commit(smk.scriptdir),
 )

@@ -1,11 +1,14 @@
 """Rule train_unet: one U-Net training run (resumable; N GPUs -> N processes via torchrun)."""
 
 from dustpred.cutouts.shards import check_against_index
+from dustpred.devices import check_gpu_job, requested_gpus
 from dustpred.logutil import setup_logging
 from dustpred.training.job import train_unet
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
+gpus = requested_gpus(smk.resources.get("gpu"), smk.resources.get("gres"))
+check_gpu_job(smk.params.unet["device"], gpus, key="unet.device")
 check_against_index(smk.input.shards, smk.input.index, threads=smk.threads)
 train_unet(
     list(smk.input.shards),
@@ -15,6 +18,6 @@ train_unet(
     seed=int(smk.wildcards.seed),
     resume_path=smk.params.resume,
     threads=smk.threads,
-    gpus=int(getattr(smk.resources, "gpu", 0) or 0),
+    gpus=gpus,
     log_path=smk.log[0],
 )

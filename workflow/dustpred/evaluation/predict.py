@@ -7,8 +7,9 @@ Output (HDF5, written atomically), read by :mod:`dustpred.evaluation.evaluate`:
   ``linear_sd`` (the scale-dependent linear model) when its weights are given (the workflow
   always gives them); ``oracle`` (N, H, W) when the shards have it;
   ``lon``, ``lat``, ``psi``, ``masked_fraction`` (N,) in degrees / fraction;
-- attrs ``reso_arcmin``, ``npix``, ``unet_weights`` (``"best"``: the U-Net weights of the
-  epoch with the lowest validation loss), ``unet_best_epoch``, ``seed``.
+- attrs ``reso_arcmin``, ``npix``, ``unet_weights`` (config ``unet.keep``: ``"best"``, the
+  U-Net weights of the epoch with the lowest validation loss, or ``"last"``),
+  ``unet_best_epoch``, ``seed``.
 
 The U-Net's prediction is mapped back to the target's units (times the training target
 scale), so its pixel values are comparable to the target's; the integrated and linear maps
@@ -28,10 +29,12 @@ import torch
 
 from dustpred.atomic import atomic_path
 from dustpred.cutouts.shards import ShardSet
+from dustpred.errors import InputError
 from dustpred.models.checkpoint import load_model
 from dustpred.models.inputs import prepare_inputs
 from dustpred.models.integrated import integrated_intensity
 from dustpred.models.linear import predict_linear, read_weights
+from dustpred.models.settings import UNetSettings
 from dustpred.ordered_pool import map_in_order
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,13 @@ def predict_unet(
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``'auto'`` / ``'cuda'``: the GPU when one is available, else the CPU; ``'cpu'``: the CPU."""
+    """``'auto'``: the GPU when one is available, else the CPU; ``'cuda'``: the GPU (an
+    InputError without one: never a silent CPU run); ``'cpu'``: the CPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device 'cuda' requested but PyTorch sees no CUDA device (torch {torch.__version__}"
+            f", CUDA build {torch.version.cuda}); expected a GPU, or device 'cpu' or 'auto'"
+        )
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     return torch.device("cuda" if use_cuda else "cpu")
 
@@ -143,8 +152,9 @@ def predict_shards(
 ) -> None:
     """Predict every cutout of ``shard_paths`` with the integrated, linear (weights
     ``linear_csv``; also ``linear_sd_csv`` if given, written as ``linear_sd``) and U-Net
-    models (best-on-validation U-Net weights) and write ``out_path`` (see module docstring).
-    ``unet_settings``: the experiment's ``unet`` slice, which the model file must match."""
+    models (the U-Net's weights of ``unet.keep``: best on validation, or the last epoch) and
+    write ``out_path`` (see module docstring). ``unet_settings``: the experiment's ``unet``
+    slice, which the model file must match."""
     torch.set_num_threads(max(1, int(threads)))
     dev = resolve_device(device)
     shards = ShardSet(shard_paths)
@@ -153,12 +163,13 @@ def predict_shards(
     extra = (("linear_sd",) if weights_sd is not None else ()) + (
         ("oracle",) if shards.has_oracle else ()
     )
-    net, stats, meta = load_model(unet_path, which="best", device=dev, expected=unet_settings)
+    weights_of = UNetSettings.from_config(unet_settings).keep  # "best" or "last"
+    net, stats, meta = load_model(unet_path, which=weights_of, device=dev, expected=unet_settings)
     n, (h, w) = shards.n, shards.shape
     log.info(
-        "predicting %d cutouts with integrated, linear and U-Net (best epoch %d of %s) on %s",
+        "predicting %d cutouts with integrated, linear and U-Net (%s of %s) on %s",
         n,
-        meta["best_epoch"],
+        f"best epoch {meta['best_epoch']}" if weights_of == "best" else "last epoch",
         unet_path,
         dev,
     )
@@ -199,7 +210,7 @@ def predict_shards(
             log.info("predicted cutouts %d..%d of %d", start + 1, stop, n)
         f.attrs["reso_arcmin"] = shards.reso_arcmin
         f.attrs["npix"] = shards.npix
-        f.attrs["unet_weights"] = "best"
+        f.attrs["unet_weights"] = weights_of
         f.attrs["unet_best_epoch"] = int(meta["best_epoch"])
         f.attrs["seed"] = int(meta["seed"])
     log.info("wrote %s", out_path)

@@ -441,9 +441,9 @@ def download(
                     f"{url}: {exc}; gave up after {retries + 1} attempt(s), {kept}"
                 ) from exc
             wait = min(backoff_s * 2**attempt, MAX_BACKOFF_S)
+            kept = f"{_size(part)} bytes kept in {part}" if os.path.exists(part) else "no bytes yet"
             log.warning(
-                "%s: %s; %d bytes kept in %s; retry %d of %d in %.1f s",
-                *(url, exc, _size(part), part, attempt + 1, retries, wait),
+                "%s: %s; %s; retry %d of %d in %.1f s", url, exc, kept, attempt + 1, retries, wait
             )
             time.sleep(wait)
     _verify(url, part, destination, sha256=sha256, size=size, chunk_bytes=chunk_bytes)

@@ -156,14 +156,19 @@ def healpix_info(table: BinTable, coordsys_if_missing: str | None) -> HealpixInf
     return HealpixInfo(nside, ordering != "RING", firstpix, lastpix, scheme == "EXPLICIT")
 
 
-def check_values(path: str, what: str, values: np.ndarray) -> None:
-    """Refuse non-finite and UNSEEN values; ``what`` names the values in the message."""
+def check_finite(path: str, what: str, values: np.ndarray) -> None:
+    """Refuse non-finite values; ``what`` names the values in the message."""
     bad = ~np.isfinite(values)
     if bad.any():
         raise InputError(
             f"{path}: {what} has {int(bad.sum())} non-finite (NaN/inf) values; "
             "expected finite values everywhere"
         )
+
+
+def check_values(path: str, what: str, values: np.ndarray) -> None:
+    """Refuse non-finite and UNSEEN values; ``what`` names the values in the message."""
+    check_finite(path, what, values)
     unseen = np.isclose(values, UNSEEN, rtol=1e-5, atol=0.0)
     if unseen.any():
         raise InputError(
@@ -192,6 +197,7 @@ def read_healpix_map(
     units: dict[str, float] | None = None,
     coordsys_if_missing: str | None = None,
     dtype: type = np.float64,
+    allow_unseen: bool = False,
 ) -> np.ndarray:
     """Read one column of a HEALPix map table as a RING-ordered galactic map.
 
@@ -208,6 +214,9 @@ def read_healpix_map(
         Coordinate system to assume when the header has no ``COORDSYS``; ``None`` refuses.
     dtype
         Floating type of the result.
+    allow_unseen
+        Accept ``UNSEEN`` pixels (a map with bad pixels, such as the template's uncovered
+        sky); non-finite values are refused either way.
 
     Returns
     -------
@@ -235,7 +244,10 @@ def read_healpix_map(
             f"{table.path}: column {name!r} holds {values.size} values; expected "
             f"npix = 12 * {info.nside}**2 = {info.npix}"
         )
-    check_values(table.path, f"column {name!r}", values)
+    if allow_unseen:
+        check_finite(table.path, f"column {name!r}", values)
+    else:
+        check_values(table.path, f"column {name!r}", values)
     if factor != 1.0:
         values *= factor
     if info.nested:
@@ -331,7 +343,7 @@ def read_dust_map(
     *,
     unit_if_missing: str | None = None,
     coordsys_if_missing: str | None = None,
-) -> tuple[np.ndarray, str]:
+) -> tuple[np.ndarray, str, dict[str, str | None]]:
     """Read a dust map (:func:`read_healpix_map`) in the canonical unit of its unit family.
 
     Parameters
@@ -347,6 +359,8 @@ def read_dust_map(
     unit : str
         Canonical unit of the family read (``uK_RJ``, ``uK_CMB``, ``MJy/sr`` or ``mag``):
         within-family factors are applied, families are never converted into each other.
+    header : dict
+        What the header says of the map (:func:`dust_header_facts`): unit, reference frequency.
     """
     table = open_bintable(path)
     found = _unit_of(table, column, unit_if_missing, "data.dust_unit_if_missing")
@@ -358,7 +372,25 @@ def read_dust_map(
         )
     unit, factor = DUST_UNIT_FAMILIES[key]
     values = read_healpix_map(table, column, coordsys_if_missing=coordsys_if_missing)
-    return (values * factor if factor != 1.0 else values), unit
+    return (values * factor if factor != 1.0 else values), unit, dust_header_facts(table, column)
+
+
+#: Header keywords that state a map's reference frequency, in the order they are looked for.
+FREQUENCY_KEYWORDS = ("NU_REF", "REF_FREQ", "FREQREF", "FREQ", "FREQUENCY", "NU0")
+
+
+def dust_header_facts(table: BinTable, column: str) -> dict[str, str | None]:
+    """What a dust table's headers say of a column: its ``unit`` (``TUNITn``, None if absent)
+    and the map's ``reference_frequency`` (the first of :data:`FREQUENCY_KEYWORDS` in the
+    table's, then the primary header, with its comment; None if neither gives one)."""
+    unit = table.header.get(f"TUNIT{table.column_index(column) + 1}")
+    frequency = None
+    for header in (table.header, table.primary):
+        found = [key for key in FREQUENCY_KEYWORDS if key in header]
+        if found and frequency is None:
+            value, comment = str(header[found[0]]).strip(), str(header.comments[found[0]]).strip()
+            frequency = f"{found[0]} = {value}" + (f" ({comment})" if comment else "")
+    return {"unit": str(unit).strip() if unit else None, "reference_frequency": frequency}
 
 
 def read_column_density_map(

@@ -21,6 +21,8 @@ VARIANTS = ("paper", "halving", "residual")  # as dustpred.models.unet.VARIANTS
 INPUT_KINDS = ("cube", "moments", "integrated")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_GRAPHS = ("auto", "true", "false")
+KEEPS = ("best", "last")
+PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TARGET_SCALES = ("mean_abs", "none")
 
@@ -54,6 +56,12 @@ class UNetSettings:
     grad_clip : float
         Gradient-norm clipping threshold (0 = off).
     augment, sync_batchnorm : bool
+    keep : {"best", "last"}
+        The weights predict and the template use.
+    adam_reset : bool
+        Fresh Adam moments and step count at the start of every epoch (the authors' code).
+    precision : {"bf16", "fp32"}
+        Autocast of the training step on CUDA (the CPU trains in fp32).
     device : {"auto", "cpu", "cuda"}
     cuda_graphs : {"auto", "true", "false"}
     compile : bool or str
@@ -79,6 +87,9 @@ class UNetSettings:
     grad_clip: float
     augment: bool
     sync_batchnorm: bool
+    keep: str
+    adam_reset: bool
+    precision: str
     device: str
     cuda_graphs: str
     compile: bool | str
@@ -123,6 +134,9 @@ class UNetSettings:
             grad_clip=float(config["grad_clip"]),
             augment=bool(config["augment"]),
             sync_batchnorm=bool(config["sync_batchnorm"]),
+            keep=config["keep"],
+            adam_reset=bool(config["adam_reset"]),
+            precision=config["precision"],
             device=config["device"],
             cuda_graphs=str(config["cuda_graphs"]).lower(),
             compile=compile_mode if isinstance(compile_mode, str) else bool(compile_mode),
@@ -161,6 +175,9 @@ def _check(config: dict[str, Any]) -> None:
         ("grad_clip", lambda v: v >= 0, "a number >= 0 (0 = off)"),
         ("augment", lambda v: isinstance(v, bool), "true or false"),
         ("sync_batchnorm", lambda v: isinstance(v, bool), "true or false"),
+        ("keep", lambda v: v in KEEPS, "best|last"),
+        ("adam_reset", lambda v: isinstance(v, bool), "true or false"),
+        ("precision", lambda v: v in PRECISIONS, "bf16|fp32"),
         ("device", lambda v: v in DEVICES, "auto|cpu|cuda"),
         ("cuda_graphs", lambda v: str(v).lower() in CUDA_GRAPHS, "auto|true|false"),
         (

@@ -161,13 +161,13 @@ def preprocess(
         hi_path, hi_kind, hi_column, (vmin, vmax), hi_unit_if_missing, coordsys_if_missing
     )
     # Read everything needed before writing anything, so bad inputs fail fast.
-    dust, dust_unit = read_dust_map(
+    dust, dust_unit, dust_header = read_dust_map(
         dust_path,
         dust_column,
         unit_if_missing=dust_unit_if_missing,
         coordsys_if_missing=coordsys_if_missing,
     )
-    log.info("dust %s[%s]: unit %s", dust_path, dust_column, dust_unit)
+    log.info("dust %s[%s]: unit %s (%s)", dust_path, dust_column, dust_unit, dust_header)
     if mask_from_dust:
         masked, mask_meta = _masked_from_dust(dust, nside, mask_from_dust, map2alm_iters)
         mask_meta["unit"] = dust_unit
@@ -206,6 +206,7 @@ def preprocess(
         units={"hi": hi.unit, "dust": dust_unit},
         hi_kind=hi_kind,
     )
+    meta["dust_header"] = dust_header
     write_json_atomic(meta_path, meta)
     log.info(
         "wrote %s, %s, %s in %.1f s", stack_path, mask_out_path, meta_path, time.monotonic() - t0

@@ -32,8 +32,8 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from hashlib import sha256
 from typing import Any
 
 import healpy as hp
@@ -44,12 +44,14 @@ from dustpred.cutouts import sampling
 from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import ConfigError
 from dustpred.evaluation.predict import predict_models, resolve_device
+from dustpred.inputs.download import sha256_of
 from dustpred.models.checkpoint import load_model
 from dustpred.models.linear import read_weights
+from dustpred.models.settings import UNetSettings
 from dustpred.sky.stack import load_preprocessed
 from dustpred.template import reassembly, tiling
 from dustpred.template.amplitude import fit_amplitude
-from dustpred.template.fitsfile import provenance_cards, write_template
+from dustpred.template.fitsfile import filter_and_input_cards, provenance_cards, write_template
 from dustpred.template.sphere import HEMISPHERES, target_and_mask
 
 log = logging.getLogger(__name__)
@@ -101,14 +103,6 @@ class Geometry:
     split: str
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def predict_tiles(
     pre,
     tiles: tiling.Tiles,
@@ -129,7 +123,12 @@ def predict_tiles(
     """
     dev = resolve_device(settings.device)
     nets = {
-        (seed, fold): load_model(path, which="best", device=dev, expected=expected[fold])[:2]
+        (seed, fold): load_model(
+            path,
+            which=UNetSettings.from_config(expected[fold]).keep,
+            device=dev,
+            expected=expected[fold],
+        )[:2]
         for (seed, fold), path in unets.items()
     }
     weights = [read_weights(path) for path in linears]
@@ -241,6 +240,7 @@ def build_template(
     seed: int,
     config_slice: Mapping[str, Any],
     threads: int = 1,
+    commit: str = "unknown",
 ) -> None:
     """Write the full-sky template of one experiment (module docstring).
 
@@ -258,6 +258,10 @@ def build_template(
         Master seed (tile rotations).
     config_slice
         Written to the header as JSON (``CONFIG``).
+    threads
+        CPU threads (inference, transforms, checksums).
+    commit
+        The workflow's git commit, written to the header (``GITCOMMT``).
     """
     torch.set_num_threads(max(1, int(threads)))
     seed_sets = [sorted(f.unets) for f in folds]
@@ -316,6 +320,11 @@ def build_template(
     cards = template_cards(
         unets, seeds, len(folds), per_seed, linear, integrated, geometry.split, config_slice
     )
+    read = {**preprocessed, **{f"linear_{k}": path for k, path in enumerate(linears)}}
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        digests = dict(zip(read, pool.map(sha256_of, read.values()), strict=True))
+    inputs = {name: (os.fspath(path), digests[name]) for name, path in read.items()}
+    cards.update(filter_and_input_cards(pre.meta, inputs, commit))
     write_template(out_path, maps, unit=str(pre.meta["units"]["dust"]), cards=cards)
 
 
@@ -323,7 +332,7 @@ def template_cards(unets, seeds, folds, per_seed, linear, integrated, split, con
     """Provenance cards: model j = seed_index * folds + fold (``MODSHAj``, ``AMPSCLj``, ...)."""
     order = [(s, k) for s in seeds for k in range(folds)]
     cards = provenance_cards(
-        model_sha256=[file_sha256(unets[key]) for key in order],
+        model_sha256=[sha256_of(unets[key]) for key in order],
         scales=[m.scales[k] for m in per_seed for k in range(folds)],
         offsets=[m.offsets[k] for m in per_seed for k in range(folds)],
         split=split,

@@ -230,13 +230,17 @@ def write_sphere_r_ell(
         preprocessed["stack"], preprocessed["mask"], preprocessed["meta"], oracle_path
     )
     target, mask = target_and_mask(pre, nside)
-    templates = {"unet": maps["I"], "integrated": maps["I_INTEGRATED"], "linear": maps["I_LINEAR"]}
+    covered = maps["WEIGHT"] > 0  # elsewhere UNSEEN: outside `keep`, set to 0 for the transforms
+    templates = {
+        name: np.where(covered, maps[column], 0.0)
+        for name, column in (("unet", "I"), ("integrated", "I_INTEGRATED"), ("linear", "I_LINEAR"))
+    }
     if pre.oracle is not None:
         templates["oracle"] = at_nside(pre.oracle, nside)
     table = sphere_r_ell(
         target,
         templates,
-        ~mask & (maps["WEIGHT"] > 0),
+        ~mask & covered,
         split=split,
         ell_cutoff=ell_cutoff,
         bin_width=int(validation["bin_width"]),

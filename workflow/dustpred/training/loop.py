@@ -3,17 +3,18 @@
 Recipe (paper section 2.3; every number from the ``unet`` config section, typed as
 :class:`~dustpred.models.settings.UNetSettings`): Adam, learning rate ``lr`` times
 ``lr_decay_factor`` every ``lr_decay_every`` epochs, batch ``batch_size``, the loss of
-:mod:`dustpred.training.losses`, gradient-norm clipping at ``grad_clip``. The weights with the
-lowest validation loss are kept besides the last ones. Augmentation: each training sample gets one
-of the 8 rotations/flips of the square (seeded).
+:mod:`dustpred.training.losses`, gradient-norm clipping at ``grad_clip`` (0: off), with
+``adam_reset`` fresh Adam moments every epoch (the authors'). The weights with the lowest
+validation loss are kept besides the last ones (``keep`` chooses). Augmentation (``augment``):
+each training sample gets one of the 8 rotations/flips of the square (seeded).
 
 Randomness: at the start of every epoch the data order, the augmentations and the dropout
 generator are re-seeded from ``(seed, epoch[, rank])``. An epoch therefore depends only on the
 seed, the epoch and the state it starts from, and a resumed run (:meth:`Trainer.state`,
 :meth:`Trainer.load_state`) continues exactly as the uninterrupted one would (bitwise on CPU).
 
-On CUDA: bf16 autocast, channels_last, fused Adam, and the whole training step (gather,
-augmentation, forward, loss, backward, clipping, optimizer step) captured in one CUDA graph
+On CUDA: bf16 autocast (``precision``), channels_last, fused Adam, and the whole training step
+(gather, augmentation, forward, loss, backward, clipping, optimizer step) captured in one CUDA graph
 and replayed; optional ``torch.compile``. A non-finite loss stops training with an error
 naming epoch and batch (checked every step on CPU, once per epoch on CUDA so that steps never
 wait for the host).
@@ -71,6 +72,16 @@ GRAPH_WARMUP_STEPS = 3  # eager steps before capturing the training step (11 und
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch and batch."""
+
+
+def reset_adam(opt: torch.optim.Adam) -> None:
+    """Zero Adam's moments and step counts in place: the next update is that of a new Adam
+    (the authors re-create it every epoch), while the tensors a captured CUDA graph holds
+    stay where they are."""
+    for state in opt.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                value.zero_()
 
 
 class Trainer:
@@ -132,8 +143,8 @@ class Trainer:
         self.graph = None
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-            if self.cuda
-            else torch.autocast("cpu", enabled=False)
+            if self.cuda and settings.precision == "bf16"
+            else torch.autocast(device.type, enabled=False)
         )
 
     # -- set-up
@@ -276,6 +287,8 @@ class Trainer:
     def _train_epoch(self, epoch: int, total_epochs: int) -> dict:
         torch.manual_seed(derived_seed(self.seed, epoch, 2, self.dist.rank))
         self._set_lr(self.lr_at(epoch))
+        if self.settings.adam_reset:
+            reset_adam(self.opt)
         self.net.train()
         idx, aug = self._epoch_batches(epoch)
         self.acc.zero_()
