@@ -5,10 +5,12 @@
 # per-rule table (dustpred.benchmarks), the whole wall time, the peak host memory in use
 # (sampled every 2 s) and the disk the run used.
 #
-#   bash bench/bench_paper_scale.sh [workdir] [cores] [extra.yaml]
+#   bash bench/bench_paper_scale.sh [workdir] [cores] [extra.yaml ...]
 #
-# (defaults: /tmp/dustpred-paper-scale, all cores, nothing extra; extra.yaml is merged last,
-# e.g. bench/paper_scale_smoke.yaml for a small CPU rehearsal of the same DAG)
+# (defaults: /tmp/dustpred-paper-scale, all cores, nothing extra; the extra files are merged
+# last, in order, e.g. bench/paper_scale_smoke.yaml for a small CPU rehearsal of the same DAG;
+# the experiments are those of the last file that names any). SNAKEMAKE_ARGS adds arguments
+# to the snakemake call (e.g. "--resources gpu=1": one GPU job at a time).
 #
 # Needs snakemake, healpy, astropy, ducc0 and torch importable by python3 (see bench/RESULTS.md
 # for carrying them as wheels to a GPU machine).
@@ -16,7 +18,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/dustpred-paper-scale}
 cores=${2:-$(nproc)}
-extra=${3:-}
+extra=("${@:3}")
 mkdir -p "$work"
 export PYTHONUNBUFFERED=1
 
@@ -34,7 +36,7 @@ trap 'kill $sampler 2>/dev/null || true' EXIT
 
 # Snakemake merges config files key by key, so paper.yaml's nine experiments would survive
 # a later file: write one merged config whose `experiments` is paper_scale.yaml's alone.
-PYTHONPATH="$repo/workflow${PYTHONPATH:+:$PYTHONPATH}" python3 - "$repo" "$work/config.yaml" $extra <<'PY'
+PYTHONPATH="$repo/workflow${PYTHONPATH:+:$PYTHONPATH}" python3 - "$repo" "$work/config.yaml" "${extra[@]}" <<'PY'
 import sys
 
 import yaml
@@ -46,13 +48,13 @@ files = [f"{repo}/config/config.yaml", f"{repo}/config/paper.yaml", f"{repo}/ben
 config, *overrides = [yaml.safe_load(open(path)) for path in files + extra]
 for override in overrides:
     config = deep_merge(config, override)
-config["experiments"] = overrides[1]["experiments"]
+config["experiments"] = [o for o in overrides if "experiments" in o][-1]["experiments"]
 yaml.safe_dump(config, open(out, "w"), sort_keys=False)
 PY
 
 start=$(date +%s)
 python3 -m snakemake -s "$repo/Snakefile" --directory "$work" --cores "$cores" \
-    --configfile "$work/config.yaml" >"$work/snakemake.log" 2>&1 || {
+    --configfile "$work/config.yaml" ${SNAKEMAKE_ARGS:-} >"$work/snakemake.log" 2>&1 || {
     tail -40 "$work/snakemake.log"
     exit 1
 }
