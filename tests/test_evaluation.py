@@ -273,6 +273,23 @@ def test_summary_prints_mean_plus_minus_error_and_effective_patches(tmp_path):
     assert "effective patches" in text and " ± " in text and "gain over integrated" in text
 
 
+def test_every_gain_and_win_line_gives_the_robust_value_beside_the_papers(tmp_path):
+    import pandas as pd
+
+    from dustpred.evaluation.summary import summarize
+
+    _, out, _ = run_evaluate(tmp_path)
+    summarize({("baseline", 0): out["per_cutout"][0]}, tmp_path / "s.csv", tmp_path / "s.txt")
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    unet = pd.read_csv(tmp_path / "s.csv").set_index("model").loc["unet"]
+    gains = [line for line in lines if "gain over integrated:" in line]
+    wins = [line for line in lines if "beats integrated intensity in" in line]
+    assert gains and wins and all("; robust r: " in line for line in gains + wins)
+    assert f"robust r: r50 = {unet.gain_r50_robust:+.3f} ± {unet.gain_r50_robust_err:.3f}" in (
+        "\n".join(gains)
+    )
+
+
 def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
     from dustpred.evaluation.summary import SUMMARY_COLUMNS
     from dustpred.realisations.spread import REALISATION_COLUMNS, realisation_spread

@@ -161,7 +161,8 @@ def summary_lines(
 ) -> list[str]:
     """Human-readable lines on ``subset``: each model's mean r50/r150 (paper's and robust
     form) and gain over integrated intensity as "mean ± error", and its win counts with the
-    win fraction's error; the header gives the effective number of patches."""
+    win fraction's error, each gain and win fraction with its robust-r value beside it; the
+    header gives the effective number of patches."""
     errors = errors or ErrorSettings()
     sel = per_cutout[per_cutout["subset"] == subset]
     if sel.empty:
@@ -195,13 +196,17 @@ def summary_lines(
             f"{int(row['wins_r150'])}/{n} (r150); win fraction r50 = "
             f"{pm(row['frac_wins_r50'], row['frac_wins_r50_err'], 2)}, r150 = "
             f"{pm(row['frac_wins_r150'], row['frac_wins_r150_err'], 2)} "
-            f"({patches:.1f} effective patches)"
+            f"({patches:.1f} effective patches); robust r: "
+            f"{pm(row['frac_wins_r50_robust'], row['frac_wins_r50_robust_err'], 2)}, "
+            f"{pm(row['frac_wins_r150_robust'], row['frac_wins_r150_robust_err'], 2)}"
         )
         lines.append(
             f"  {'':<4}gain over integrated: r50 = "
             f"{pm(row['gain_r50'], row['gain_r50_err'], sign='+')}, r150 = "
             f"{pm(row['gain_r150'], row['gain_r150_err'], sign='+')} "
-            f"(naive ± {row['gain_r50_err_naive']:.3f}, {row['gain_r150_err_naive']:.3f})"
+            f"(naive ± {row['gain_r50_err_naive']:.3f}, {row['gain_r150_err_naive']:.3f}); "
+            f"robust r: r50 = {pm(row['gain_r50_robust'], row['gain_r50_robust_err'], sign='+')}"
+            f", r150 = {pm(row['gain_r150_robust'], row['gain_r150_robust_err'], sign='+')}"
         )
     return lines
 
@@ -429,7 +434,8 @@ def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
             f"  {row['experiment']:<16} {model_label(row['model']):<24} "
             f"r50 = {row['r50_test_mean']:.3f} +- {row['r50_test_sd']:.3f}   "
             f"r150 = {row['r150_test_mean']:.3f} +- {row['r150_test_sd']:.3f}   "
-            f"gain r50 = {row['gain_r50_mean']:+.3f} +- {row['gain_r50_sd']:.3f}   "
+            f"gain r50 = {row['gain_r50_mean']:+.3f} +- {row['gain_r50_sd']:.3f} (robust r: "
+            f"{row['gain_r50_robust_mean']:+.3f} +- {row['gain_r50_robust_sd']:.3f})   "
             f"({int(row['n_seeds'])} seeds)"
         )
     return lines
