@@ -1,6 +1,7 @@
 """U-Net training: outputs, resume after a kill, NaN stop, data-parallel runs (gloo, CPU)."""
 
 import os
+import re
 
 import h5py
 import numpy as np
@@ -13,7 +14,8 @@ from dustpred.models.checkpoint import load_model
 from dustpred.training.distributed import DistInfo
 from dustpred.training.job import TrainSpec, launch_distributed, run_training, train_unet
 from dustpred.training.loop import HISTORY_COLUMNS, TrainingDivergedError
-from dustpred.training.resident import epoch_batches, split_train_validation
+from dustpred.training.resident import epoch_batches
+from dustpred.training.validation import split_random as split_train_validation
 
 TINY = {
     "variant": "residual",
@@ -273,3 +275,14 @@ def test_reset_adam_makes_the_next_update_that_of_a_new_adam():
     step(opt, used, grads[3])
     step(new, fresh, grads[3])
     torch.testing.assert_close(used, fresh, rtol=0, atol=0)
+
+
+def test_validation_on_held_out_regions_trains_and_says_what_it_held_out(shards, tmp_path, caplog):
+    caplog.set_level("INFO", logger="dustpred")
+    params = {**TINY, "epochs": 1, "validation": "regions", "validation_region_nside": 2}
+    _train(shards, tmp_path, params)
+    table = pd.read_csv(tmp_path / "training.csv")
+    assert np.isfinite(table["val_loss"]).all()
+    assert re.search(
+        r"validation on \d+ held-out Nside-2 regions: \d+ cutouts validate", caplog.text
+    )

@@ -22,6 +22,7 @@ INPUT_KINDS = ("cube", "moments", "integrated")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA_GRAPHS = ("auto", "true", "false")
 KEEPS = ("best", "last")
+VALIDATIONS = ("random", "regions")
 PRECISIONS = ("bf16", "fp32")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TARGET_SCALES = ("mean_abs", "none")
@@ -53,6 +54,10 @@ class UNetSettings:
         Learning rate, times ``lr_decay_factor`` every ``lr_decay_every`` epochs.
     validation_fraction : float
         Share of the training cutouts held out, in [0, 1).
+    validation : {"random", "regions"}
+        How they are held out (:mod:`dustpred.training.validation`).
+    validation_region_nside : int
+        Nside of the held-out regions of ``regions``.
     grad_clip : float
         Gradient-norm clipping threshold (0 = off).
     augment, sync_batchnorm : bool
@@ -84,6 +89,8 @@ class UNetSettings:
     lr_decay_every: int
     lr_decay_factor: float
     validation_fraction: float
+    validation: str
+    validation_region_nside: int
     grad_clip: float
     augment: bool
     sync_batchnorm: bool
@@ -131,6 +138,8 @@ class UNetSettings:
             lr_decay_every=int(config["lr_decay_every"]),
             lr_decay_factor=float(config["lr_decay_factor"]),
             validation_fraction=float(config["validation_fraction"]),
+            validation=config["validation"],
+            validation_region_nside=int(config["validation_region_nside"]),
             grad_clip=float(config["grad_clip"]),
             augment=bool(config["augment"]),
             sync_batchnorm=bool(config["sync_batchnorm"]),
@@ -172,6 +181,8 @@ def _check(config: dict[str, Any]) -> None:
         ("lr_decay_every", lambda v: int(v) >= 1, "an integer >= 1"),
         ("lr_decay_factor", lambda v: 0 < v <= 1, "0 < value <= 1"),
         ("validation_fraction", lambda v: 0 <= float(v) < 1, "0 <= value < 1"),
+        ("validation", lambda v: v in VALIDATIONS, "random|regions"),
+        ("validation_region_nside", lambda v: int(v) in (1, 2, 4, 8, 16), "1, 2, 4, 8 or 16"),
         ("grad_clip", lambda v: v >= 0, "a number >= 0 (0 = off)"),
         ("augment", lambda v: isinstance(v, bool), "true or false"),
         ("sync_batchnorm", lambda v: isinstance(v, bool), "true or false"),

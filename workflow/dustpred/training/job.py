@@ -57,8 +57,8 @@ from dustpred.training.resident import (
     ResidentData,
     derived_seed,
     load_resident,
-    split_train_validation,
 )
+from dustpred.training.validation import split_by_regions, split_random
 
 log = logging.getLogger("dustpred.training.job")  # also when run as __main__ by torchrun
 
@@ -195,6 +195,24 @@ def launch_distributed(spec: TrainSpec, nproc: int, *, env: dict | None = None) 
         )
 
 
+def _validation_split(shards: ShardSet, settings: UNetSettings, seed: int):
+    """(train, validation) indices of ``unet.validation`` (:mod:`dustpred.training.validation`)."""
+    if settings.validation == "random":
+        return split_random(shards.n, settings.validation_fraction, seed)
+    pos = shards.load(["lon", "lat", "psi"])
+    train, val, _ = split_by_regions(
+        pos["lon"],
+        pos["lat"],
+        pos["psi"],
+        fraction=settings.validation_fraction,
+        nside=settings.validation_region_nside,
+        seed=seed,
+        npix=shards.npix,
+        reso_arcmin=shards.reso_arcmin,
+    )
+    return train, val
+
+
 def run_training(
     spec: TrainSpec, *, _on_epoch_end: Callable[[int, TrainResult], None] | None = None
 ) -> TrainResult:
@@ -204,7 +222,7 @@ def run_training(
     threads = max(1, spec.threads // info.world) if device.type == "cpu" else spec.threads
     torch.set_num_threads(max(1, threads))
     shards = ShardSet(spec.train_shards)
-    train_idx, val_idx = split_train_validation(shards.n, settings.validation_fraction, spec.seed)
+    train_idx, val_idx = _validation_split(shards, settings, spec.seed)
     if info.is_main:
         _log_start(spec, settings, shards, len(train_idx), len(val_idx), device, info)
     stats, data = _prepare(shards, train_idx, settings, spec.seed, device, info)

@@ -4,9 +4,9 @@
 and keeps it as a :class:`ResidentData`: in GPU memory, bf16 and channels-last on CUDA when it
 fits; float32 (float16 above 4 GiB) on the CPU. :meth:`ResidentData.batch` gathers a batch and
 applies to each sample one of the 8 rotations/flips of the square (the dihedral group,
-:func:`dihedral_permutations`). :func:`split_train_validation` holds out the validation
-cutouts and :func:`epoch_batches` draws each epoch's batches; both are seeded through
-:func:`derived_seed`, so a run depends only on its seed.
+:func:`dihedral_permutations`). :func:`epoch_batches` draws each epoch's batches, seeded
+through :func:`derived_seed`, so a run depends only on its seed (the validation hold-out:
+:mod:`dustpred.training.validation`).
 """
 
 from __future__ import annotations
@@ -196,14 +196,6 @@ def load_resident(
     if store.type == "cpu" and cuda:
         features = features.pin_memory()
     return ResidentData(features, base, target, mask, nhwc)
-
-
-def split_train_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``n`` cutouts into sorted (train, validation) index arrays."""
-    n_val = int(round(fraction * n)) if fraction > 0 else 0
-    n_val = min(max(n_val, 1 if fraction > 0 else 0), n - 1)
-    perm = np.random.default_rng(derived_seed(seed, 11)).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def epoch_batches(
