@@ -100,8 +100,7 @@ def job(args: argparse.Namespace) -> None:
         prep / "mask.npy",
         prep / "meta.json",
         None,
-        out / "train" / f"shard-{item}.h5",
-        out / "test" / f"shard-{item}.h5",
+        {subset: out / subset / f"shard-{item}.h5" for subset in ("train", "test")},
         cutouts=cutout_settings(args),
         seed=args.seed,
         scatteritem=item,
@@ -200,8 +199,10 @@ def main() -> None:
     t1 = time.monotonic()
     write_index(
         workdir / "index.json",
-        [out / "train" / f"shard-{i}-of-{k}.h5" for i in range(1, k + 1)],
-        [out / "test" / f"shard-{i}-of-{k}.h5" for i in range(1, k + 1)],
+        {
+            subset: [out / subset / f"shard-{i}-of-{k}.h5" for i in range(1, k + 1)]
+            for subset in ("train", "test")
+        },
         cutouts=cutout_settings(args),
         seed=args.seed,
         threads=args.gather_threads,

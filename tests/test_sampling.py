@@ -138,3 +138,15 @@ def test_unsatisfiable_split_fails_clearly():
 def test_unknown_split_is_a_config_error():
     with pytest.raises(ConfigError, match="cutouts.split"):
         region("left_right", "train")
+
+
+def test_the_crossfit_subset_is_drawn_in_the_test_region_from_its_own_stream():
+    from dustpred.cutouts.sampling import candidate_uniforms, split_region
+
+    kwargs = {"npix": 64, "reso_arcmin": 23.4}
+    for split in ("north_south", "east_west"):
+        assert split_region(split, "crossfit", **kwargs) == split_region(split, "test", **kwargs)
+    slots = np.arange(10)
+    crossfit = candidate_uniforms(3, "crossfit", slots, 0)
+    assert not np.array_equal(crossfit, candidate_uniforms(3, "test", slots, 0))
+    assert not np.array_equal(crossfit, candidate_uniforms(3, "train", slots, 0))

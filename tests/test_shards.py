@@ -61,8 +61,7 @@ def write_set(prep, out, k, oracle=True, **overrides):
             prep / "mask.npy",
             prep / "meta.json",
             prep / "oracle.npy" if oracle else None,
-            train[-1],
-            test[-1],
+            {"train": train[-1], "test": test[-1]},
             cutouts=section,
             seed=42,
             scatteritem=f"{i}-of-{k}",
@@ -214,7 +213,11 @@ def test_failed_job_leaves_no_shard(prep, tmp_path):
 
 def test_index_counts_checksums_and_config(one_shard, tmp_path):
     index = extract.write_index(
-        tmp_path / "index.json", *one_shard, cutouts=CUTOUTS, seed=42, threads=2
+        tmp_path / "index.json",
+        dict(zip(("train", "test"), one_shard, strict=True)),
+        cutouts=CUTOUTS,
+        seed=42,
+        threads=2,
     )
     on_disk = json.loads((tmp_path / "index.json").read_text())
     assert on_disk == json.loads(json.dumps(index))
@@ -231,8 +234,7 @@ def test_index_refuses_shards_out_of_order(prep, tmp_path):
     with pytest.raises(InputError, match="slots"):
         extract.write_index(
             tmp_path / "index.json",
-            train[::-1],
-            test,
+            {"train": train[::-1], "test": test},
             cutouts={**CUTOUTS, "n_train": 6, "n_test": 4},
             seed=42,
         )
@@ -241,7 +243,10 @@ def test_index_refuses_shards_out_of_order(prep, tmp_path):
 def test_index_refuses_a_wrong_count(one_shard, tmp_path):
     with pytest.raises(InputError, match="n_train"):
         extract.write_index(
-            tmp_path / "index.json", *one_shard, cutouts={**CUTOUTS, "n_train": 24}, seed=42
+            tmp_path / "index.json",
+            dict(zip(("train", "test"), one_shard, strict=True)),
+            cutouts={**CUTOUTS, "n_train": 24},
+            seed=42,
         )
 
 
@@ -325,7 +330,7 @@ def indexed_copy(one_shard, tmp_path):
         for name, paths in zip(("train", "test"), one_shard, strict=True)
     )
     index = tmp_path / "index.json"
-    extract.write_index(index, train, test, cutouts=CUTOUTS, seed=42)
+    extract.write_index(index, {"train": train, "test": test}, cutouts=CUTOUTS, seed=42)
     return train, test, index
 
 
@@ -369,8 +374,7 @@ def test_gather_removes_shards_and_temporaries_left_by_another_shard_count(prep,
     train, test = write_set(prep, tmp_path, 2, n_train=6, n_test=4)
     extract.write_index(
         tmp_path / "index.json",
-        train,
-        test,
+        {"train": train, "test": test},
         cutouts={**CUTOUTS, "n_train": 6, "n_test": 4, "shards": 2},
         seed=42,
     )

@@ -58,6 +58,20 @@ def test_shards_hold_the_requested_cutouts(workdir):
     assert test["lat"].max() <= -17.649
 
 
+def test_the_cross_fit_training_set_is_full_size_in_the_test_region_and_not_the_test_set(
+    workdir,
+):
+    crossfit = ShardSet(shard_paths(workdir, "crossfit", 2)).load(["lon", "lat", "masked_fraction"])
+    test = ShardSet(shard_paths(workdir, "test", 2)).load(["lon", "lat"])
+    assert crossfit["lat"].size == 40  # cutouts.n_train, as the training set
+    assert crossfit["lat"].max() <= -17.649  # wholly in the south, as the test cutouts
+    assert crossfit["masked_fraction"].max() <= 0.7  # the training set's masking rule
+    centres = {(lon, lat) for lon, lat in zip(crossfit["lon"], crossfit["lat"], strict=True)}
+    assert not centres & {(lon, lat) for lon, lat in zip(test["lon"], test["lat"], strict=True)}
+    index = json.loads((workdir / CUT / "crossfit" / "index.json").read_text())
+    assert list(index["subsets"]) == ["crossfit"] and index["subsets"]["crossfit"]["count"] == 40
+
+
 def test_fig1_marks_the_selected_range(workdir):
     table = pd.read_csv(workdir / FIG1[1])
     assert table["in_range"].sum() == 64  # the 64 selected channels

@@ -66,7 +66,7 @@ def test_each_pixel_comes_from_the_model_that_did_not_train_on_it(workdir):
     assert np.all(fold[north] == 1) and np.all(fold[south] == 0)
     # And no pixel that a model's training cutouts read is provided by that model.
     shards = workdir / "results/cutouts"
-    for k, subset in enumerate(("train", "test")):
+    for k, subset in enumerate(("train", "crossfit")):
         pos = ShardSet(sorted(shards.glob(f"*/north_south/{subset}/shard-*.h5"))).load(
             ["lon", "lat", "psi"]
         )

@@ -368,9 +368,10 @@ def cutout_index(wildcards):
 
 # --- linear weights and U-Net (stage models) ---
 # A fold is a set of models trained on one subset: fold 0 (the experiment's own models) on
-# `train` (north or east), fold 1 (the cross-fit models, config template.cross_fit) on `test`
-# (south or west), each under results/models/{experiment}/<FOLD_DIRS[k]>.
-FOLD_SUBSETS = ("train", "test")
+# `train` (north or east), fold 1 (the cross-fit models, config template.cross_fit) on
+# `crossfit`, drawn in the test region (south or west) with the training set's count and
+# rules; each under results/models/{experiment}/<FOLD_DIRS[k]>, with the same unet settings.
+FOLD_SUBSETS = ("train", "crossfit")
 FOLD_DIRS = ("", "crossfit/")
 
 
@@ -380,30 +381,21 @@ def folds():
     return [0, 1] if config["template"]["cross_fit"] else [0]
 
 
+def fold_index(name, fold):
+    """The index.json of `fold`'s training shards (the crossfit set has its own)."""
+    return f"{cutout_dir(name)}/{FOLD_DIRS[fold]}index.json"
+
+
 def fold_inputs(fold):
     """The training shards and index of `fold`'s models (for `unpack`)."""
 
     def inputs(wildcards):
         return {
             "shards": subset_shards(wildcards.experiment, FOLD_SUBSETS[fold]),
-            "index": cutout_index(wildcards),
+            "index": fold_index(wildcards.experiment, fold),
         }
 
     return inputs
-
-
-def unet_settings(fold):
-    """The experiment's `unet` slice; fold 1 with the cross-fit model's validation share."""
-
-    def settings(wildcards):
-        unet = dict(experiment(wildcards.experiment)["unet"])
-        if fold == 1:
-            unet["validation_fraction"] = config["template"][
-                "crossfit_validation_fraction"
-            ]
-        return unet
-
-    return settings
 
 
 def resume_state(fold):
@@ -534,7 +526,6 @@ TEMPLATE_FIGURES = ("template_maps", "template_r_ell")
 TEMPLATE_OTHER_KEYS = (
     "enabled",
     "experiments",
-    "crossfit_validation_fraction",
     "validation",
 )
 
@@ -578,7 +569,7 @@ def template_inputs(wildcards):
     """The stack, and per fold k the U-Nets of every seed (`unets_k`), the linear weights
     (`linear_k`) and the training shards (`shards_k`); for `unpack`."""
     name = wildcards.experiment
-    files = {**experiment_stack(wildcards), "index": cutout_index(wildcards)}
+    files = dict(experiment_stack(wildcards))
     for k in folds():
         models = f"results/models/{name}"
         files[f"unets_{k}"] = [
@@ -586,12 +577,13 @@ def template_inputs(wildcards):
         ]
         files[f"linear_{k}"] = f"{models}/{FOLD_DIRS[k]}linear.csv"
         files[f"shards_{k}"] = subset_shards(name, FOLD_SUBSETS[k])
+        files[f"index_{k}"] = fold_index(name, k)
     return files
 
 
 def template_unet_settings(wildcards):
     """Per fold, the `unet` slice its U-Nets were trained with (checked against the files)."""
-    return [unet_settings(k)(wildcards) for k in folds()]
+    return [experiment(wildcards.experiment)["unet"] for _ in folds()]
 
 
 def template_params(wildcards):

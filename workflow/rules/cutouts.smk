@@ -1,5 +1,7 @@
 # Stage: cutouts. K scatter jobs each draw, project and write shard i of the training and of
-# the test subset (HDF5); a gather job checks them and writes the index. Fig. 1 (HI spectrum of
+# the test subset (HDF5); a gather job checks them and writes the index. With template
+# cross-fitting, the *_crossfit rules do the same for the cross-fit models' training set
+# (subset crossfit: the training set's count and rules, drawn in the test region). Fig. 1 (HI spectrum of
 # random unmasked pointings) comes from the raw cube. See dustpred.cutouts.extract (the stage),
 # dustpred.cutouts.shards (the file format), dustpred.cutouts.sampling.
 
@@ -57,6 +59,28 @@ rule gather_cutouts:
         seed=config["seed"],
     script:
         "../scripts/gather_cutouts.py"
+
+
+use rule cutout_shard as cutout_shard_crossfit with:
+    output:
+        crossfit="results/cutouts/{prep}/{split}/crossfit/shard-{scatteritem}.h5",
+    log:
+        "logs/cutouts/{prep}/{split}/crossfit-shard-{scatteritem}.log",
+    benchmark:
+        "benchmarks/cutout_shard_crossfit/{prep}/{split}/shard-{scatteritem}.tsv"
+
+
+use rule gather_cutouts as gather_cutouts_crossfit with:
+    input:
+        crossfit=gather.cutouts(
+            "results/cutouts/{{prep}}/{{split}}/crossfit/shard-{scatteritem}.h5"
+        ),
+    output:
+        "results/cutouts/{prep}/{split}/crossfit/index.json",
+    log:
+        "logs/cutouts/{prep}/{split}/gather-crossfit.log",
+    benchmark:
+        "benchmarks/gather_cutouts_crossfit/{prep}/{split}.tsv"
 
 
 rule velocity_spectrum:

@@ -4,7 +4,8 @@
 # Training writes a resume state every epoch to results/models/{experiment}/seed{seed}/resume/
 # (not an output: Snakemake leaves it in place when a job fails, so rerunning the job continues
 # from the last epoch; the trainer deletes it after success). See dustpred.training.job.
-# The *_crossfit rules are the same fits for fold 1 of the template (common.smk: folds).
+# The *_crossfit rules are the same fits, on the crossfit cutouts (drawn in the test region),
+# for fold 1 of the template (common.smk: folds).
 
 
 rule fit_linear:
@@ -57,7 +58,7 @@ rule train_unet:
         mem_mb=mem_mb(3072, with_input=True),
         runtime=runtime(120, doubling=True),
     params:
-        unet=unet_settings(0),
+        unet=of_experiment("unet"),
         resume=resume_state(0),
     script:
         "../scripts/train_unet.py"
@@ -86,5 +87,5 @@ use rule train_unet as train_unet_crossfit with:
     benchmark:
         "benchmarks/train_unet_crossfit/{experiment}/seed{seed}.tsv"
     params:
-        unet=unet_settings(1),
+        unet=of_experiment("unet"),
         resume=resume_state(1),

@@ -30,6 +30,6 @@ rule predict:
         runtime=runtime(120),
     params:
         device=of_experiment("unet", "device"),
-        unet=unet_settings(0),
+        unet=of_experiment("unet"),
     script:
         "../scripts/predict.py"

@@ -1,4 +1,5 @@
-"""Rule cutout_shard: scatter job i-of-K, shard i of the train and of the test cutouts."""
+"""Rules cutout_shard(_crossfit): scatter job i-of-K, shard i of each subset the rule outputs
+(train and test; crossfit)."""
 
 from dustpred.cutouts.extract import write_shards
 from dustpred.logutil import setup_logging
@@ -10,8 +11,7 @@ write_shards(
     inp.mask,
     inp.meta,
     inp.oracle or None,
-    out.train,
-    out.test,
+    dict(out.items()),
     cutouts=snakemake.params.cutouts,  # noqa: F821
     seed=snakemake.params.seed,  # noqa: F821
     scatteritem=snakemake.wildcards.scatteritem,  # noqa: F821

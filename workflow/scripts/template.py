@@ -12,7 +12,7 @@ cfg = smk.params.settings
 gpus = requested_gpus(smk.resources.get("gpu"), smk.resources.get("gres"))
 check_gpu_job(cfg["template"]["device"], gpus, key="template.device")
 for k in smk.params.folds:
-    check_against_index(smk.input[f"shards_{k}"], smk.input.index, threads=smk.threads)
+    check_against_index(smk.input[f"shards_{k}"], smk.input[f"index_{k}"], threads=smk.threads)
 folds = [
     Fold(
         unets=dict(zip(cfg["seeds"], smk.input[f"unets_{k}"], strict=True)),

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
@@ -100,7 +100,7 @@ class CutoutSettings:
                 )
 
     def count(self, subset: str) -> int:
-        return {"train": self.n_train, "test": self.n_test}[subset]
+        return {"train": self.n_train, "test": self.n_test, "crossfit": self.n_train}[subset]
 
 
 def parse_scatteritem(item: str) -> tuple[int, int]:
@@ -321,17 +321,19 @@ def write_shards(
     mask_path: str | os.PathLike,
     meta_path: str | os.PathLike,
     oracle_path: str | os.PathLike | None,
-    train_path: str | os.PathLike,
-    test_path: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
     *,
     cutouts: dict[str, Any],
     seed: int,
     scatteritem: str,
 ) -> list[dict[str, Any]]:
-    """One scatter job: shard ``scatteritem`` ('i-of-K') of the train and of the test subset.
+    """One scatter job: shard ``scatteritem`` ('i-of-K') of each subset of ``outputs``.
 
     Parameters
     ----------
+    outputs
+        ``{subset: shard path}`` for subsets of :data:`dustpred.cutouts.sampling.DRAWN_SUBSETS`
+        (``train`` and ``test``; ``crossfit``, the cross-fit models' training set).
     cutouts
         The config ``cutouts`` section.
     seed
@@ -343,7 +345,7 @@ def write_shards(
     index, n_shards = parse_scatteritem(scatteritem)
     pre = load_preprocessed(stack_path, mask_path, meta_path, oracle_path)
     summaries = []
-    for subset, path in (("train", train_path), ("test", test_path)):
+    for subset, path in outputs.items():
         slots = shard_slots(settings.count(subset), index, n_shards)
         summaries.append(
             write_shard(
@@ -393,8 +395,7 @@ def _subset_index(
 
 def write_index(
     index_path: str | os.PathLike,
-    train_paths: Sequence[str | os.PathLike],
-    test_paths: Sequence[str | os.PathLike],
+    subsets: Mapping[str, Sequence[str | os.PathLike]],
     *,
     cutouts: dict[str, Any],
     seed: int,
@@ -402,16 +403,17 @@ def write_index(
 ) -> dict[str, Any]:
     """Write ``index.json`` for a cutout set: counts, SHA-256 checksums and the config slice.
 
-    Checks that each subset's shards hold exactly the slots ``0..n-1`` in order.
+    ``subsets``: ``{subset: its shard paths in order}`` (train and test, or crossfit). Checks
+    that each subset's shards hold exactly the slots ``0..n-1`` in order.
     """
     settings = CutoutSettings.from_config(cutouts)
-    all_paths = [os.fspath(p) for p in (*train_paths, *test_paths)]
+    all_paths = [os.fspath(p) for paths in subsets.values() for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
         checksums = dict(zip(all_paths, pool.map(sha256_of, all_paths), strict=True))
     config_slice = {k: v for k, v in asdict(settings).items() if k != "chunk"}
     if settings.pairing == "matched":
         del config_slice["pairing"]  # so matched indexes keep their bytes
-    config_slice["shards"] = len(train_paths)
+    config_slice["shards"] = len(next(iter(subsets.values())))
     index: dict[str, Any] = {
         "format_version": shards.FORMAT_VERSION,
         "seed": int(seed),
@@ -419,7 +421,7 @@ def write_index(
         "subsets": {},
     }
     directory = os.path.dirname(os.path.abspath(index_path))
-    for subset, paths in (("train", train_paths), ("test", test_paths)):
+    for subset, paths in subsets.items():
         shard_set = shards.ShardSet(paths)
         entry = _subset_index(shard_set, subset, directory=directory, checksums=checksums)
         if entry["count"] != settings.count(subset):

@@ -43,9 +43,14 @@ from dustpred.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 SPLITS = ("north_south", "east_west")
+#: The two regions of a split, named by the subset drawn there for the experiment's models.
 SUBSETS = ("train", "test")
-#: Mixed into the seed so the train and test streams are independent.
-_SUBSET_CODE = {"train": 1, "test": 2}
+#: Every subset drawn: ``crossfit`` is the cross-fit models' training set, drawn in the test
+#: region with the training set's count and rules (template cross-fitting).
+DRAWN_SUBSETS = (*SUBSETS, "crossfit")
+REGION_OF = {"train": "train", "test": "test", "crossfit": "test"}
+#: Mixed into the seed so the streams of the subsets are independent.
+_SUBSET_CODE = {"train": 1, "test": 2, "crossfit": 3}
 
 # (cap axis as (l, b) in degrees) of the training and test regions of each split.
 _AXES = {
@@ -89,11 +94,12 @@ def split_region(
     reso_arcmin: float,
     east_west_buffer_deg: float = 36.0,
 ) -> Region:
-    """The cap where ``subset`` (train/test) centres of ``split`` lie (see module docstring)."""
+    """The cap where ``subset`` (train, test or crossfit: the test region) centres of
+    ``split`` lie (see module docstring)."""
     if split not in SPLITS:
         raise ConfigError(f"config key 'cutouts.split': found {split!r}; expected one of {SPLITS}")
-    if subset not in SUBSETS:
-        raise ConfigError(f"subset: found {subset!r}; expected one of {SUBSETS}")
+    if subset not in DRAWN_SUBSETS:
+        raise ConfigError(f"subset: found {subset!r}; expected one of {DRAWN_SUBSETS}")
     separation = projection.half_diagonal_deg(npix, reso_arcmin)
     if split == "east_west":
         separation = max(separation, 0.5 * float(east_west_buffer_deg))
@@ -103,7 +109,7 @@ def split_region(
             f"{separation:.2f} deg from the split boundary; expected less than 90 deg "
             "(cutouts smaller than a hemisphere)"
         )
-    lon, lat = _AXES[split][subset]
+    lon, lat = _AXES[split][REGION_OF[subset]]
     return Region(lon, lat, separation)
 
 
