@@ -495,9 +495,9 @@ def _recording_sbatch(bin_dir: Path, record: Path) -> None:
     wrapper.chmod(0o755)
 
 
-def _submit_training(slurm_run, tmp_path: Path, overlay: dict, profile: dict) -> Submission:
-    """Rerun the tiny DAG's training job with `overlay` (config) and `profile` (a third
-    profile) in a copy of the Slurm run's directory; the job is expected to fail."""
+def _start_training(slurm_run, tmp_path: Path, overlay: dict, profile: dict):
+    """Start rerunning the tiny DAG's training job with `overlay` (config) and `profile` (a
+    third profile) in a copy of the Slurm run's directory; returns (process, workdir, record)."""
     workdir = tmp_path / "run"
     shutil.copytree(slurm_run.workdir, workdir, symlinks=True)
     (workdir / TRAIN_LOG).unlink()  # so that the log holds this run alone
@@ -511,9 +511,16 @@ def _submit_training(slurm_run, tmp_path: Path, overlay: dict, profile: dict) ->
     cmd += ["--profile", str(tmp_path / "profile"), "--retries", "0"]
     cmd += ["--configfile", *map(str, CONFIGS), str(tmp_path / "overlay.yaml")]
     cmd += ["--forcerun", "train_unet", "--", f"results/models/{EXPERIMENT}/seed{SEED}/unet.pt"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-4000:]
+    with open(tmp_path / "snakemake.out", "w") as out:  # a file: a pipe could fill and stall
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return process, workdir, record
+
+
+def _finish_training(process, workdir: Path, record: Path) -> Submission:
+    """Wait for a run of :func:`_start_training`, which is expected to fail; what Slurm saw."""
+    process.wait(timeout=300)
+    output = (workdir.parent / "snakemake.out").read_text()
+    assert process.returncode != 0, output[-4000:]
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     assert submitted, output[-4000:]
     job = next(j for j in _slurm_jobs() if j.jobid == int(submitted[-1]))
@@ -536,31 +543,30 @@ def _stopped_for_want_of_cuda(submission: Submission) -> None:
 
 
 @pytest.fixture(scope="module")
-def gpus_submission(slurm_run, tmp_path_factory) -> Submission:
-    return _submit_training(
-        slurm_run,
-        tmp_path_factory.mktemp("gpus"),
-        {"unet": {"device": "cuda"}},
-        {"slurm-qos": "normal"},
-    )
-
-
-@pytest.fixture(scope="module")
-def gres_submission(slurm_run, tmp_path_factory) -> Submission:
-    # The named partition is `cpu`, which partitions.yaml gives no GPUs: only the explicit
-    # slurm_partition can put a GPU job there.
-    return _submit_training(
-        slurm_run,
-        tmp_path_factory.mktemp("gres"),
-        {"unet": {"device": "cuda"}, "cluster": {"gpu_request": "gres"}},
-        {"set-resources": {"train_unet": {"qos": "long", "slurm_partition": "cpu"}}},
-    )
+def submissions(slurm_run, tmp_path_factory) -> dict[str, Submission]:
+    """The two recipes, submitted at once: `gpus` (--gpus, a QoS for every job) and `gres`
+    (a GRES string, a per-rule QoS, and the partition `cpu` by name, which partitions.yaml
+    gives no GPUs: only the explicit slurm_partition can put a GPU job there)."""
+    started = {
+        "gpus": _start_training(
+            slurm_run,
+            tmp_path_factory.mktemp("gpus"),
+            {"unet": {"device": "cuda"}},
+            {"slurm-qos": "normal"},
+        ),
+        "gres": _start_training(
+            slurm_run,
+            tmp_path_factory.mktemp("gres"),
+            {"unet": {"device": "cuda"}, "cluster": {"gpu_request": "gres"}},
+            {"set-resources": {"train_unet": {"qos": "long", "slurm_partition": "cpu"}}},
+        ),
+    }
+    return {name: _finish_training(*run) for name, run in started.items()}
 
 
 @pytest.mark.slurm
-def test_the_gpu_recipe_submits_gpus_and_the_qos_and_the_job_stops_without_cuda(
-    gpus_submission,
-):
+def test_the_gpu_recipe_submits_gpus_and_the_qos_and_the_job_stops_without_cuda(submissions):
+    gpus_submission = submissions["gpus"]
     (call,) = [c for c in gpus_submission.sbatch_calls if "rule_train_unet" in c]
     assert "--gpus=1" in call and "--gres" not in call and "--qos=normal" in call
     assert gpus_submission.job.partition == "gpu"
@@ -569,7 +575,8 @@ def test_the_gpu_recipe_submits_gpus_and_the_qos_and_the_job_stops_without_cuda(
 
 
 @pytest.mark.slurm
-def test_the_gres_recipe_submits_a_gres_string_a_qos_and_the_named_partition(gres_submission):
+def test_the_gres_recipe_submits_a_gres_string_a_qos_and_the_named_partition(submissions):
+    gres_submission = submissions["gres"]
     (call,) = [c for c in gres_submission.sbatch_calls if "rule_train_unet" in c]
     assert "--gres=gpu:1" in call and "--gpus" not in call
     assert "--qos=long" in call and "-p cpu" in call
