@@ -1,7 +1,7 @@
 # Stage: predict. Integrated intensity, the scale-independent and scale-dependent linear
 # models and the U-Net (its weights of unet.keep: best on validation, or the last epoch)
-# applied to every cutout of the training and of the test subset. The U-Net runs on the experiment's device (unet.device),
-# so the job asks for a GPU when that is cuda.
+# applied to every cutout of the training and of the test subset. The U-Net runs on the
+# experiment's device (unet.device), so the job asks for a GPU when that is cuda.
 
 
 rule predict:

@@ -1,8 +1,9 @@
 # Stage: template -> the full-sky HEALPix dust template of an experiment
 # (results/template/{experiment}/dust_template.fits), its sphere r_ell table and figures.
 # Cross-fitting (config template.cross_fit): the models of fold 1 (a second U-Net per seed and
-# a second linear fit, trained on the experiment's test subset, south or west, by the
-# *_crossfit rules of models.smk) provide the pixels of the training region (north or east);
+# a second linear fit, trained on the crossfit cutouts, n_train of them in the test region,
+# south or west, by the *_crossfit rules of models.smk) provide the pixels of the training
+# region (north or east);
 # the experiment's own models (fold 0) provide the rest. See dustpred.template.
 
 

@@ -2,7 +2,8 @@
 
 :func:`build_template` runs the whole step for one experiment. The models come as a list of
 :class:`Fold`: fold 0 is trained on region 0 of the split (the ``train`` shards: north or
-east), fold 1 on region 1 (the ``test`` shards: south or west); with one fold (no
+east), fold 1 on region 1 (the ``crossfit`` shards, drawn in the test region: south or
+west); with one fold (no
 cross-fitting) fold 0 provides every pixel. For each model (U-Net of each seed and fold, linear
 weights of each fold, integrated intensity):
 
