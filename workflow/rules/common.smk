@@ -363,7 +363,7 @@ def subset_shards(name, subset):
 
 def cutout_index(wildcards):
     """The gather job's index: the shards were checked together before any model uses them."""
-    return f"{cutout_dir(wildcards.experiment)}/index.json"
+    return fold_index(wildcards.experiment, 0)
 
 
 # --- linear weights and U-Net (stage models) ---

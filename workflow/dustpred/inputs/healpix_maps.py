@@ -384,12 +384,12 @@ def dust_header_facts(table: BinTable, column: str) -> dict[str, str | None]:
     and the map's ``reference_frequency`` (the first of :data:`FREQUENCY_KEYWORDS` in the
     table's, then the primary header, with its comment; None if neither gives one)."""
     unit = table.header.get(f"TUNIT{table.column_index(column) + 1}")
+    found = [(h, k) for h in (table.header, table.primary) for k in FREQUENCY_KEYWORDS if k in h]
     frequency = None
-    for header in (table.header, table.primary):
-        found = [key for key in FREQUENCY_KEYWORDS if key in header]
-        if found and frequency is None:
-            value, comment = str(header[found[0]]).strip(), str(header.comments[found[0]]).strip()
-            frequency = f"{found[0]} = {value}" + (f" ({comment})" if comment else "")
+    if found:
+        header, key = found[0]
+        value, comment = str(header[key]).strip(), str(header.comments[key]).strip()
+        frequency = f"{key} = {value}" + (f" ({comment})" if comment else "")
     return {"unit": str(unit).strip() if unit else None, "reference_frequency": frequency}
 
 

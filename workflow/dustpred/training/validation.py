@@ -94,9 +94,21 @@ def split_by_regions(
     held = np.sort(candidates[order[: last + 1]])
     if len(held) == len(candidates):
         held = held[:-1]  # leave some sky to train on
-    touches = np.isin(
-        touched_regions(lon, lat, psi, nside=nside, npix=npix, reso_arcmin=reso_arcmin), held
-    ).any(axis=1)
+    # Chunk by chunk: all cutouts' regions at once are N x npix^2 integers (1.6 GB at 50,000).
+    touches = np.concatenate(
+        [
+            np.isin(
+                touched_regions(
+                    lon[sl], lat[sl], psi[sl], nside=nside, npix=npix, reso_arcmin=reso_arcmin
+                ),
+                held,
+            ).any(axis=1)
+            for sl in (
+                slice(lo, lo + projection.DEFAULT_CHUNK)
+                for lo in range(0, len(lon), projection.DEFAULT_CHUNK)
+            )
+        ]
+    )
     validation = np.flatnonzero(np.isin(centre, held))
     train = np.flatnonzero(~touches)
     log.info(
