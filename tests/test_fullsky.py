@@ -45,12 +45,16 @@ ELL_CUTOFF = 40
 NPIX, RESO = 32, 50.0  # 26.7 deg tiles (pixels ~ the Nside-64 pixel size)
 
 
+def smooth_cl(ell: np.ndarray, ell_cutoff: float = ELL_CUTOFF) -> np.ndarray:
+    """C_l ~ l^-2.5 (0 below l = 2) under a Butterworth (order 4) low-pass."""
+    cl = np.where(ell >= 2, np.maximum(ell, 1.0) ** -2.5, 0.0)
+    return cl * butterworth(ell, ell_cutoff, 4) ** 2
+
+
 def smooth_map(nside: int, seed: int, ell_cutoff: float = ELL_CUTOFF) -> np.ndarray:
-    """A Gaussian map with C_l ~ l^-2.5 under a Butterworth (order 4) low-pass."""
+    """A Gaussian map with the spectrum :func:`smooth_cl`."""
     ell = np.arange(3 * nside)
-    cl = np.zeros(ell.size)
-    cl[2:] = ell[2:] ** -2.5
-    cl *= butterworth(ell, ell_cutoff, 4) ** 2
+    cl = smooth_cl(ell, ell_cutoff)
     lmax = 3 * nside - 1
     rng = np.random.default_rng(seed)
     size = hp.Alm.getsize(lmax)
@@ -289,7 +293,8 @@ def test_template_fits_round_trips_through_healpy_and_the_dust_reader(tmp_path):
         header = hdul[1].header
     assert (header["ORDERING"], header["NSIDE"], header["COORDSYS"]) == ("RING", nside, "G")
     assert header["NAXIS2"] == 12 * nside**2 and header["TUNIT1"] == "uK_RJ"
-    assert header["TFORM7"] == "B" and "TUNIT6" not in header
+    fold, weight = (TEMPLATE_COLUMNS.index(c) + 1 for c in ("FOLD", "WEIGHT"))
+    assert header[f"TFORM{fold}"] == "B" and f"TUNIT{weight}" not in header
     assert header["MODSHA1"] == "b" * 64 and header["AMPSCL0"] == 2.5
     assert header["CONFIG"] == config and header["SPLIT"] == "north_south"
 
@@ -327,3 +332,31 @@ def test_sphere_r_ell_is_one_for_a_rescaled_template_and_falls_with_noise(sky):
     # ~150-300 modes per bin: a scatter of ~0.05 per bin, ~0.02 on the mean of 8 bins.
     assert noisy.mean() == pytest.approx(1 / np.sqrt(2), abs=0.06)
     assert noisy.max() < 0.9
+
+
+def test_residual_power_is_that_of_the_map_left_after_the_template(sky):
+    keep = np.ones(sky.size, bool)
+    keep[hp.query_strip(NSIDE, np.radians(80), np.radians(100))] = False
+    noise = smooth_map(NSIDE, seed=11)  # the sky's spectrum
+    table = sphere_r_ell(
+        sky,
+        {"scaled": 3.0 * sky + 5.0, "noisy": sky + noise},
+        keep,
+        split="north_south",
+        ell_cutoff=ELL_CUTOFF,
+        bin_width=10,
+    )
+    scaled, noisy = (table[table.model == m] for m in ("scaled", "noisy"))
+    # target - (3 target + 5) = -2 target - 5, and the offset is removed: 4 C_l exactly.
+    np.testing.assert_allclose(scaled["cl_residual"], 4.0 * scaled["cl_target"], rtol=1e-8)
+    # The residual is the noise, a realisation of the target's spectrum: ratio ~1 with the
+    # cosmic variance of ~150-300 modes per bin and hemisphere (~0.1 per bin).
+    ratio = noisy["cl_residual"] / noisy["cl_target"]
+    assert ratio.mean() == pytest.approx(1.0, abs=0.2)
+    # Divided by the mean squared window, the pseudo-C_l is the full-sky C_l of the model
+    # (bins from l = 12: ~150+ modes per hemisphere, cosmic variance ~0.1; l < 12 has ~50).
+    for _, row in noisy[noisy.ell_lo >= 12].iterrows():
+        ell = np.arange(row.ell_lo, row.ell_hi)
+        expected = float((2 * ell + 1) @ smooth_cl(ell) / (2 * ell + 1).sum())
+        assert row.cl_target == pytest.approx(expected, rel=0.3)
+        assert row.cl_residual == pytest.approx(expected, rel=0.3)

@@ -30,6 +30,7 @@ from dustpred.figures.template import (
 from dustpred.template import tiling
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
 from dustpred.template.fitsfile import TEMPLATE_COLUMNS, read_template
+from dustpred.template.uncertainty import COVERAGE_COLUMNS, ErrorSettings, write_coverage
 
 NSIDE, CHANNELS, NPIX = 16, 6, 16
 GEOMETRY = Geometry(
@@ -88,7 +89,13 @@ def sky(tmp_path_factory):
 
 def build(sky, folds, out, **overrides):
     root, prep, _, _ = sky
-    settings = {"geometry": GEOMETRY, "settings": SETTINGS, "seed": 3, "config_slice": {"k": 1}}
+    settings = {
+        "geometry": GEOMETRY,
+        "settings": SETTINGS,
+        "errors": ErrorSettings(bins=5, fwhm_deg=10.0),
+        "seed": 3,
+        "config_slice": {"k": 1},
+    }
     build_template(prep, folds, out, **{**settings, **overrides})
     return read_template(out, TEMPLATE_COLUMNS)
 
@@ -215,3 +222,47 @@ def test_git_commit_names_this_checkout_and_is_unknown_elsewhere(tmp_path):
 
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", git_commit(Path(__file__).parent))
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_cross_fitted_template_has_a_calibrated_error_unseen_where_no_tile_reaches(cross_fitted):
+    from astropy.io import fits
+
+    out, maps = cross_fitted
+    header = fits.getheader(out, 1)
+    assert header["ERRCAL"] == "other fold's residuals, 5 bins of I"
+    assert header["ERRFWHM"] == 10.0
+    error = hp.read_map(out, field=TEMPLATE_COLUMNS.index("I_ERR"))
+    covered = maps["WEIGHT"] > 0
+    assert np.all(error[~covered] == hp.UNSEEN)
+    assert np.all(error[covered] > 0)
+    bad = hp.mask_bad(maps["I_ERR_1DEG"])  # defined one beam inside each fold's unmasked sky
+    assert 0 < np.mean(bad) < 1 and bad[~covered].all()
+
+
+def test_without_cross_fitting_the_error_is_unseen_and_its_coverage_table_empty(sky, tmp_path):
+    from astropy.io import fits
+
+    _, prep, north, _ = sky
+    out = tmp_path / "one.fits"
+    maps = build(sky, [north], out)
+    assert fits.getheader(out, 1)["ERRCAL"] == "none"
+    assert hp.mask_bad(maps["I_ERR"]).all() and hp.mask_bad(maps["I_ERR_1DEG"]).all()
+    paths = (tmp_path / "coverage.csv", tmp_path / "coverage.parquet")
+    validation = {"coverage_region_nside": 2, "coverage_min_pixels": 10}
+    table = write_coverage(out, prep, paths, split="north_south", validation=validation)
+    assert table.empty and list(pd.read_csv(paths[0]).columns) == COVERAGE_COLUMNS
+
+
+def test_coverage_table_of_a_cross_fitted_template_judges_both_hemispheres(
+    sky, cross_fitted, tmp_path
+):
+    _, prep, _, _ = sky
+    out, _ = cross_fitted
+    paths = (tmp_path / "coverage.csv", tmp_path / "coverage.parquet")
+    validation = {"coverage_region_nside": 2, "coverage_min_pixels": 10}
+    table = write_coverage(out, prep, paths, split="north_south", validation=validation)
+    whole = table[table["region"] == -1]
+    assert set(whole["hemisphere"]) == {"north", "south"}
+    assert set(whole["scale"]) == {"pixel", "smoothed"}
+    assert (whole["fwhm_deg"][whole["scale"] == "smoothed"] == 10.0).all()
+    assert whole["coverage"].between(0, 1).all() and (whole["n_pixels"] > 0).all()

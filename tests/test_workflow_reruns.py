@@ -17,7 +17,14 @@ pytestmark = pytest.mark.workflow
 
 PER_RUN_PLOTS = {"plot_example", "plot_per_cutout", "plot_r_ell", "plot_training"}
 # The template of the first experiment (baseline) and its validation and figures.
-TEMPLATE_JOBS = {"template", "template_r_ell", "plot_template_maps", "plot_template_r_ell"}
+TEMPLATE_JOBS = {
+    "template",
+    "template_r_ell",
+    "template_coverage",
+    "plot_template_maps",
+    "plot_template_r_ell",
+    "plot_template_coverage",
+}
 
 
 def planned_jobs(workdir: Path, edit: dict | None = None, text: str | None = None) -> set:
@@ -89,7 +96,7 @@ def test_cutout_count_reruns_cutouts_onward_not_preprocessing(finished):
 def test_plot_setting_reruns_plots_only(finished):
     jobs = planned_jobs(finished, {"plots": {"dpi": 61}})
     # velocity_spectrum is the paper's Fig. 1 (it plots too).
-    plots = PER_RUN_PLOTS | {"velocity_spectrum", "plot_template_maps", "plot_template_r_ell"}
+    plots = PER_RUN_PLOTS | {"velocity_spectrum"} | {j for j in TEMPLATE_JOBS if "plot" in j}
     assert rules(jobs) - {"all"} == plots
 
 
@@ -106,3 +113,14 @@ def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
     others = rules(jobs) - rules(per_seed)
     assert others <= {"summary", "plot_seed_ensemble", "all"} | TEMPLATE_JOBS
     assert "summary" in others
+
+
+def test_error_setting_reruns_the_template_onward_only(finished):
+    jobs = planned_jobs(finished, {"template": {"errors": {"bins": 7}}})
+    assert rules(jobs) - {"all"} == TEMPLATE_JOBS
+
+
+def test_coverage_table_setting_reruns_the_validation_only(finished):
+    jobs = planned_jobs(finished, {"template": {"validation": {"coverage_min_pixels": 5}}})
+    validation = {"template_r_ell", "template_coverage"}
+    assert rules(jobs) - {"all"} == validation | {"plot_template_r_ell", "plot_template_coverage"}

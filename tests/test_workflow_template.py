@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 from conftest import REPO, job_counts, snakemake_cli
+from test_workflow_reruns import TEMPLATE_JOBS
 
 from dustpred.cutouts.shards import ShardSet
 from dustpred.inputs import healpix_maps
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.workflow
 NSIDE = 32  # tests/configs/tiny.yaml: preprocess.nside, template.nside null
 FITS = "results/template/baseline/dust_template.fits"
 TABLES = [f"results/tables/baseline/template_r_ell.{e}" for e in ("csv", "parquet")]
+COVERAGE = [f"results/tables/baseline/template_coverage.{e}" for e in ("csv", "parquet")]
 FIGURES = [
     f"results/figures/baseline/{f}.{e}"
-    for f in ("template_maps", "template_r_ell")
+    for f in ("template_maps", "template_r_ell", "template_coverage")
     for e in ("png", "pdf")
 ]
 
@@ -34,7 +36,7 @@ def workdir(tiny_run):
 
 
 def test_template_and_its_table_and_figures_exist(workdir):
-    for path in [FITS, *TABLES, *FIGURES]:
+    for path in [FITS, *TABLES, *COVERAGE, *FIGURES]:
         assert (workdir / path).stat().st_size > 0, path
 
 
@@ -89,6 +91,17 @@ def test_sphere_r_ell_table_has_every_model_per_hemisphere(workdir):
         assert low.loc[(hemisphere, "oracle"), "r"] >= low.loc[(hemisphere, "linear"), "r"]
 
 
+def test_coverage_table_judges_the_error_of_both_hemispheres(workdir):
+    table = pd.read_parquet(workdir / COVERAGE[1])
+    whole = table[table["region"] == -1]
+    assert set(whole["hemisphere"]) == {"north", "south"}
+    assert set(whole["scale"]) == {"pixel", "smoothed"}
+    assert whole["coverage"].between(0, 1).all()
+    # Coverage grows with the nominal level: the error is a scale, not noise.
+    for _, rows in whole.groupby(["scale", "hemisphere"]):
+        assert rows.sort_values("level")["coverage"].is_monotonic_increasing
+
+
 def dry_run_counts(tmp_path, configfiles=None, extra_config=None):
     result = snakemake_cli(
         tmp_path, configfiles=configfiles, extra_config=extra_config, args=("-n",)
@@ -101,7 +114,7 @@ def test_paper_config_lists_the_template_jobs(tmp_path):
     counts = dry_run_counts(
         tmp_path, configfiles=[REPO / "config/config.yaml", REPO / "config/paper.yaml"]
     )
-    for rule in ("template", "template_r_ell", "plot_template_maps", "plot_template_r_ell"):
+    for rule in TEMPLATE_JOBS:
         assert counts.get(rule) == 1, (rule, counts)
     # One second model per seed of the first experiment only (template.experiments: null).
     assert 1 <= counts["train_unet_crossfit"] < counts["train_unet"]

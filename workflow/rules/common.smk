@@ -520,7 +520,7 @@ def summary_settings():
 
 
 # --- full-sky template (stage template) ---
-TEMPLATE_FIGURES = ("template_maps", "template_r_ell")
+TEMPLATE_FIGURES = ("template_maps", "template_r_ell", "template_coverage")
 # Keys of config `template` that do not shape the FITS file (they select experiments, shape
 # the second model, which is an input, or only the validation).
 TEMPLATE_OTHER_KEYS = (
@@ -547,13 +547,15 @@ def template_experiments():
 
 
 def template_targets():
-    """The template FITS, its sphere r_ell table and figures of each template experiment."""
+    """The template FITS, its sphere r_ell and coverage tables and figures of each template
+    experiment."""
     targets = []
     for name in template_experiments():
         targets.append(f"results/template/{name}/dust_template.fits")
         targets += expand(
-            "results/tables/{name}/template_r_ell.{ext}",
+            "results/tables/{name}/{table}.{ext}",
             name=name,
+            table=["template_r_ell", "template_coverage"],
             ext=["csv", "parquet"],
         )
         targets += expand(

@@ -68,6 +68,36 @@ rule template_r_ell:
         "../scripts/template_r_ell.py"
 
 
+# The coverage of I_ERR and I_ERR_1DEG on the pixels that did not calibrate them.
+rule template_coverage:
+    input:
+        unpack(experiment_stack),
+        template="results/template/{experiment}/dust_template.fits",
+    output:
+        csv=report(
+            "results/tables/{experiment}/template_coverage.csv",
+            caption="../report/template_coverage_table.rst",
+            category="{experiment}",
+            subcategory="full-sky template",
+            labels={"table": "coverage of the template's error"},
+        ),
+        parquet="results/tables/{experiment}/template_coverage.parquet",
+    log:
+        "logs/template_coverage/{experiment}.log",
+    benchmark:
+        "benchmarks/template_coverage/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 4
+    resources:
+        mem_mb=mem_mb(4096, with_input=True),
+        runtime=runtime(30),
+    params:
+        settings=template_validation_params,
+    script:
+        "../scripts/template_coverage.py"
+
+
 rule plot_template_maps:
     input:
         unpack(experiment_stack),
@@ -123,3 +153,32 @@ rule plot_template_r_ell:
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/plot_template_r_ell.py"
+
+
+rule plot_template_coverage:
+    input:
+        coverage="results/tables/{experiment}/template_coverage.csv",
+        r_ell="results/tables/{experiment}/template_r_ell.csv",
+    output:
+        png=report(
+            "results/figures/{experiment}/template_coverage.png",
+            caption="../report/template_coverage.rst",
+            category="{experiment}",
+            subcategory="full-sky template",
+            labels={"figure": "coverage and residual power of the template"},
+        ),
+        pdf="results/figures/{experiment}/template_coverage.pdf",
+    log:
+        "logs/plot_template_coverage/{experiment}.log",
+    benchmark:
+        "benchmarks/plot_template_coverage/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(10),
+    params:
+        dpi=config["plots"]["dpi"],
+    script:
+        "../scripts/plot_template_coverage.py"

@@ -5,6 +5,7 @@ from dustpred.devices import check_gpu_job, requested_gpus
 from dustpred.logutil import setup_logging
 from dustpred.template.build import Fold, Geometry, TemplateSettings, build_template
 from dustpred.template.fitsfile import git_commit
+from dustpred.template.uncertainty import ErrorSettings
 
 smk = snakemake  # noqa: F821
 setup_logging(smk.log[0])
@@ -28,6 +29,7 @@ build_template(
     smk.output[0],
     geometry=Geometry(split=cfg["split"], **cfg["cutouts"]),
     settings=TemplateSettings.from_config(cfg["template"]),
+    errors=ErrorSettings.from_config(cfg["template"]["errors"]),
     seed=cfg["seed"],
     config_slice=cfg,
     threads=smk.threads,

@@ -106,3 +106,59 @@ def plot_template_r_ell(
 ) -> None:
     """The sphere r_ell figure from ``template_r_ell.csv``."""
     save_figure(template_r_ell_figure(read_table(r_ell, R_ELL_TABLE_COLUMNS)), outputs, dpi)
+
+
+def template_coverage_figure(coverage: pd.DataFrame, r_ell: pd.DataFrame) -> Figure:
+    """Left: the coverage of ``I_ERR`` (solid) and ``I_ERR_1DEG`` (dashed) against the nominal
+    level, per hemisphere; right: the residual power ``cl_residual`` of each model and the
+    target's ``cl_target``, per hemisphere."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    whole = coverage[coverage["region"] == -1]
+    left.plot([0, 1], [0, 1], color="0.5", linewidth=0.8, label="calibrated")
+    for c, hemisphere in enumerate(dict.fromkeys(r_ell["hemisphere"])):
+        colour = f"C{c}"
+        for scale, style in (("pixel", "-"), ("smoothed", "--")):
+            rows = whole[(whole["hemisphere"] == hemisphere) & (whole["scale"] == scale)]
+            if len(rows):
+                label = f"{hemisphere}, " + (
+                    "pixel" if scale == "pixel" else f"{rows['fwhm_deg'].iloc[0]:g} deg"
+                )
+                left.plot(rows["level"], rows["coverage"], style, color=colour, label=label)
+        part = r_ell[r_ell["hemisphere"] == hemisphere]
+        target = part[part["model"] == part["model"].iloc[0]]
+        right.semilogy(
+            target["ell"], target["cl_target"], ":", color=colour, label=f"{hemisphere}: target"
+        )
+        for model, rows in part[part["model"] != "oracle"].groupby("model", sort=False):
+            right.semilogy(
+                rows["ell"],
+                rows["cl_residual"],
+                color=colour,
+                marker=MARKERS.get(model),
+                linestyle=LINESTYLES.get(model, "-"),
+                label=f"{hemisphere}: {MODEL_LABELS.get(model, model)} residual",
+            )
+    if whole.empty:
+        left.text(0.5, 0.5, "no calibrated error\n(no cross-fitting)", ha="center", va="center")
+    left.set_xlabel("nominal level")
+    left.set_ylabel("fraction of held-out pixels covered")
+    left.grid(alpha=0.3)
+    left.legend(loc="upper left", fontsize=7)
+    right.set_xlabel(r"$\ell$")
+    right.set_ylabel(r"$C_\ell$ (unit$^2$)")
+    right.grid(alpha=0.3)
+    right.legend(loc="lower left", fontsize=6)
+    return fig
+
+
+def plot_template_coverage(
+    coverage: str | os.PathLike,
+    r_ell: str | os.PathLike,
+    outputs: Sequence[str | os.PathLike],
+    *,
+    dpi: int = 150,
+) -> None:
+    """The coverage figure from ``template_coverage.csv`` and ``template_r_ell.csv``."""
+    table = read_table(r_ell, [*R_ELL_TABLE_COLUMNS, "cl_target", "cl_residual"])
+    columns = ["scale", "fwhm_deg", "hemisphere", "region", "level", "coverage"]
+    save_figure(template_coverage_figure(read_table(coverage, columns), table), outputs, dpi)

@@ -54,6 +54,7 @@ from dustpred.template import reassembly, tiling
 from dustpred.template.amplitude import fit_amplitude
 from dustpred.template.fitsfile import filter_and_input_cards, provenance_cards, write_template
 from dustpred.template.sphere import HEMISPHERES, target_and_mask
+from dustpred.template.uncertainty import ErrorSettings, cross_calibrated_error
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ def build_template(
     *,
     geometry: Geometry,
     settings: TemplateSettings,
+    errors: ErrorSettings,
     seed: int,
     config_slice: Mapping[str, Any],
     threads: int = 1,
@@ -253,8 +255,8 @@ def build_template(
         ``[fold 0]``, or ``[fold 0, fold 1]`` with cross-fitting; every fold has the same seeds.
     out_path
         ``dust_template.fits``.
-    geometry, settings
-        Tile geometry (config ``cutouts``) and config ``template``.
+    geometry, settings, errors
+        Tile geometry (config ``cutouts``), config ``template`` and ``template.errors``.
     seed
         Master seed (tile rotations).
     config_slice
@@ -318,6 +320,13 @@ def build_template(
         "WEIGHT": integrated.weight,
         "FOLD": fold.astype(np.uint8),
     }
+    usable = ~mask & (integrated.weight > 0)
+    for column, fwhm in (("I_ERR", None), ("I_ERR_1DEG", errors.fwhm_deg)):
+        maps[column] = (
+            calibrated_error(maps["I"], target, fold, usable, errors, fwhm, threads)
+            if cross_fit
+            else np.full(fold.size, hp.UNSEEN)  # no out-of-sample residuals to calibrate on
+        )
     cards = template_cards(
         unets, seeds, len(folds), per_seed, linear, integrated, geometry.split, config_slice
     )
@@ -326,7 +335,21 @@ def build_template(
         digests = dict(zip(read, pool.map(sha256_of, read.values()), strict=True))
     inputs = {name: (os.fspath(path), digests[name]) for name, path in read.items()}
     cards.update(filter_and_input_cards(pre.meta, inputs, commit))
+    cards["ERRCAL"] = (
+        f"other fold's residuals, {errors.bins} bins of I" if cross_fit else "none",
+        "I_ERR calibration",
+    )
+    cards["ERRFWHM"] = (float(errors.fwhm_deg), "FWHM (deg) of I_ERR_1DEG's smoothing")
     write_template(out_path, maps, unit=str(pre.meta["units"]["dust"]), cards=cards)
+
+
+def calibrated_error(value, target, fold, usable, errors, fwhm, threads):
+    """``I_ERR`` (``fwhm=None``) or ``I_ERR_1DEG``, UNSEEN where undefined
+    (:func:`~dustpred.template.uncertainty.cross_calibrated_error`)."""
+    error = cross_calibrated_error(
+        value, target, fold, usable, bins=errors.bins, fwhm_deg=fwhm, nthreads=threads
+    )
+    return np.where(np.isfinite(error), error, hp.UNSEEN)
 
 
 def template_cards(unets, seeds, folds, per_seed, linear, integrated, split, config_slice):

@@ -29,9 +29,19 @@ from dustpred.inputs import healpix_maps
 log = logging.getLogger(__name__)
 
 #: Columns of the template table, in file order.
-TEMPLATE_COLUMNS = ("I", "I_STD", "I_TILE_STD", "I_INTEGRATED", "I_LINEAR", "WEIGHT", "FOLD")
+TEMPLATE_COLUMNS = (
+    "I",
+    "I_ERR",
+    "I_ERR_1DEG",
+    "I_STD",
+    "I_TILE_STD",
+    "I_INTEGRATED",
+    "I_LINEAR",
+    "WEIGHT",
+    "FOLD",
+)
 #: Columns carrying the target's unit (the others are dimensionless); UNSEEN where WEIGHT = 0.
-_UNIT_COLUMNS = ("I", "I_STD", "I_TILE_STD", "I_INTEGRATED", "I_LINEAR")
+_UNIT_COLUMNS = TEMPLATE_COLUMNS[:-2]
 EXTNAME = "DUST_TEMPLATE"
 
 

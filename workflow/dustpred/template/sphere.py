@@ -13,6 +13,11 @@ mode-coupling correction is applied: the same window multiplies both maps, so it
 first order in the ratio, and bins much wider than the window's width in ell keep the rest
 small.
 
+Each row also gives the bin's mean power (weights ``2l+1``) of the target, ``cl_target``, and
+of the residual ``T - P``, ``cl_residual``, divided by the mean of ``w**2`` (the pseudo-C_l
+estimate of the full-sky power, without mode-coupling correction): the residual spectrum a CMB
+analysis that marginalises over the template needs.
+
 The transforms are :mod:`dustpred.sky.harmonic`'s (ducc0, ``nthreads`` threads; healpy's
 ``map2alm(iter=3)`` to rounding). The window's Gaussian smoothing stops at the multipole
 where the beam has fallen below :data:`BEAM_TOLERANCE` (ell ~ 140 for a 5 deg FWHM), not at
@@ -138,7 +143,8 @@ def sphere_r_ell(
     -------
     pandas.DataFrame
         One row per (hemisphere, model, bin): ``hemisphere``, ``model``, ``ell_lo``,
-        ``ell_hi`` (exclusive), ``ell`` (bin centre), ``r``, ``f_sky`` (mean of the window).
+        ``ell_hi`` (exclusive), ``ell`` (bin centre), ``r``, ``cl_target``, ``cl_residual``
+        (target unit squared), ``f_sky`` (mean of the window).
     """
     target = np.asarray(target, dtype=np.float64)
     npix = target.size
@@ -168,13 +174,15 @@ def sphere_r_ell(
 
         alm_t = alm(target)
         cl_tt = hp.alm2cl(alm_t)
+        w2 = float(np.mean(window**2))
         for name, values in templates.items():
             alm_p = alm(values)
             cl_tp, cl_pp = hp.alm2cl(alm_t, alm_p), hp.alm2cl(alm_p)
+            cl_res = hp.alm2cl(alm_t - alm_p)
             for lo, hi in zip(edges[:-1], edges[1:], strict=True):
                 sel = (ell >= lo) & (ell < hi)
                 mult = 2 * ell[sel] + 1
-                tp, tt, pp = (float(mult @ c[sel]) for c in (cl_tp, cl_tt, cl_pp))
+                tp, tt, pp, res = (float(mult @ c[sel]) for c in (cl_tp, cl_tt, cl_pp, cl_res))
                 rows.append(
                     {
                         "hemisphere": hemisphere,
@@ -183,6 +191,8 @@ def sphere_r_ell(
                         "ell_hi": int(hi),
                         "ell": 0.5 * (lo + hi - 1),
                         "r": tp / np.sqrt(tt * pp) if tt > 0 and pp > 0 else np.nan,
+                        "cl_target": tt / mult.sum() / w2,
+                        "cl_residual": res / mult.sum() / w2,
                         "f_sky": float(window.mean()),
                     }
                 )
