@@ -1,7 +1,7 @@
 """The template stage on the tiny configuration: the FITS template, cross-fitting, validation.
 
 Runs the real Snakefile from the synthetic sky to the template's table and figures (Nside 32,
-768 tiles, a two-level U-Net per fold), then checks the file a CMB analysis would read.
+192 tiles, a two-level U-Net per fold), then checks the file a CMB analysis would read.
 """
 
 import healpy as hp
