@@ -10,6 +10,10 @@ integrated intensity, mean and sd over all (realisation, training seed) runs, be
 mean within-sky block-bootstrap error (:func:`dustpred.realisations.spread.realisation_spread`).
 ``--synthetic`` also sets ``data.source: synthetic`` (for configs such as
 ``config/paper.yaml`` that otherwise download the real sky, of which there is one).
+``--own-seeds`` gives realisation k its own cutout-sampling seed (``seed: k``) and training
+seed (``seeds: [k]``), so that the runs differ in everything the block errors claim to cover;
+without it only the sky differs. ``--jobs J`` runs J realisations at once (on one machine:
+give each ``--cores`` of its share).
 
 Separate working directories keep every path of the DAG unchanged; the cost is N full runs
 (each realisation has its own sky, preprocessing, cutouts and trainings).
@@ -22,6 +26,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -29,11 +34,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 
 
-def realisation_config(k: int, synthetic_source: bool) -> dict:
+def realisation_config(k: int, synthetic_source: bool, own_seeds: bool = False) -> dict:
     """The config layer of realisation ``k``."""
     layer: dict = {"synthetic": {"realisation": int(k)}}
     if synthetic_source:
         layer["data"] = {"source": "synthetic"}
+    if own_seeds:
+        layer.update(seed=int(k), seeds=[int(k)])
     return layer
 
 
@@ -43,6 +50,7 @@ def run_realisation(
     configfiles: Sequence[str | os.PathLike],
     *,
     synthetic_source: bool = False,
+    own_seeds: bool = False,
     snakemake_args: Sequence[str] = (),
 ) -> Path:
     """Run the workflow for realisation ``k`` in ``outdir/realisation-k``; returns the path of
@@ -50,7 +58,7 @@ def run_realisation(
     workdir = outdir / f"realisation-{k}"
     workdir.mkdir(parents=True, exist_ok=True)
     layer = workdir / "realisation.yaml"
-    layer.write_text(yaml.safe_dump(realisation_config(k, synthetic_source)))
+    layer.write_text(yaml.safe_dump(realisation_config(k, synthetic_source, own_seeds)))
     files = [str(Path(c).resolve()) for c in configfiles] + [str(layer.resolve())]
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     cmd = [snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
@@ -65,21 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configfile", nargs="+", default=[str(REPO / "config/config.yaml")])
     parser.add_argument("--outdir", type=Path, default=Path("runs"))
     parser.add_argument("--synthetic", action="store_true", help="force data.source: synthetic")
+    parser.add_argument("--own-seeds", action="store_true", help="seed: k and seeds: [k]")
+    parser.add_argument("--jobs", type=int, default=1, help="realisations run at once")
     parser.add_argument("snakemake_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     extra = [a for a in args.snakemake_args if a != "--"] or ["--cores", "all"]
     from dustpred.realisations.spread import summarize_realisations
 
-    paths = {
-        k: run_realisation(
+    def run(k: int) -> Path:
+        return run_realisation(
             k,
             args.outdir,
             args.configfile,
             synthetic_source=args.synthetic,
+            own_seeds=args.own_seeds,
             snakemake_args=extra,
         )
-        for k in range(args.n)
-    }
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        paths = dict(zip(range(args.n), pool.map(run, range(args.n)), strict=True))
     summarize_realisations(
         paths, args.outdir / "realisations.csv", args.outdir / "realisations.txt"
     )

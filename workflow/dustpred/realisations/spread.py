@@ -1,7 +1,11 @@
-"""Each model's gain over integrated intensity across sky realisations and training seeds.
+"""Each model's headline statistics across sky realisations and training seeds.
 
 Input: the ``summary.csv`` of each realisation's run (:mod:`dustpred.realisations.runs`);
-output: the mean, the sd over runs and the mean within-sky block-bootstrap error of each gain.
+output, per statistic of :data:`STATISTICS` (the mean r50 / r150 of the test set, the gain over
+integrated intensity and the win fraction, each with the paper's r and the robust r): the mean
+over runs, their sd, the mean within-sky block-bootstrap error, and ``ratio`` = sd / mean
+error. A block error that describes the sky-to-sky scatter has a ratio near 1 (with 5 skies
+the sd itself is uncertain by ~35 %).
 """
 
 from __future__ import annotations
@@ -12,15 +16,28 @@ from collections.abc import Mapping
 import pandas as pd
 
 from dustpred.errors import InputError
-from dustpred.evaluation.summary import GAINS, SUMMARY_COLUMNS, pm, write_lines
-from dustpred.evaluation.tables import REFERENCE, model_label, model_order, read_table, write_table
+from dustpred.evaluation.summary import SUMMARY_COLUMNS, pm, write_lines
+from dustpred.evaluation.tables import (
+    ALL_METRICS,
+    REFERENCE,
+    model_label,
+    model_order,
+    read_table,
+    write_table,
+)
 
+#: The summary columns compared across skies (each has an ``_err`` column).
+STATISTICS = [
+    f"{kind}{m}{tail}"
+    for kind, tail in (("", "_test"), ("gain_", ""), ("frac_wins_", ""))
+    for m in ALL_METRICS
+]
 REALISATION_COLUMNS = [
     "experiment",
     "model",
     "n_realisations",
     "n_runs",
-    *[f"{g}_{s}" for g in GAINS for s in ("mean", "sd", "err_mean")],
+    *[f"{g}_{s}" for g in STATISTICS for s in ("mean", "sd", "err_mean", "ratio")],
 ]
 
 
@@ -35,10 +52,10 @@ def realisation_spread(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with :data:`REALISATION_COLUMNS`, one row per (experiment, model): for each gain,
-    the mean over all (realisation, seed) runs, their sd (ddof=1; NaN for one run) and the
-    mean of the runs' own block-bootstrap errors (``err_mean``), to compare the sky-to-sky
-    spread with the within-sky error.
+    DataFrame with :data:`REALISATION_COLUMNS`, one row per (experiment, model): for each
+    statistic, the mean over all (realisation, seed) runs, their sd (ddof=1; NaN for one run),
+    the mean of the runs' own block-bootstrap errors (``err_mean``) and ``ratio`` = sd /
+    err_mean (NaN where the error is 0, e.g. integrated intensity's gain over itself).
     """
     if not tables:
         raise InputError("realisation summary: no summary tables; expected at least one")
@@ -51,10 +68,12 @@ def realisation_spread(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
             "n_runs": grouped.size(),
         }
     )
-    for gain in GAINS:
-        out[f"{gain}_mean"] = grouped[gain].mean()
-        out[f"{gain}_sd"] = grouped[gain].std(ddof=1)
-        out[f"{gain}_err_mean"] = grouped[f"{gain}_err"].mean()
+    for stat in STATISTICS:
+        out[f"{stat}_mean"] = grouped[stat].mean()
+        out[f"{stat}_sd"] = grouped[stat].std(ddof=1)
+        out[f"{stat}_err_mean"] = grouped[f"{stat}_err"].mean()
+        error = out[f"{stat}_err_mean"]
+        out[f"{stat}_ratio"] = (out[f"{stat}_sd"] / error).where(error > 0)
     out = out.reset_index()
     order = {m: i for i, m in enumerate(model_order(out["model"]))}
     out = out.sort_values(
@@ -80,6 +99,20 @@ def realisation_lines(spread: pd.DataFrame) -> list[str]:
             f"[{row['gain_r150_err_mean']:.3f}]   ({int(row['n_realisations'])} skies, "
             f"{int(row['n_runs'])} runs)"
         )
+    return lines + ratio_lines(spread)
+
+
+def ratio_lines(spread: pd.DataFrame) -> list[str]:
+    """Per model: sd over runs / mean block error of every statistic (1 = errors that match
+    the sky-to-sky scatter)."""
+    lines = ["sd over runs / mean within-sky block-bootstrap error"]
+    for _, row in spread.iterrows():
+        ratios = "  ".join(
+            f"{stat} {row[f'{stat}_ratio']:.2f}"
+            for stat in STATISTICS
+            if pd.notna(row[f"{stat}_ratio"])
+        )
+        lines.append(f"  {row['experiment']:<16} {model_label(row['model']):<24} {ratios}")
     return lines
 
 
