@@ -60,8 +60,9 @@ def run_realisation(
     layer = workdir / "realisation.yaml"
     layer.write_text(yaml.safe_dump(realisation_config(k, synthetic_source, own_seeds)))
     files = [str(Path(c).resolve()) for c in configfiles] + [str(layer.resolve())]
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
-    cmd = [snakemake, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    # `python -m snakemake`: the environment's snakemake, wherever its script was installed.
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir)]
     cmd += ["--configfile", *files, *snakemake_args]
     subprocess.run(cmd, check=True)
     return workdir / "results" / "tables" / "summary.csv"
