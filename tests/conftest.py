@@ -18,8 +18,10 @@ one worker, so a module's fixtures (several of them run a DAG of their own) also
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+# Once Slurm is installed and its daemons are stopped, importing the Slurm executor plugin
+# (every snakemake start) waits 10 s for `scontrol show config` to time out. No test but the
+# Slurm cluster's needs scontrol: the others see one that fails at once (the plugin then goes
+# on without MinJobAge). tests/test_slurm.py's `cluster` fixture puts REAL_PATH back while
+# its cluster runs.
+REAL_PATH = os.environ.get("PATH", "")
+_NO_SLURM = Path(tempfile.mkdtemp(prefix="dustpred-tests-no-scontrol-"))
+(_NO_SLURM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+(_NO_SLURM / "scontrol").chmod(0o755)
+os.environ["PATH"] = f"{_NO_SLURM}{os.pathsep}{REAL_PATH}"
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_RUN_GROUP = "tiny_run"
 # The test modules that read the shared tiny run (see the module docstring).
@@ -42,8 +55,7 @@ TINY_RUN_MODULES = {
 
 
 def pytest_collection_modifyitems(items):
-    # The Slurm tests last (a stable sort): once Slurm is installed and its daemons are stopped
-    # again, every snakemake start waits 10 s for the executor plugin's `scontrol show config`.
+    # The Slurm tests last (a stable sort), so that the other tests of their worker run first.
     items.sort(key=lambda item: item.path.stem == "test_slurm")
 
 

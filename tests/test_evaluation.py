@@ -304,6 +304,22 @@ def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
     assert out["gain_r50_mean"].iloc[0] == pytest.approx(0.2)
     assert out["gain_r50_sd"].iloc[0] == pytest.approx(0.1)
     assert out["n_realisations"].iloc[0] == 3
+    # sd over skies 0.1 against a within-sky error of 0.1: the errors describe the scatter.
+    assert out["gain_r50_ratio"].iloc[0] == pytest.approx(1.0)
+    assert np.isnan(out["gain_r150_ratio"].iloc[0])  # no error to compare with
+
+
+def test_own_seeds_give_each_realisation_its_sampling_and_training_seed():
+    from dustpred.realisations.runs import realisation_config
+
+    assert realisation_config(3, False) == {"synthetic": {"realisation": 3}}
+    layer = realisation_config(3, True, own_seeds=True)
+    assert layer == {
+        "synthetic": {"realisation": 3},
+        "data": {"source": "synthetic"},
+        "seed": 3,
+        "seeds": [3],
+    }
 
 
 def test_unknown_models_are_listed_last_by_name():
@@ -476,3 +492,20 @@ def test_correlations_of_several_models_equal_one_model_at_a_time(tmp_path):
         np.testing.assert_array_equal(corr.by_model[model]["r_ell_robust"], r)
         np.testing.assert_array_equal(corr.by_model[model]["r50_robust"], r50)
         np.testing.assert_array_equal(corr.by_model[model]["r150_robust"], r150)
+
+
+def test_realisation_options_after_n_reach_the_runner_not_snakemake(monkeypatch, tmp_path):
+    from dustpred.realisations import runs
+
+    calls = []
+    monkeypatch.setattr(runs, "run_realisation", lambda k, *a, **kw: calls.append((k, a, kw)))
+    monkeypatch.setattr(
+        "dustpred.realisations.spread.summarize_realisations", lambda *a, **kw: None
+    )
+    (tmp_path / "realisations.txt").write_text("")
+    argv = ["2", "--configfile", "a.yaml", "b.yaml", "--own-seeds", "--outdir", str(tmp_path)]
+    runs.main([*argv, "--", "--cores", "3"])
+    assert sorted(k for k, _, _ in calls) == [0, 1]
+    _, (outdir, configfiles), options = calls[0]
+    assert configfiles == ["a.yaml", "b.yaml"] and options["own_seeds"]
+    assert options["snakemake_args"] == ["--cores", "3"]

@@ -41,7 +41,7 @@ from pathlib import Path, PurePath
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, TINY_CONFIG, job_counts
+from conftest import REAL_PATH, REPO, SNAKEMAKE, TINY_CONFIG, job_counts
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
@@ -205,12 +205,15 @@ def cluster():
         if os.environ.get(INSTALL_VARIABLE) == "1":
             pytest.fail(f"Slurm tests asked for ({INSTALL_VARIABLE}=1) but cannot run: {reason}")
         pytest.skip(f"Slurm tests skipped: {reason}")
+    stub_path = os.environ["PATH"]
+    os.environ["PATH"] = REAL_PATH  # the real scontrol (tests/conftest.py)
     commands = ("stop", "start") if _installed() else ("install", "stop", "start")
     for command in commands:  # stop: daemons an interrupted run left
         done = _cluster(command)
         assert done.returncode == 0, f"cluster.sh {command}:\n{done.stdout}\n{done.stderr}"
     yield STATE
     done = _cluster("stop", timeout=120)
+    os.environ["PATH"] = stub_path
     print(done.stdout, done.stderr)
     assert done.returncode == 0, f"cluster.sh stop:\n{done.stdout}\n{done.stderr}"
     for name in ("munge/munged.pid", "slurmctld.pid", "slurmd.pid"):

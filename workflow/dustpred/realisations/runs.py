@@ -76,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--synthetic", action="store_true", help="force data.source: synthetic")
     parser.add_argument("--own-seeds", action="store_true", help="seed: k and seeds: [k]")
     parser.add_argument("--jobs", type=int, default=1, help="realisations run at once")
-    parser.add_argument("snakemake_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    extra = [a for a in args.snakemake_args if a != "--"] or ["--cores", "all"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` goes to snakemake; options may come before or after N.
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    extra = argv[cut + 1 :] or ["--cores", "all"]
     from dustpred.realisations.spread import summarize_realisations
 
     def run(k: int) -> Path:
