@@ -36,11 +36,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Slurm cluster's needs scontrol: the others see one that fails at once (the plugin then goes
 # on without MinJobAge). tests/test_slurm.py's `cluster` fixture puts REAL_PATH back while
 # its cluster runs.
-REAL_PATH = os.environ.get("PATH", "")
-_NO_SLURM = Path(tempfile.mkdtemp(prefix="dustpred-tests-no-scontrol-"))
-(_NO_SLURM / "scontrol").write_text("#!/bin/sh\nexit 1\n")
-(_NO_SLURM / "scontrol").chmod(0o755)
-os.environ["PATH"] = f"{_NO_SLURM}{os.pathsep}{REAL_PATH}"
+# (Kept in the environment: `from conftest import ...` may run this module a second time.)
+REAL_PATH = os.environ.setdefault("DUSTPRED_TESTS_REAL_PATH", os.environ.get("PATH", ""))
+if "DUSTPRED_TESTS_NO_SCONTROL" not in os.environ:
+    _stub = Path(tempfile.mkdtemp(prefix="dustpred-tests-no-scontrol-"))
+    (_stub / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (_stub / "scontrol").chmod(0o755)
+    os.environ["DUSTPRED_TESTS_NO_SCONTROL"] = f"{_stub}{os.pathsep}{REAL_PATH}"
+os.environ["PATH"] = os.environ["DUSTPRED_TESTS_NO_SCONTROL"]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_RUN_GROUP = "tiny_run"
 # The test modules that read the shared tiny run (see the module docstring).
