@@ -1,6 +1,6 @@
 """Within-sky errors against the scatter over independent skies, for several resamplings.
 
-    python bench/realisation_errors.py runs/realisation-*/results/tables/baseline/seed*/per_cutout.csv
+    python bench/realisation_errors.py runs/realisation-*/results/tables/baseline/*/per_cutout.csv
 
 Each file is one sky's (one realisation's) per-cutout table; its test rows give, per model
 (U-Net, oracle, scale-independent linear) and metric (r50, r150 and their robust forms), three

@@ -24,7 +24,9 @@ weights of each fold, integrated intensity):
 The U-Net template ``I`` is the mean over seeds, ``I_STD`` the seed spread (sample standard
 deviation, 0 with one seed), ``I_TILE_STD`` the weighted tile-to-tile spread of the
 overlapping predictions (after the amplitude, rms over seeds). Baselines: ``I_INTEGRATED``
-and ``I_LINEAR`` are reassembled and amplitude-fitted the same way.
+and ``I_LINEAR`` are reassembled and amplitude-fitted the same way. ``I_ERR`` and
+``I_ERR_1DEG`` are the 1-sigma error of ``I`` per pixel and at ``template.errors.fwhm_deg``,
+each fold's calibrated on the other fold's residuals (:mod:`dustpred.template.uncertainty`).
 """
 
 from __future__ import annotations
