@@ -313,11 +313,14 @@ def test_write_template_refuses_missing_columns(tmp_path):
         write_template(tmp_path / "t.fits", maps, unit="uK_RJ")
 
 
-def test_sphere_r_ell_is_one_for_a_rescaled_template_and_falls_with_noise(sky):
+@pytest.fixture(scope="module")
+def sphere_table(sky):
+    """sphere_r_ell of a rescaled template and of the sky plus independent noise of the same
+    spectrum (expected r = 1/sqrt(2)), outside a Galactic cut, bins of 10."""
     keep = np.ones(sky.size, bool)
     keep[hp.query_strip(NSIDE, np.radians(80), np.radians(100))] = False  # a Galactic cut
-    noise = smooth_map(NSIDE, seed=11)  # same spectrum: expected r = 1/sqrt(2)
-    table = sphere_r_ell(
+    noise = smooth_map(NSIDE, seed=11)
+    return sphere_r_ell(
         sky,
         {"scaled": 3.0 * sky + 5.0, "noisy": sky + noise},
         keep,
@@ -325,6 +328,10 @@ def test_sphere_r_ell_is_one_for_a_rescaled_template_and_falls_with_noise(sky):
         ell_cutoff=ELL_CUTOFF,
         bin_width=10,
     )
+
+
+def test_sphere_r_ell_is_one_for_a_rescaled_template_and_falls_with_noise(sphere_table):
+    table = sphere_table
     assert len(table) == 2 * 2 * 4  # hemispheres x models x bins [2, 12, 22, 32, 41)
     assert set(table["hemisphere"]) == {"north", "south"}
     np.testing.assert_allclose(table.loc[table.model == "scaled", "r"], 1.0, atol=1e-10)
@@ -334,18 +341,8 @@ def test_sphere_r_ell_is_one_for_a_rescaled_template_and_falls_with_noise(sky):
     assert noisy.max() < 0.9
 
 
-def test_residual_power_is_that_of_the_map_left_after_the_template(sky):
-    keep = np.ones(sky.size, bool)
-    keep[hp.query_strip(NSIDE, np.radians(80), np.radians(100))] = False
-    noise = smooth_map(NSIDE, seed=11)  # the sky's spectrum
-    table = sphere_r_ell(
-        sky,
-        {"scaled": 3.0 * sky + 5.0, "noisy": sky + noise},
-        keep,
-        split="north_south",
-        ell_cutoff=ELL_CUTOFF,
-        bin_width=10,
-    )
+def test_residual_power_is_that_of_the_map_left_after_the_template(sphere_table):
+    table = sphere_table
     scaled, noisy = (table[table.model == m] for m in ("scaled", "noisy"))
     # target - (3 target + 5) = -2 target - 5, and the offset is removed: 4 C_l exactly.
     np.testing.assert_allclose(scaled["cl_residual"], 4.0 * scaled["cl_target"], rtol=1e-8)

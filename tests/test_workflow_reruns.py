@@ -120,7 +120,6 @@ def test_error_setting_reruns_the_template_onward_only(finished):
     assert rules(jobs) - {"all"} == TEMPLATE_JOBS
 
 
-def test_coverage_table_setting_reruns_the_validation_only(finished):
+def test_coverage_table_setting_reruns_the_coverage_table_only(finished):
     jobs = planned_jobs(finished, {"template": {"validation": {"coverage_min_pixels": 5}}})
-    validation = {"template_r_ell", "template_coverage"}
-    assert rules(jobs) - {"all"} == validation | {"plot_template_r_ell", "plot_template_coverage"}
+    assert rules(jobs) - {"all"} == {"template_coverage", "plot_template_coverage"}

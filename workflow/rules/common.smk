@@ -602,9 +602,24 @@ def template_params(wildcards):
     }
 
 
+# Keys of config `template.validation` that only the coverage table uses.
+COVERAGE_KEYS = ("coverage_region_nside", "coverage_min_pixels")
+
+
 def template_validation_params(wildcards):
+    """The slice of the sphere r_ell table (template_r_ell)."""
+    validation = config["template"]["validation"]
     return {
         "split": split_of(wildcards.experiment),
         "ell_cutoff": config["preprocess"]["ell_cutoff"],
-        "validation": config["template"]["validation"],
+        "validation": {k: v for k, v in validation.items() if k not in COVERAGE_KEYS},
+    }
+
+
+def template_coverage_params(wildcards):
+    """The slice of the coverage table of I_ERR (template_coverage)."""
+    validation = config["template"]["validation"]
+    return {
+        "split": split_of(wildcards.experiment),
+        "validation": {k: validation[k] for k in COVERAGE_KEYS},
     }

@@ -93,7 +93,7 @@ rule template_coverage:
         mem_mb=mem_mb(4096, with_input=True),
         runtime=runtime(30),
     params:
-        settings=template_validation_params,
+        settings=template_coverage_params,
     script:
         "../scripts/template_coverage.py"
 

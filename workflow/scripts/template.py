@@ -29,7 +29,7 @@ build_template(
     smk.output[0],
     geometry=Geometry(split=cfg["split"], **cfg["cutouts"]),
     settings=TemplateSettings.from_config(cfg["template"]),
-    errors=ErrorSettings.from_config(cfg["template"]["errors"]),
+    errors=ErrorSettings(**cfg["template"]["errors"]),
     seed=cfg["seed"],
     config_slice=cfg,
     threads=smk.threads,

@@ -78,15 +78,10 @@ VALID_WEIGHT = 0.9
 
 @dataclass(frozen=True)
 class ErrorSettings:
-    """Config section ``template.errors`` (see config/README.md)."""
+    """Config section ``template.errors`` (see config/README.md): ``ErrorSettings(**section)``."""
 
     bins: int = 20
     fwhm_deg: float = 1.0
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ErrorSettings:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in section.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -146,16 +141,19 @@ def smooth_within(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``values`` smoothed using only the pixels ``within`` (module docstring).
 
-    Returns the ``(npix,)`` smoothed map and the ``(npix,)`` bool pixels where it is valid
-    (``within`` and a smoothed weight of at least :data:`VALID_WEIGHT`).
+    ``values``: one ``(npix,)`` map or a ``(m, npix)`` stack (the weight is smoothed once for
+    all). Returns the smoothed map(s), of the same shape, and the ``(npix,)`` bool pixels where
+    they are valid (``within`` and a smoothed weight of at least :data:`VALID_WEIGHT`).
     """
-    w = np.asarray(within, dtype=np.float64)
-    x = np.where(within, np.asarray(values, dtype=np.float64), 0.0)
-    sw = smooth(w, fwhm_deg, nthreads=nthreads)
-    valid = np.asarray(within, dtype=bool) & (sw >= VALID_WEIGHT)
-    out = np.zeros_like(sw)
-    out[valid] = smooth(x * w, fwhm_deg, nthreads=nthreads)[valid] / sw[valid]
-    return out, valid
+    within = np.asarray(within, dtype=bool)
+    stack = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    sw = smooth(within.astype(np.float64), fwhm_deg, nthreads=nthreads)
+    valid = within & (sw >= VALID_WEIGHT)
+    out = np.zeros_like(stack)
+    for row, x in zip(out, stack, strict=True):
+        row[valid] = smooth(np.where(within, x, 0.0), fwhm_deg, nthreads=nthreads)[valid]
+        row[valid] /= sw[valid]
+    return out.reshape(np.shape(values)), valid
 
 
 def fold_views(
@@ -178,8 +176,9 @@ def fold_views(
         if fwhm_deg is None:
             views.append((prediction, residual, own))
             continue
-        p, valid = smooth_within(prediction, own, fwhm_deg, nthreads=nthreads)
-        r, _ = smooth_within(residual, own, fwhm_deg, nthreads=nthreads)
+        (p, r), valid = smooth_within(
+            np.stack([prediction, residual]), own, fwhm_deg, nthreads=nthreads
+        )
         views.append((p, r, valid))
     return views
 
@@ -220,7 +219,8 @@ def cross_calibrated_error(
     error = np.full(np.shape(prediction), np.nan)
     for k in (0, 1):
         p_cal, r_cal, valid_cal = views[1 - k]
-        model = fit_error_model(p_cal[valid_cal], r_cal[valid_cal], bins)
+        cal = calibration_pixels(fold, usable, k) & valid_cal  # smoothing: one beam inside
+        model = fit_error_model(p_cal[cal], r_cal[cal], bins)
         p_own, _, valid_own = views[k]
         apply = (np.asarray(fold) == k) if fwhm_deg is None else valid_own
         error[apply] = model(p_own[apply])
