@@ -30,7 +30,6 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import healpy as hp
 import numpy as np
 
 from dustpred.errors import InputError
@@ -60,6 +59,10 @@ def region_labels(lon: np.ndarray, lat: np.ndarray, nside: int = NSIDE) -> np.nd
     -------
     labels : ndarray of int64, shape (N,)
     """
+    # healpy here, not at the top: it takes 1-2 s to import (astropy, matplotlib), and the
+    # figure jobs, which import this module through dustpred.evaluation, never label regions.
+    import healpy as hp
+
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     if lon.shape != lat.shape or lon.ndim != 1:

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dustpred.evaluation.tables import MODEL_LABELS, read_table
-from dustpred.figures.style import LINESTYLES, MARKERS, PALETTE, plt, save_figure
+from dustpred.figures.style import LINESTYLES, MARKERS, MASK_COLOUR, PALETTE, plt, save_figure
 from dustpred.sky.stack import load_preprocessed
 from dustpred.template.fitsfile import read_template
 from dustpred.template.sphere import target_and_mask
@@ -29,25 +29,48 @@ def _limits(*maps: np.ndarray) -> tuple[float, float]:
     return tuple(float(v) for v in np.percentile(values, [1, 99])) if values.size else (0, 1)
 
 
+def _projected(m: np.ndarray, rot: tuple[float, float] | None, xsize: int) -> np.ndarray:
+    """``m`` as an image, Mollweide (``rot=None``) or the orthographic half-sky centred on
+    ``rot`` (lon, lat in degrees); masked pixels are NaN, those off the sphere -inf."""
+    if rot is None:
+        proj = hp.projector.MollweideProj(xsize=xsize)
+    else:
+        proj = hp.projector.OrthographicProj(rot=rot, half_sky=True, xsize=xsize)
+    nside = hp.npix2nside(m.size)
+    image = proj.projmap(m, lambda x, y, z: hp.vec2pix(nside, x, y, z))
+    return np.where(image == hp.UNSEEN, np.nan, image)
+
+
 def template_maps_figure(panels: Mapping[str, np.ndarray], unit: str) -> Figure:
     """Rows: Mollweide, orthographic north pole, south pole; columns: ``panels`` (name -> map
-    with masked pixels ``healpy.UNSEEN``; the first two share a colour scale)."""
+    with masked pixels ``healpy.UNSEEN``; the first two share a colour scale).
+
+    The images come from healpy's projectors and are drawn once, at the save: ``hp.mollview``
+    and ``hp.orthview`` redraw the whole figure after each panel.
+    """
     names = list(panels)
-    fig = plt.figure(figsize=(4.2 * len(names), 9.5))
+    fig, axes = plt.subplots(3, len(names), figsize=(4.2 * len(names), 9.5), squeeze=False)
+    cmap = plt.get_cmap("inferno").with_extremes(bad=MASK_COLOUR)
     shared = _limits(*(panels[n] for n in names[:2]))
+    views = {"": None, **POLES}
     for c, name in enumerate(names):
         lo, hi = shared if c < 2 else _limits(panels[name])
-        common = {"min": lo, "max": hi, "unit": unit, "cmap": "inferno", "fig": fig.number}
-        hp.mollview(panels[name], title=name, sub=(3, len(names), c + 1), **common)
-        for r, (view, rot) in enumerate(POLES.items(), start=1):
-            hp.orthview(
-                panels[name],
-                rot=rot,
-                half_sky=True,
-                title=f"{name}: {view}",
-                sub=(3, len(names), r * len(names) + c + 1),
-                **common,
+        for r, (view, rot) in enumerate(views.items()):
+            ax = axes[r, c]
+            xsize = 800 if rot is None else 400
+            projected = _projected(panels[name], rot, xsize)
+            image = ax.imshow(
+                projected,
+                alpha=np.where(np.isneginf(projected), 0.0, 1.0),
+                origin="lower",
+                cmap=cmap,
+                vmin=lo,
+                vmax=hi,
             )
+            ax.set_title(f"{name}: {view}" if view else name, fontsize=9)
+            ax.set_axis_off()
+            if rot is None:
+                fig.colorbar(image, ax=ax, orientation="horizontal", label=unit, shrink=0.8)
     return fig
 
 

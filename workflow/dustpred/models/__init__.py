@@ -10,16 +10,3 @@
 - :mod:`~dustpred.models.settings`: :class:`UNetSettings`, the typed ``unet`` config section.
 - :mod:`~dustpred.models.checkpoint`: the U-Net model file (save, load).
 """
-
-from dustpred.models.integrated import integrated_intensity
-from dustpred.models.linear import fit_linear, predict_linear, read_weights
-from dustpred.models.unet import UNet, build_unet
-
-__all__ = [
-    "UNet",
-    "build_unet",
-    "fit_linear",
-    "integrated_intensity",
-    "predict_linear",
-    "read_weights",
-]
