@@ -39,10 +39,10 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
-# Two worker processes; whole test files per worker, the tiny DAG's readers on one
-# (tests/conftest.py: pytest_xdist_make_scheduler).
+# Three worker processes on two cores: the Slurm test's run mostly waits on the scheduler.
+# Whole test files per worker, the longest first (tests/conftest.py).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -ra -n 2 --durations 15
+	$(BIN)/python -m pytest -ra -n 3 --durations 15
 
 clean:
 	rm -rf results .snakemake runs

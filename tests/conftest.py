@@ -10,14 +10,19 @@ the default config is passed explicitly.)
 
 ``tiny_run`` is the tiny configuration's whole DAG, run once per test session and shared by
 the workflow tests that read its outputs (test_workflow_preprocess, _cutouts, _template,
-_full, _reruns, test_slurm: ``TINY_RUN_MODULES``). Those tests must leave it as it is: a test
-that changes files works on a copy. Under ``pytest -n N`` (``pytest_xdist_make_scheduler``)
-one worker runs all of them, so the DAG runs once, and every other test file runs whole on
-one worker, so a module's fixtures (several of them run a DAG of their own) also run once.
+_full, _reruns, and test_slurm's comparison with the Slurm run). Those tests must leave it as
+it is: a test that changes files works on a copy. Under ``pytest -n N`` the first worker to
+ask for it runs it and the others wait for it (a file lock in the session's directory).
+``pytest_xdist_make_scheduler`` sends whole test files to one worker (several module fixtures
+run a DAG of their own, once), the tiny run's readers but test_slurm together, and the
+longest files first: test_slurm (its Slurm run waits on the scheduler most of its time, so
+it overlaps the others' work), then the tiny run's readers, then the other DAG tests.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -46,33 +51,51 @@ if "DUSTPRED_TESTS_NO_SCONTROL" not in os.environ:
 os.environ["PATH"] = os.environ["DUSTPRED_TESTS_NO_SCONTROL"]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_RUN_GROUP = "tiny_run"
-# The test modules that read the shared tiny run (see the module docstring).
+# The test modules that read the shared tiny run on one worker (see the module docstring).
 TINY_RUN_MODULES = {
     "test_workflow_preprocess",
     "test_workflow_cutouts",
     "test_workflow_template",
     "test_workflow_full",
     "test_workflow_reruns",
-    "test_slurm",
 }
+# Scheduled first, in this order (the longest; every other file follows in collection order).
+LONGEST_FIRST = [
+    "test_slurm",
+    TINY_RUN_GROUP,
+    "test_workflow_null",
+    "test_workflow_realsky",
+    "test_workflow_evaluate",
+    "test_training",
+    "test_workflow_module",
+]
+
+
+def _scope(nodeid: str) -> str:
+    stem = Path(nodeid.split("::")[0]).stem
+    return TINY_RUN_GROUP if stem in TINY_RUN_MODULES else stem
 
 
 def pytest_collection_modifyitems(items):
-    # The Slurm tests last (a stable sort), so that the other tests of their worker run first.
-    items.sort(key=lambda item: item.path.stem == "test_slurm")
+    # A stable sort: LONGEST_FIRST's files first, each file's tests in their own order.
+    def rank(item) -> int:
+        scope = _scope(item.nodeid)
+        return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Under ``pytest -n N``: whole test files go to one worker (their module fixtures run a
-    DAG each, once), and the files that share ``tiny_run`` all go to the same worker.
-    (xdist's own ``--dist loadgroup`` does not group with pytest 9.)"""
+    """Under ``pytest -n N``: whole test files to one worker, the tiny run's readers together,
+    in the collection order above. (xdist's own ``--dist loadgroup`` does not group with
+    pytest 9, and its default reorders the files by their number of tests.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::")[0]
-            return TINY_RUN_GROUP if Path(path).stem in TINY_RUN_MODULES else path
+            return _scope(nodeid)
 
+    config.option.loadscopereorder = False
     return ByFile(config, log)
 
 
@@ -119,8 +142,18 @@ class TinyRun:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    result = snakemake_cli(workdir)
+def tiny_run(tmp_path_factory, worker_id) -> TinyRun:
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the session's directory, above each xdist worker's own
+    workdir, record = root / "tiny_run", root / "tiny_run.json"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not record.exists():
+            workdir.mkdir(exist_ok=True)  # a run interrupted by a timeout starts again
+            done = snakemake_cli(workdir)
+            fields = {"args": done.args, "returncode": done.returncode}
+            record.write_text(json.dumps({**fields, "stdout": done.stdout, "stderr": done.stderr}))
+    result = subprocess.CompletedProcess(**json.loads(record.read_text()))
     assert result.returncode == 0, result.stderr[-5000:]
     return TinyRun(workdir, result)

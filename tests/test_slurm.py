@@ -9,21 +9,24 @@ DUSTPRED_SLURM_INSTALL=1, which .ci/run sets. Where it cannot run, the Slurm tes
 with the reason, except when DUSTPRED_SLURM_INSTALL=1 asked for them, where they fail.
 The daemons are stopped when the module's tests are done.
 
-One run does it all (module fixture `slurm_run`): the tiny configuration's whole DAG (`rule
-all`) through `snakemake --profile profiles/slurm --profile tests/slurm/profile` (the second
-profile only adapts polling, accounts and threads to the test cluster), compared with the
-same DAG run locally with `--cores 2` (the session's shared `tiny_run`, so this module is in
-its xdist group). As soon as training has
+One run does it all (module fixture `slurm_run`): the tiny configuration's DAG (`rule all`)
+with its first experiment alone (tests/slurm/one_experiment.yaml: every rule, 29 jobs) through
+`snakemake --profile profiles/slurm --profile tests/slurm/profile` (the second profile only
+adapts polling, accounts and threads to the test cluster), compared with the whole tiny DAG
+run locally with `--cores 2` (the session's shared `tiny_run`, which another worker runs
+meanwhile: the Slurm run does not wait for it). As soon as training has
 written its first epoch's resume state, the test cancels the training job (`scancel`); the
 profile's `retries` resubmit it with attempt 2 (and twice the wall time), and training must
 continue from the saved epoch. Slurm's own records are read afterwards: `squeue -t all` and
 `scontrol show job` (finished jobs stay an hour, MinJobAge=3600) and slurmctld's job
 completion log (jobcomp/filetxt).
 
-Outputs compared with the local run: every file under resources/ and results/ must be
-byte-identical (the U-Net file too: training on the CPU is bitwise reproducible, also when
-resumed), except PDFs (creation date) and training.csv (per-epoch timings), whose other
-columns must be equal. Both runs use 2 threads per job (max-threads in the CI profile).
+Outputs compared with the local run: every file the Slurm run wrote under resources/ and
+results/ must be byte-identical to the local run's (the U-Net file too: training on the CPU
+is bitwise reproducible, also when resumed), except PDFs (creation date), training.csv
+(per-epoch timings; its other columns must be equal) and the summary tables, which list the
+experiments run; the local run's other files are the second experiment's. Both runs use 2
+threads per job (max-threads in the CI profile).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from conftest import REAL_PATH, REPO, SNAKEMAKE, TINY_CONFIG, job_counts
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("DUSTPRED_SLURM_STATE", "/run/dustpred-slurm"))
-CONFIGS = [REPO / "config" / "config.yaml", TINY_CONFIG]
+CONFIGS = [REPO / "config" / "config.yaml", TINY_CONFIG, REPO / "tests/slurm/one_experiment.yaml"]
+# The local run's second experiment, which the Slurm run leaves out.
+LEFT_OUT = "paper_unet"
 # The tiny config's epochs: enough for training to be cancelled after its first and still
 # have epochs left to resume (and few, to stay fast).
 EPOCHS = yaml.safe_load(TINY_CONFIG.read_text())["unet"]["epochs"]
@@ -74,6 +79,8 @@ NOT_BYTE_EQUAL = [
     "results/models/*/seed*/training.csv",
     "results/models/*/seed*/crossfit/training.csv",
 ]
+# What lists every experiment run, and so differs between one and two experiments.
+EXPERIMENT_LISTS = ["results/summary.txt", "results/tables/summary*"]
 TIMING_COLUMNS = ["samples_per_s", "seconds"]
 
 
@@ -234,7 +241,6 @@ class SlurmJob:
 @dataclass
 class SlurmRun:
     workdir: Path
-    local: Path
     output: str
     wall_s: float
     jobs: list[SlurmJob]
@@ -317,7 +323,7 @@ def _cancel_training_when_resumable(workdir: Path, proc: subprocess.Popen) -> in
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tiny_run, tmp_path_factory) -> SlurmRun:
+def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
     workdir = tmp_path_factory.mktemp("slurm_run")
     configs = ["--configfile", *map(str, CONFIGS)]
     base = [SNAKEMAKE, "-s", str(REPO / "Snakefile")]
@@ -351,7 +357,7 @@ def slurm_run(cluster, tiny_run, tmp_path_factory) -> SlurmRun:
         check=True,
     ).stdout
     jobs, jobcomp = _slurm_jobs(), _jobcomp()
-    return SlurmRun(workdir, tiny_run.workdir, output, wall, jobs, jobcomp, cancelled, squeue)
+    return SlurmRun(workdir, output, wall, jobs, jobcomp, cancelled, squeue)
 
 
 def local_rules() -> set[str]:
@@ -442,7 +448,7 @@ def _sha256(path: Path) -> str:
 
 
 @pytest.mark.slurm
-def test_outputs_are_byte_identical_to_a_local_run(slurm_run):
+def test_outputs_are_byte_identical_to_a_local_run(slurm_run, tiny_run):
     def files(root: Path) -> set[str]:
         return {
             str(path.relative_to(root))
@@ -451,26 +457,28 @@ def test_outputs_are_byte_identical_to_a_local_run(slurm_run):
             if path.is_file()
         }
 
-    local = files(slurm_run.local)
-    assert files(slurm_run.workdir) == local
+    local, slurm = files(tiny_run.workdir), files(slurm_run.workdir)
+    assert slurm <= local and all(LEFT_OUT in rel for rel in local - slurm)
     compared = sorted(
-        rel for rel in local if not any(PurePath(rel).match(p) for p in NOT_BYTE_EQUAL)
+        rel
+        for rel in slurm
+        if not any(PurePath(rel).match(p) for p in NOT_BYTE_EQUAL + EXPERIMENT_LISTS)
     )
     differ = [
         rel
         for rel in compared
-        if _sha256(slurm_run.workdir / rel) != _sha256(slurm_run.local / rel)
+        if _sha256(slurm_run.workdir / rel) != _sha256(tiny_run.workdir / rel)
     ]
     assert not differ
     assert any(rel.endswith("unet.pt") for rel in compared)
-    print(f"\n{len(compared)} of {len(local)} outputs compared, all byte-identical")
+    print(f"\n{len(compared)} of {len(slurm)} outputs compared, all byte-identical")
 
 
 @pytest.mark.slurm
-def test_resumed_training_history_equals_the_uninterrupted_local_one(slurm_run):
+def test_resumed_training_history_equals_the_uninterrupted_local_one(slurm_run, tiny_run):
     rel = f"results/models/{EXPERIMENT}/seed{SEED}/training.csv"
     slurm = pd.read_csv(slurm_run.workdir / rel).drop(columns=TIMING_COLUMNS)
-    local = pd.read_csv(slurm_run.local / rel).drop(columns=TIMING_COLUMNS)
+    local = pd.read_csv(tiny_run.workdir / rel).drop(columns=TIMING_COLUMNS)
     pd.testing.assert_frame_equal(slurm, local, check_exact=True)
 
 
