@@ -309,6 +309,50 @@ def test_realisation_spread_is_mean_and_sd_of_gains_over_runs():
     assert np.isnan(out["gain_r150_ratio"].iloc[0])  # no error to compare with
 
 
+def test_realisation_spread_adds_the_training_seed_spread_to_the_block_error():
+    from dustpred.evaluation.summary import SUMMARY_COLUMNS
+    from dustpred.realisations.spread import realisation_spread
+
+    def table(gains):  # one sky, one row per training seed
+        rows = []
+        for seed, gain in enumerate(gains):
+            row = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+            row.update(experiment="baseline", seed=seed, model="unet", gain_r50=gain)
+            row.update(gain_r50_err=0.03)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # Seeds differ by 0.04 * sqrt(2) on each sky: seed sd 0.04; with the block error 0.03 in
+    # quadrature, 0.05.
+    d = 0.04 * 2**0.5
+    out = realisation_spread({0: table([0.1, 0.1 + d]), 1: table([0.3, 0.3 + d])})
+    row = out.iloc[0]
+    assert row["gain_r50_seed_sd"] == pytest.approx(0.04)
+    assert row["gain_r50_err_total"] == pytest.approx(0.05)
+    assert row["gain_r50_ratio_total"] == pytest.approx(row["gain_r50_sd"] / 0.05)
+    assert row["gain_r50_ratio"] == pytest.approx(row["gain_r50_sd"] / 0.03)
+
+
+def test_one_seed_per_sky_gives_no_seed_spread():
+    from dustpred.evaluation.summary import SUMMARY_COLUMNS
+    from dustpred.realisations.spread import realisation_lines, realisation_spread
+
+    row = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+    row.update(experiment="baseline", seed=0, model="unet", gain_r50=0.1, gain_r50_err=0.1)
+    out = realisation_spread({0: pd.DataFrame([row]), 1: pd.DataFrame([{**row, "gain_r50": 0.2}])})
+    assert np.isnan(out["gain_r50_seed_sd"].iloc[0]) and np.isnan(
+        out["gain_r50_ratio_total"].iloc[0]
+    )
+    assert not any("training-seed" in line for line in realisation_lines(out))
+
+
+def test_seeds_per_sky_give_each_realisation_its_own_block_of_training_seeds():
+    from dustpred.realisations.runs import realisation_config
+
+    assert realisation_config(3, False, own_seeds=True, seeds_per_sky=2)["seeds"] == [6, 7]
+    assert realisation_config(0, False, own_seeds=True, seeds_per_sky=2)["seeds"] == [0, 1]
+
+
 def test_own_seeds_give_each_realisation_its_sampling_and_training_seed():
     from dustpred.realisations.runs import realisation_config
 

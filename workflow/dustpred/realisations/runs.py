@@ -12,7 +12,9 @@ mean within-sky block-bootstrap error (:func:`dustpred.realisations.spread.reali
 ``config/paper.yaml`` that otherwise download the real sky, of which there is one).
 ``--own-seeds`` gives realisation k its own cutout-sampling seed (``seed: k``) and training
 seed (``seeds: [k]``), so that the runs differ in everything the block errors claim to cover;
-without it only the sky differs. ``--jobs J`` runs J realisations at once (on one machine:
+without it only the sky differs. ``--seeds-per-sky S`` (with ``--own-seeds``) trains S seeds
+on each sky instead (``seeds: [kS, ..., kS + S - 1]``), which measures the training-seed
+spread that the block errors leave out. ``--jobs J`` runs J realisations at once (on one machine:
 give each ``--cores`` of its share).
 
 Separate working directories keep every path of the DAG unchanged; the cost is N full runs
@@ -34,13 +36,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 
 
-def realisation_config(k: int, synthetic_source: bool, own_seeds: bool = False) -> dict:
+def realisation_config(
+    k: int, synthetic_source: bool, own_seeds: bool = False, seeds_per_sky: int = 1
+) -> dict:
     """The config layer of realisation ``k``."""
     layer: dict = {"synthetic": {"realisation": int(k)}}
     if synthetic_source:
         layer["data"] = {"source": "synthetic"}
     if own_seeds:
-        layer.update(seed=int(k), seeds=[int(k)])
+        first = int(k) * seeds_per_sky
+        layer.update(seed=int(k), seeds=list(range(first, first + seeds_per_sky)))
     return layer
 
 
@@ -51,6 +56,7 @@ def run_realisation(
     *,
     synthetic_source: bool = False,
     own_seeds: bool = False,
+    seeds_per_sky: int = 1,
     snakemake_args: Sequence[str] = (),
 ) -> Path:
     """Run the workflow for realisation ``k`` in ``outdir/realisation-k``; returns the path of
@@ -58,7 +64,8 @@ def run_realisation(
     workdir = outdir / f"realisation-{k}"
     workdir.mkdir(parents=True, exist_ok=True)
     layer = workdir / "realisation.yaml"
-    layer.write_text(yaml.safe_dump(realisation_config(k, synthetic_source, own_seeds)))
+    config = realisation_config(k, synthetic_source, own_seeds, seeds_per_sky)
+    layer.write_text(yaml.safe_dump(config))
     files = [str(Path(c).resolve()) for c in configfiles] + [str(layer.resolve())]
     # `python -m snakemake`: the environment's snakemake, wherever its script was installed.
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -75,11 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outdir", type=Path, default=Path("runs"))
     parser.add_argument("--synthetic", action="store_true", help="force data.source: synthetic")
     parser.add_argument("--own-seeds", action="store_true", help="seed: k and seeds: [k]")
+    parser.add_argument("--seeds-per-sky", type=int, default=1, help="with --own-seeds")
     parser.add_argument("--jobs", type=int, default=1, help="realisations run at once")
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after `--` goes to snakemake; options may come before or after N.
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
+    if args.seeds_per_sky < 1 or (args.seeds_per_sky > 1 and not args.own_seeds):
+        parser.error(f"--seeds-per-sky {args.seeds_per_sky}: expected 1, or more with --own-seeds")
     extra = argv[cut + 1 :] or ["--cores", "all"]
     from dustpred.realisations.spread import summarize_realisations
 
@@ -90,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.configfile,
             synthetic_source=args.synthetic,
             own_seeds=args.own_seeds,
+            seeds_per_sky=args.seeds_per_sky,
             snakemake_args=extra,
         )
 

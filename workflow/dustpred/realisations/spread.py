@@ -6,6 +6,12 @@ integrated intensity and the win fraction, each with the paper's r and the robus
 over runs, their sd, the mean within-sky block-bootstrap error, and ``ratio`` = sd / mean
 error. A block error that describes the sky-to-sky scatter has a ratio near 1 (with 5 skies
 the sd itself is uncertain by ~35 %).
+
+The block error resamples sky regions of one trained model: it leaves out the spread over
+training seeds, which the runs' sd includes. Where skies have several training seeds, the
+table also gives ``seed_sd`` (the sd over a sky's seeds, averaged over skies), ``err_total``
+(the block error and the seed sd added in quadrature, sky by sky, then averaged) and
+``ratio_total`` = sd / err_total.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ REALISATION_COLUMNS = [
     "model",
     "n_realisations",
     "n_runs",
-    *[f"{g}_{s}" for g in STATISTICS for s in ("mean", "sd", "err_mean", "ratio")],
+    *[
+        f"{g}_{s}"
+        for g in STATISTICS
+        for s in ("mean", "sd", "err_mean", "ratio", "seed_sd", "err_total", "ratio_total")
+    ],
 ]
 
 
@@ -74,6 +84,9 @@ def realisation_spread(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
         out[f"{stat}_err_mean"] = grouped[f"{stat}_err"].mean()
         error = out[f"{stat}_err_mean"]
         out[f"{stat}_ratio"] = (out[f"{stat}_sd"] / error).where(error > 0)
+        out[f"{stat}_seed_sd"], out[f"{stat}_err_total"] = _with_seed_spread(runs, stat)
+        total = out[f"{stat}_err_total"]
+        out[f"{stat}_ratio_total"] = (out[f"{stat}_sd"] / total).where(total > 0)
     out = out.reset_index()
     order = {m: i for i, m in enumerate(model_order(out["model"]))}
     out = out.sort_values(
@@ -82,6 +95,19 @@ def realisation_spread(tables: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
         kind="stable",
     )
     return out[REALISATION_COLUMNS].reset_index(drop=True)
+
+
+def _with_seed_spread(runs: pd.DataFrame, stat: str) -> tuple[pd.Series, pd.Series]:
+    """Per (experiment, model): the sd of ``stat`` over one sky's training seeds, and the block
+    error and that sd in quadrature, each averaged over the skies with two or more seeds (NaN
+    where none has)."""
+    per_sky = runs.groupby(["experiment", "model", "realisation"], sort=False).agg(
+        seed_sd=(stat, lambda v: v.std(ddof=1)), err=(f"{stat}_err", "mean")
+    )
+    per_sky = per_sky.dropna(subset=["seed_sd"])
+    per_sky["err_total"] = (per_sky["err"] ** 2 + per_sky["seed_sd"] ** 2) ** 0.5
+    by_model = per_sky.groupby(level=["experiment", "model"], sort=False)
+    return by_model["seed_sd"].mean(), by_model["err_total"].mean()
 
 
 def realisation_lines(spread: pd.DataFrame) -> list[str]:
@@ -99,18 +125,23 @@ def realisation_lines(spread: pd.DataFrame) -> list[str]:
             f"[{row['gain_r150_err_mean']:.3f}]   ({int(row['n_realisations'])} skies, "
             f"{int(row['n_runs'])} runs)"
         )
-    return lines + ratio_lines(spread)
+    lines += ratio_lines(spread, "ratio", "mean within-sky block-bootstrap error")
+    if spread[[f"{s}_ratio_total" for s in STATISTICS]].notna().any(axis=None):
+        lines += ratio_lines(
+            spread, "ratio_total", "(block error and training-seed sd in quadrature)"
+        )
+    return lines
 
 
-def ratio_lines(spread: pd.DataFrame) -> list[str]:
-    """Per model: sd over runs / mean block error of every statistic (1 = errors that match
-    the sky-to-sky scatter)."""
-    lines = ["sd over runs / mean within-sky block-bootstrap error"]
+def ratio_lines(spread: pd.DataFrame, column: str, error: str) -> list[str]:
+    """Per model: sd over runs / ``error`` of every statistic (the ``_{column}`` columns; 1 =
+    errors that match the scatter over skies and seeds)."""
+    lines = [f"sd over runs / {error}"]
     for _, row in spread.iterrows():
         ratios = "  ".join(
-            f"{stat} {row[f'{stat}_ratio']:.2f}"
+            f"{stat} {row[f'{stat}_{column}']:.2f}"
             for stat in STATISTICS
-            if pd.notna(row[f"{stat}_ratio"])
+            if pd.notna(row[f"{stat}_{column}"])
         )
         lines.append(f"  {row['experiment']:<16} {model_label(row['model']):<24} {ratios}")
     return lines
