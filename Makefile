@@ -40,9 +40,10 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 # Three worker processes on two cores: the Slurm test's run mostly waits on the scheduler.
-# Whole test files per worker, the longest first (tests/conftest.py).
+# Whole test files per worker, the longest first (tests/conftest.py). OpenMP threads wait
+# passively, as in the workflow's jobs (workflow/Snakefile): the workers share the cores.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -ra -n 3 --durations 15
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -ra -n 3 --durations 15
 
 clean:
 	rm -rf results .snakemake runs
