@@ -14,11 +14,14 @@ import h5py
 import healpy as hp
 import numpy as np
 import pytest
+import torch
 
 from dustpred.cutouts import extract, shards
 from dustpred.cutouts.projection import gnomonic_cutouts
-from dustpred.errors import InputError
+from dustpred.errors import ConfigError, InputError
+from dustpred.models.checkpoint import load_model
 from dustpred.sky import stack
+from dustpred.training.job import train_unet
 
 NSIDE, NCHAN = 16, 4
 CUTOUTS = {
@@ -381,3 +384,122 @@ def test_gather_removes_shards_and_temporaries_left_by_another_shard_count(prep,
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [p.name for p in train]
     assert sorted(p.name for p in (tmp_path / "test").iterdir()) == [p.name for p in test]
     assert not killed.exists() and not old_train[2].exists()
+
+
+# ----------------------------------------------------------------------------------------
+# cutouts.store: indices (the shards hold stack pixels; the reader gathers the images).
+
+
+@pytest.fixture(scope="module", params=["matched", "shuffled"])
+def image_and_index_sets(request, prep, tmp_path_factory):
+    """The same cutouts stored both ways, float16 inputs: ((train, test) images, indices)."""
+    out = tmp_path_factory.mktemp(f"stores-{request.param}")
+    common = {"dtype": "float16", "pairing": request.param}
+    images = write_set(prep, out / "images", 2, **common)
+    indices = write_set(prep, out / "indices", 2, **common, store="indices")
+    return images, indices
+
+
+def test_indices_store_reads_every_field_equal_to_the_images_store(image_and_index_sets):
+    images, indices = image_and_index_sets
+    for subset in (0, 1):
+        expected = shards.ShardSet(images[subset])
+        found = shards.ShardSet(indices[subset])
+        assert found.store == "indices" and set(expected.fields) <= set(found.fields)
+        a, b = expected.load(), found.load(expected.fields)
+        for name in expected.fields:
+            assert b[name].dtype == a[name].dtype, name
+            np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+
+
+def test_indices_store_chunks_and_random_reads_equal_the_images_store(image_and_index_sets):
+    images, indices = image_and_index_sets
+    expected, found = shards.ShardSet(images[0]), shards.ShardSet(indices[0])
+    names = ["inputs", "target", "oracle", "mask", "slot"]
+    picked = np.array([20, 0, 13, 7, 22, 12])  # unsorted, from both shards
+    a, b = expected.read(names, picked), found.read(names, picked)
+    for name in names:
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+    for (s1, c1), (s2, c2) in zip(
+        expected.iter_chunks(["inputs", "target"], 5),
+        found.iter_chunks(["inputs", "target"], 5),
+        strict=True,
+    ):
+        assert s1 == s2
+        np.testing.assert_array_equal(c2["inputs"], c1["inputs"])
+        np.testing.assert_array_equal(c2["target"], c1["target"])
+
+
+def test_indices_shards_hold_pixels_instead_of_images_and_are_smaller(image_and_index_sets):
+    images, indices = image_and_index_sets
+    with h5py.File(indices[0][0]) as f:
+        assert "inputs" not in f and "target" not in f and "oracle" not in f
+        assert f["pixels"].dtype == np.int32 and f["pixels"].shape == f["mask"].shape
+        assert f.attrs["store"] == "indices" and f.attrs["stack_path"].endswith("stack.npy")
+        paired = "target_pixels" in f
+    # Bytes per cutout pixel: float16 inputs + float32 target and oracle + mask, against one
+    # int32 pixel index (two when shuffled) + mask; the vectors are the same in both.
+    ratio = (4 * (1 + paired) + 1) / (2 * NCHAN + 4 + 4 + 1)
+    assert stored_bytes(indices[0]) < (ratio + 0.05) * stored_bytes(images[0])
+
+
+def stored_bytes(paths) -> int:
+    """Bytes of every dataset's stored data in the files ``paths`` (no file headers)."""
+    total = 0
+    for path in paths:
+        with h5py.File(path) as f:
+            total += sum(f[k].id.get_storage_size() for k in f)
+    return total
+
+
+def test_indices_store_names_the_stack_it_cannot_find(prep, tmp_path):
+    moved = tmp_path / "prep"
+    shutil.copytree(prep, moved)
+    train, _ = write_set(moved, tmp_path / "cut", 1, store="indices")
+    (moved / "stack.npy").unlink()
+    shard_set = shards.ShardSet(train)  # opens without the stack: vectors need none
+    assert shard_set.load(["slot"])["slot"].size == CUTOUTS["n_train"]
+    with pytest.raises(InputError, match=r"stack_path .*stack\.npy.*cutouts\.store: indices"):
+        shard_set.load(["inputs"])
+
+
+def test_indices_store_refuses_a_stack_of_another_shape(prep, tmp_path):
+    moved = tmp_path / "prep"
+    shutil.copytree(prep, moved)
+    train, _ = write_set(moved, tmp_path / "cut", 1, store="indices")
+    np.save(moved / "stack.npy", np.zeros((12 * 4**2, NCHAN + 1), np.float32))
+    with pytest.raises(InputError, match=r"expected float32 \(3072, 5\)"):
+        shards.ShardSet(train).load(["target"])
+
+
+def test_indices_store_with_bilinear_sampling_is_a_config_error():
+    with pytest.raises(ConfigError, match="cutouts.store.*bilinear"):
+        extract.CutoutSettings.from_config({"store": "indices", "interpolation": "bilinear"})
+
+
+def test_a_unet_trained_on_indices_shards_equals_one_trained_on_image_shards(
+    image_and_index_sets, tmp_path
+):
+    images, indices = image_and_index_sets
+    params = {"variant": "residual", "widths": [4, 8], "epochs": 2, "batch_size": 8}
+    weights = []
+    for name, train in (("images", images[0]), ("indices", indices[0])):
+        out = tmp_path / name
+        train_unet(
+            train,
+            out / "unet.pt",
+            out / "training.csv",
+            params=params,
+            seed=0,
+            resume_path=out / "resume" / "state.pt",
+        )
+        net, stats, _ = load_model(out / "unet.pt", which="last")
+        weights.append((net.state_dict(), stats))
+    (first, first_stats), (second, second_stats) = weights
+    for key, value in first.items():
+        assert torch.equal(second[key], value), key
+    assert repr(second_stats) == repr(first_stats)
+    # The files differ in the recorded shard paths alone (equal in the workflow's one folder).
+    blobs = [torch.load(tmp_path / n / "unet.pt", weights_only=True) for n in ("images", "indices")]
+    differ = [k for k in blobs[0] if k.endswith("state_dict") or blobs[0][k] != blobs[1][k]]
+    assert [k for k in differ if not k.endswith("state_dict")] == ["train_shards"]

@@ -95,6 +95,33 @@ def test_three_shards_give_the_same_cutouts(workdir, tmp_path):
             assert two[name].tobytes() == three[name].tobytes(), (subset, name)
 
 
+def test_indices_store_gives_the_same_models_and_predictions_as_image_shards(workdir, tmp_path):
+    # In a copy: the shards are remade as pixel indices, gathered from the stack when read.
+    copy = tmp_path / "indices"
+    shutil.copytree(workdir, copy)
+    outputs = [
+        "results/models/baseline/linear.csv",
+        "results/models/baseline/seed0/unet.pt",
+        "results/predictions/baseline/seed0/test.h5",
+    ]
+    done = snakemake_cli(copy, *outputs, extra_config={"cutouts": {"store": "indices"}})
+    assert done.returncode == 0, done.stderr[-4000:]
+    counts = job_counts(done.stdout + done.stderr)
+    assert counts == {
+        "cutout_shard": 2,
+        "gather_cutouts": 1,
+        "fit_linear": 1,
+        "train_unet": 1,
+        "predict": 1,
+    }
+    assert ShardSet(shard_paths(copy, "train", 2)).store == "indices"
+    pairs = zip(shard_paths(copy, "train", 2), shard_paths(workdir, "train", 2), strict=True)
+    for indices, images in pairs:
+        assert indices.stat().st_size < 0.1 * images.stat().st_size  # 64 float32 channels
+    for path in outputs:
+        assert (copy / path).read_bytes() == (workdir / path).read_bytes(), path
+
+
 def test_rerun_has_nothing_to_do(workdir):
     done = snakemake_cli(workdir, *TARGETS, args=("-n",))
     assert done.returncode == 0

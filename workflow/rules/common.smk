@@ -386,13 +386,25 @@ def fold_index(name, fold):
     return f"{cutout_dir(name)}/{FOLD_DIRS[fold]}index.json"
 
 
+def gather_sources(wildcards):
+    """The stack and oracle that experiment {experiment}'s shards gather their images from
+    with config cutouts.store: indices (inputs of the rules that read shards), else none.
+    """
+    if config["cutouts"]["store"] != "indices":
+        return {}
+    files = preprocessed_of(prep_of(wildcards.experiment), oracle=True)
+    return {"cutout_stack": files["stack"], "cutout_oracle": files["oracle"]}
+
+
 def fold_inputs(fold):
-    """The training shards and index of `fold`'s models (for `unpack`)."""
+    """The training shards and index of `fold`'s models, and their gather sources (for
+    `unpack`)."""
 
     def inputs(wildcards):
         return {
             "shards": subset_shards(wildcards.experiment, FOLD_SUBSETS[fold]),
             "index": fold_index(wildcards.experiment, fold),
+            **gather_sources(wildcards),
         }
 
     return inputs

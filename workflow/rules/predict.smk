@@ -6,6 +6,7 @@
 
 rule predict:
     input:
+        unpack(gather_sources),
         shards=predict_shards,
         index=cutout_index,
         linear="results/models/{experiment}/linear.csv",

@@ -52,6 +52,7 @@ class CutoutSettings:
     shards: int = 2
     dtype: str = "float32"
     compression: str = "none"
+    store: str = "images"
     interpolation: str = "nearest"
     east_west_buffer_deg: float = 36.0
     max_draws: int = 1000
@@ -83,6 +84,7 @@ class CutoutSettings:
                 self.compression in shards.COMPRESSIONS,
                 f"one of {list(shards.COMPRESSIONS)}",
             ),
+            ("store", self.store in shards.STORES, f"one of {list(shards.STORES)}"),
             (
                 "interpolation",
                 self.interpolation in projection.INTERPOLATIONS,
@@ -98,6 +100,12 @@ class CutoutSettings:
                 raise ConfigError(
                     f"config key 'cutouts.{key}': found {getattr(self, key)!r}; expected {expected}"
                 )
+        if self.store == "indices" and self.interpolation != "nearest":
+            raise ConfigError(
+                f"config key 'cutouts.store': found 'indices' with cutouts.interpolation "
+                f"{self.interpolation!r}; expected 'images' (a bilinear cutout is no gather of "
+                "stack rows) or interpolation 'nearest'"
+            )
 
     def count(self, subset: str) -> int:
         return {"train": self.n_train, "test": self.n_test, "crossfit": self.n_train}[subset]
@@ -127,9 +135,10 @@ def shard_attrs(
     shard_index: int,
     n_shards: int,
     min_separation_deg: float,
+    sources: tuple[str, str] = ("", ""),
 ) -> dict[str, Any]:
     """The attributes of a shard of ``subset`` (see :mod:`dustpred.cutouts.shards`), in file
-    order."""
+    order; ``sources`` (the stack and oracle paths, '' for none) for the indices store."""
     units = pre.meta.get("units", {})
     return {
         "units": json.dumps(
@@ -156,6 +165,12 @@ def shard_attrs(
         "format_version": shards.FORMAT_VERSION,
         # Only written when shuffled, so matched shards keep their bytes.
         **({"pairing": settings.pairing} if settings.pairing != "matched" else {}),
+        # Likewise only for the indices store (image shards keep their bytes).
+        **(
+            {"store": "indices", "stack_path": sources[0], "oracle_path": sources[1]}
+            if settings.store == "indices"
+            else {}
+        ),
     }
 
 
@@ -232,6 +247,17 @@ def _cutout_values(
     return values
 
 
+def _pixel_values(draws: sampling.Draws, moved: sampling.Draws | None) -> dict[str, np.ndarray]:
+    """The indices store's fields of the cutouts of ``draws`` (``moved``: shuffled pairing)."""
+    values = {"pixels": draws.pixels.astype(np.int32), "mask": draws.masked}
+    if moved is not None:
+        values["target_pixels"] = moved.pixels.astype(np.int32)
+    for name in ("lon", "lat", "psi", "masked_fraction"):
+        values[name] = getattr(draws, name)
+    values["slot"] = draws.slots
+    return values
+
+
 def write_shard(
     path: str | os.PathLike,
     pre: Preprocessed,
@@ -242,8 +268,13 @@ def write_shard(
     seed: int,
     shard_index: int = 0,
     n_shards: int = 1,
+    sources: tuple[str, str] = ("", ""),
 ) -> dict[str, Any]:
     """Draw, project and write the cutouts of ``slots`` to one HDF5 shard (atomically).
+
+    With ``settings.store == 'indices'`` the shard holds the cutouts' pixels, and
+    ``sources`` names the stack and oracle files (paths as the readers will open them; ''
+    for no oracle) that :class:`dustpred.cutouts.shards.ShardSet` gathers the images from.
 
     Cutouts are processed ``settings.chunk`` at a time and streamed to the file, so memory
     beyond the memory-mapped stack stays ~ chunk * (C + 4) * npix**2 * 8 bytes.
@@ -274,6 +305,7 @@ def write_shard(
         shard_index=shard_index,
         n_shards=n_shards,
         min_separation_deg=region.min_separation_deg,
+        sources=sources,
     )
     buffers = (
         np.empty((settings.chunk, c, p), dtype=np.float32),
@@ -289,6 +321,8 @@ def write_shard(
         oracle=pre.oracle is not None,
         attrs=attrs,
         compression=settings.compression,
+        store=settings.store,
+        paired=settings.pairing == "shuffled",
     ) as writer:
         for start in range(0, n, settings.chunk):
             draws = sampling.draw_cutouts(
@@ -304,11 +338,14 @@ def write_shard(
                 plane=plane,
             )
             attempts += int(draws.attempts.sum())
-            rows_of = _row_reader(pre, draws, settings, plane)
-            target_rows_of = None
+            moved = None
             if settings.pairing == "shuffled":
                 moved = shuffled_draws(pre, draws, settings, plane)
-                target_rows_of = _row_reader(pre, moved, settings, plane)
+            if settings.store == "indices":
+                writer.write(start, _pixel_values(draws, moved))
+                continue
+            rows_of = _row_reader(pre, draws, settings, plane)
+            target_rows_of = None if moved is None else _row_reader(pre, moved, settings, plane)
             values = _cutout_values(pre, stack, draws, rows_of, buffers, target_rows_of)
             writer.write(start, values)
     seconds, per = time.monotonic() - t0, attempts / max(n, 1)
@@ -357,6 +394,7 @@ def write_shards(
                 seed=seed,
                 shard_index=index,
                 n_shards=n_shards,
+                sources=(os.fspath(stack_path), os.fspath(oracle_path or "")),
             )
         )
     return summaries
