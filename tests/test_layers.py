@@ -13,6 +13,7 @@ LAYERS = [
     "inputs",
     "sky",
     "cutouts",
+    "polarisation",
     "models",
     "training",
     "evaluation",

@@ -1,4 +1,4 @@
-"""Q/U on cutouts (dustpred.cutouts.spin2): the cutout frame against healpy, E/B on known skies.
+"""Q/U on cutouts (dustpred.polarisation.spin2): the frame against healpy, E/B on known skies.
 
 The pure-E and pure-B skies are ``healpy.synfast`` maps (COSMO convention) at Nside 256 with
 C_l^EE (or C_l^BB) ~ l^-2.5 and a 1 deg beam; two cutouts of 64 x 23.4' (l_F = 14.4) far
@@ -12,8 +12,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred.cutouts import spin2
 from dustpred.cutouts.projection import cutout_pixels
+from dustpred.polarisation import spin2
 
 NSIDE, NPIX, RESO = 256, 64, 23.4
 LON, LAT, PSI = np.array([30.0, 200.0]), np.array([40.0, -55.0]), np.array([20.0, -70.0])

@@ -13,7 +13,8 @@ subpackage, from the core and from the stages before it (``tests/test_layers.py`
 - ``fits``        the FITS format layer: binary tables and byte-level checks
 - ``inputs``      ``download.smk``: downloads and the readers of the input maps and HI cube
 - ``sky``         ``sky.smk``, ``preprocess.smk``: synthetic sky, harmonic filtering, the stack
-- ``cutouts``     ``cutouts.smk``: sampling, projection, HDF5 shards, spin-2 cutouts
+- ``cutouts``     ``cutouts.smk``: sampling, projection, HDF5 shards
+- ``polarisation`` Q/U on cutouts (issue 28; no rule uses it yet)
 - ``models``      integrated, linear and U-Net predictors, the model file
 - ``training``    ``models.smk`` (``train_unet``): losses, resident data, loop, job
 - ``evaluation``  ``predict.smk``, ``evaluate.smk``: predictions, tables, errors, summaries

@@ -5,6 +5,4 @@ HDF5 shards of gnomonic cutouts.
 - ``projection``  gnomonic cutouts identical to healpy's geometry
 - ``shards``      the HDF5 shard format: writer and reader (``ShardSet``)
 - ``extract``     the shard jobs: settings, slots, ``write_shards``, ``write_index``
-- ``spin2``       Q/U on cutouts: the cutout frame, its symmetries, flat-sky E/B (issue 28;
-  no rule uses it yet)
 """

@@ -1,6 +1,7 @@
 """Spin-2 fields (Stokes Q, U) on gnomonic cutouts: the cutout frame, its symmetries, E/B.
 
-The first step of the polarisation work (issue 28); no workflow rule uses it yet.
+The first step of the polarisation work (issue 28); no workflow rule uses it yet. The
+cutouts' geometry comes from :mod:`dustpred.cutouts.projection`.
 
 **Conventions.** The HEALPix maps are in the COSMO convention (healpy's, and Planck's
 ``POLCCONV = 'COSMO'``): it differs from IAU (polarisation angle from north through east) by
