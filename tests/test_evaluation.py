@@ -228,6 +228,22 @@ def test_summary_has_one_row_per_experiment_seed_model_and_text(tmp_path):
     assert np.isnan(spread.loc[("lam0", "unet"), "r50_test_sd"])
 
 
+def test_the_seed_mean_carries_the_block_error_and_the_seed_spread_in_quadrature():
+    from dustpred.evaluation.summary import SUMMARY_COLUMNS, seed_spread_lines
+
+    rows = []
+    for seed, gain in enumerate([0.04, 0.06, 0.08]):  # sd over seeds 0.02
+        row = dict.fromkeys(SUMMARY_COLUMNS, 0.0)
+        row.update(experiment="baseline", seed=seed, model="unet", gain_r50=gain)
+        row.update(gain_r50_err=0.01 if seed else 0.013)  # block errors, mean 0.011
+        rows.append(row)
+    spread = seed_spread(pd.DataFrame(rows)).iloc[0]
+    assert spread["gain_r50_sd"] == pytest.approx(0.02)
+    assert spread["gain_r50_err_total"] == pytest.approx((0.011**2 + 0.02**2 / 3) ** 0.5)
+    line = seed_spread_lines(seed_spread(pd.DataFrame(rows)))[1]
+    assert "gain r50 = +0.060 +- 0.020 [0.016]" in line
+
+
 def test_summary_lists_missing_table_by_name(tmp_path):
     with pytest.raises(InputError, match="nope.csv"):
         summarize({("x", 0): tmp_path / "nope.csv"}, tmp_path / "s.csv", tmp_path / "s.txt")

@@ -69,12 +69,15 @@ BY_EXPERIMENT_STATS = [
     "wins_r50",
     "wins_r150",
 ]
+# The statistics with a block error: their seed mean gets the error of both sources.
+TOTAL_ERROR_STATS = [c for c in BY_EXPERIMENT_STATS if not c.startswith("wins_")]
 SUMMARY_BY_EXPERIMENT_COLUMNS = [
     "experiment",
     "model",
     *SETTING_COLUMNS,
     "n_seeds",
     *[f"{c}_{s}" for c in BY_EXPERIMENT_STATS for s in ("mean", "sd")],
+    *[f"{c}_err_total" for c in TOTAL_ERROR_STATS],
 ]
 GAINS = [f"gain_{m}" for m in ALL_METRICS]
 
@@ -407,7 +410,13 @@ def _with_settings(table: pd.DataFrame, settings: Mapping[str, Mapping[str, obje
 def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over seeds of the test scores, gains and win counts, per experiment and
     model. Returns a DataFrame with :data:`SUMMARY_BY_EXPERIMENT_COLUMNS`; sds are NaN for a
-    single seed."""
+    single seed.
+
+    ``<stat>_err_total`` is the error of the seed mean of a statistic with a block error:
+    the block error (averaged over seeds: the seeds share the test cutouts, so it does not
+    shrink with their number) and the seed sd / sqrt(n_seeds) in quadrature. With five
+    skies of two seeds each the block error alone was a third to a half too small for the
+    U-Net's gains (bench/RESULTS.md); NaN for a single seed."""
     if table.empty:
         return pd.DataFrame(columns=SUMMARY_BY_EXPERIMENT_COLUMNS)
     values = table[["experiment", "model", *BY_EXPERIMENT_STATS]].copy()
@@ -416,7 +425,17 @@ def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
     mean = grouped.mean().add_suffix("_mean")
     sd = grouped.std(ddof=1).add_suffix("_sd")
     n = grouped.size().rename("n_seeds")
-    out = pd.concat([n, mean, sd], axis=1).reset_index()
+    errors = table[["experiment", "model"]].join(
+        table[[f"{c}_err" for c in TOTAL_ERROR_STATS]].astype("float64")
+    )
+    block = errors.groupby(["experiment", "model"], sort=False).mean()
+    total = pd.DataFrame(
+        {
+            f"{c}_err_total": np.sqrt(block[f"{c}_err"] ** 2 + sd[f"{c}_sd"] ** 2 / n)
+            for c in TOTAL_ERROR_STATS
+        }
+    )
+    out = pd.concat([n, mean, sd, total], axis=1).reset_index()
     first = table.groupby(["experiment", "model"], sort=False)[SETTING_COLUMNS].first()
     out = out.join(first, on=["experiment", "model"])
     return out[SUMMARY_BY_EXPERIMENT_COLUMNS]
@@ -428,17 +447,26 @@ def seed_spread_lines(spread: pd.DataFrame) -> list[str]:
     spread = spread[spread["n_seeds"] > 1]
     if spread.empty:
         return []
-    lines = ["mean +- sd over seeds (test set)"]
+    lines = [
+        "mean +- sd over seeds (test set); [error of the mean: block error and sd / sqrt(seeds)]"
+    ]
     for _, row in spread.iterrows():
+        r50, r150 = _spread_text(row, "r50_test"), _spread_text(row, "r150_test")
+        gain, robust = _spread_text(row, "gain_r50", "+"), _spread_text(row, "gain_r50_robust", "+")
         lines.append(
             f"  {row['experiment']:<16} {model_label(row['model']):<24} "
-            f"r50 = {row['r50_test_mean']:.3f} +- {row['r50_test_sd']:.3f}   "
-            f"r150 = {row['r150_test_mean']:.3f} +- {row['r150_test_sd']:.3f}   "
-            f"gain r50 = {row['gain_r50_mean']:+.3f} +- {row['gain_r50_sd']:.3f} (robust r: "
-            f"{row['gain_r50_robust_mean']:+.3f} +- {row['gain_r50_robust_sd']:.3f})   "
+            f"r50 = {r50}   r150 = {r150}   gain r50 = {gain} (robust r: {robust})   "
             f"({int(row['n_seeds'])} seeds)"
         )
     return lines
+
+
+def _spread_text(row: pd.Series, name: str, sign: str = "") -> str:
+    """``mean +- sd [error of the mean]`` of statistic ``name`` in a :func:`seed_spread` row."""
+    return (
+        f"{row[f'{name}_mean']:{sign}.3f} +- {row[f'{name}_sd']:.3f} "
+        f"[{row[f'{name}_err_total']:.3f}]"
+    )
 
 
 __all__ = [
