@@ -8,7 +8,9 @@ each set as the models do (``ShardSet.iter_chunks(["inputs", "target", "mask"], 
 reader of U-Net training, the linear fit and prediction), checks that every set gives the
 same arrays, and prints per store: write seconds, disk bytes, read seconds, and the ratios
 to the lzf images. The page cache is warm for every read (each set is read twice and the
-second read timed), as when a training job follows the cutout jobs on one node.
+second read timed), as when a training job follows the cutout jobs on one node. The
+indices set is read on one thread and on ``--threads`` (the gather's threads; default: all
+cores).
 
 Usage (repository root):
 ``PYTHONPATH=workflow python3 bench/bench_shard_store.py --workdir /tmp/store --nside 256
@@ -57,11 +59,12 @@ def write(prep: Path, out: Path, n: int, store: dict) -> tuple[float, list[Path]
     return time.perf_counter() - t0, [paths["train"]]
 
 
-def read(paths: list[Path]) -> tuple[float, np.ndarray]:
+def read(paths: list[Path], threads: int = 1) -> tuple[float, np.ndarray]:
     """Seconds to read every cutout as the models do, and a digest of what was read."""
     digest = np.zeros(3)
     t0 = time.perf_counter()
-    for _, d in shards.ShardSet(paths).iter_chunks(["inputs", "target", "mask"], 64):
+    chunks = shards.ShardSet(paths, threads=threads).iter_chunks(["inputs", "target", "mask"], 64)
+    for _, d in chunks:
         digest += [d["inputs"].sum(dtype=np.float64), d["target"].sum(), d["mask"].sum()]
     return time.perf_counter() - t0, digest
 
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--nside", type=int, default=256)
     parser.add_argument("--nchan", type=int, default=64)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     prep = args.workdir / "prep"
@@ -83,6 +87,10 @@ def main() -> None:
         read_s, digest = read(paths)
         digests.append(digest)
         rows[name] = (seconds, sum(os.path.getsize(p) for p in paths), read_s)
+    read(paths, args.threads)
+    read_s, digest = read(paths, args.threads)  # the last set: the indices
+    digests.append(digest)
+    rows[f"indices, {args.threads} threads"] = (seconds, rows["indices"][1], read_s)
     print(f"{args.n} cutouts of {args.nchan} channels, 64 x 64, Nside {args.nside}")
     base = rows["images, float16 + lzf"]
     for name, (write_s, size, read_s) in rows.items():

@@ -430,6 +430,15 @@ def test_indices_store_chunks_and_random_reads_equal_the_images_store(image_and_
         np.testing.assert_array_equal(c2["target"], c1["target"])
 
 
+def test_indices_store_gathers_the_same_arrays_on_several_threads(image_and_index_sets):
+    _, indices = image_and_index_sets
+    names = ["inputs", "target", "oracle"]
+    one = shards.ShardSet(indices[0]).load(names)
+    three = shards.ShardSet(indices[0], threads=3).load(names)
+    for name in names:
+        assert three[name].tobytes() == one[name].tobytes(), name
+
+
 def test_indices_shards_hold_pixels_instead_of_images_and_are_smaller(image_and_index_sets):
     images, indices = image_and_index_sets
     with h5py.File(indices[0][0]) as f:
@@ -470,6 +479,15 @@ def test_indices_store_refuses_a_stack_of_another_shape(prep, tmp_path):
     np.save(moved / "stack.npy", np.zeros((12 * 4**2, NCHAN + 1), np.float32))
     with pytest.raises(InputError, match=r"expected float32 \(3072, 5\)"):
         shards.ShardSet(train).load(["target"])
+
+
+def test_indices_store_refuses_inputs_that_float16_cannot_hold_when_read(prep, tmp_path):
+    moved = tmp_path / "prep"
+    shutil.copytree(prep, moved)
+    np.save(moved / "stack.npy", np.load(prep / "stack.npy") * 1e6)
+    train, _ = write_set(moved, tmp_path / "cut", 1, dtype="float16", store="indices")
+    with pytest.raises(InputError, match=r"shard-1-of-1\.h5: values in .* do not fit float16"):
+        shards.ShardSet(train, threads=2).load(["inputs"])
 
 
 def test_indices_store_with_bilinear_sampling_is_a_config_error():

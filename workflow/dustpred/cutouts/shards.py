@@ -307,10 +307,13 @@ def _gather(
     *,
     dtype: type,
     path: str,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """The fields ``names`` of the cutouts whose stored fields (``pixels``, ``mask``,
     optionally ``target_pixels``, vectors) are ``stored``, as the images store holds them:
-    the same gather of stack rows, masked pixels 0, inputs in the storage ``dtype``."""
+    the same gather of stack rows, masked pixels 0, inputs in the storage ``dtype``;
+    ``threads`` share the cutouts (each value is copied, so the result does not depend on
+    them)."""
     stack, oracle = sources
     m, h, w = stored["pixels"].shape
     p, c = h * w, stack.shape[1] - 1
@@ -318,23 +321,44 @@ def _gather(
     zero = stored["mask"].reshape(m, p) != 0
     moved = stored["target_pixels"].reshape(m, p) if "target_pixels" in stored else None
     out = {k: v for k, v in stored.items() if k in names}
-    rows = np.empty((p, c + 1), dtype=stack.dtype)
-    inputs = np.empty((m, c, p), np.float32) if "inputs" in names else None
+    # The inputs are cast to the storage dtype as they are gathered, on the threads: the
+    # float16 cast costs more than the gather. The range _stored checks, per block.
+    inputs = np.empty((m, c, p), dtype) if "inputs" in names else None
     target = np.empty((m, p), np.float32)
-    for k in range(m if inputs is not None or "target" in names else 0):
-        # Whole rows, as the cutout stage gathers them (dustpred.cutouts.projection).
-        if inputs is not None or moved is None:
-            np.take(stack, pix[k], axis=0, out=rows, mode="clip")
-            rows[zero[k]] = 0
-            if inputs is not None:
-                inputs[k] = rows[:, :c].T
-            target[k] = rows[:, c]
-        if moved is not None:  # shuffled pairing: the dust from elsewhere
-            np.take(stack, moved[k], axis=0, out=rows, mode="clip")
-            rows[zero[k]] = 0
-            target[k] = rows[:, c]
+    ranges: list[tuple[float, float]] = []
+
+    def work(block: range) -> None:
+        rows = np.empty((p, c + 1), dtype=stack.dtype)
+        lo, hi = np.inf, -np.inf
+        for k in block:
+            # Whole rows, as the cutout stage gathers them (dustpred.cutouts.projection).
+            if inputs is not None or moved is None:
+                np.take(stack, pix[k], axis=0, out=rows, mode="clip")
+                rows[zero[k]] = 0
+                if inputs is not None:
+                    values = rows[:, :c]
+                    lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+                    with np.errstate(over="ignore"):  # refused below, naming the shard
+                        inputs[k] = values.T
+                target[k] = rows[:, c]
+            if moved is not None:  # shuffled pairing: the dust from elsewhere
+                np.take(stack, moved[k], axis=0, out=rows, mode="clip")
+                rows[zero[k]] = 0
+                target[k] = rows[:, c]
+        ranges.append((lo, hi))
+
+    if inputs is not None or "target" in names:
+        n_blocks = max(1, min(int(threads), m))
+        blocks = [range(i * m // n_blocks, (i + 1) * m // n_blocks) for i in range(n_blocks)]
+        if n_blocks == 1:
+            work(blocks[0])
+        else:  # numpy's take and copies release the GIL
+            with ThreadPoolExecutor(max_workers=n_blocks) as pool:
+                list(pool.map(work, blocks))
     if inputs is not None:
-        out["inputs"] = _stored(inputs, dtype, path).reshape(m, c, h, w)
+        if m:
+            _stored(np.array([min(r[0] for r in ranges), max(r[1] for r in ranges)]), dtype, path)
+        out["inputs"] = inputs.reshape(m, c, h, w)
     if "target" in names:
         out["target"] = target.reshape(m, h, w)
     if "oracle" in names:
@@ -371,6 +395,8 @@ class ShardSet:
         agree on channels, cutout shape, pixel size and the attributes ``nside``, ``npix``,
         ``reso_arcmin``, ``split``, ``subset``, ``seed``, ``interpolation`` (absent counts
         as a value).
+    threads : int
+        Threads that gather the images of an indices set (``cutouts.store: indices``).
 
     Attributes
     ----------
@@ -389,8 +415,9 @@ class ShardSet:
         ``n_shards`` describe that shard only.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike], *, threads: int = 1) -> None:
         self.paths = [os.fspath(p) for p in paths]
+        self.threads = max(1, int(threads))
         if not self.paths:
             raise InputError("cutout shards: got an empty list of shard files; expected >= 1")
         metas = [_describe(path) for path in self.paths]
@@ -443,7 +470,7 @@ class ShardSet:
         if self._sources is None:
             self._sources = _open_stack(path, self.attrs, self.channels)
         dtype = DTYPES[self.attrs.get("dtype", "float32")]
-        return _gather(stored, names, self._sources, dtype=dtype, path=path)
+        return _gather(stored, names, self._sources, dtype=dtype, path=path, threads=self.threads)
 
     def iter_chunks(self, names: Sequence[str], chunk: int) -> Iterator[tuple[int, dict]]:
         """Yield ``(start, {name: array})`` over all cutouts in order, ``chunk`` at a time."""

@@ -157,7 +157,7 @@ def predict_shards(
     slice, which the model file must match."""
     torch.set_num_threads(max(1, int(threads)))
     dev = resolve_device(device)
-    shards = ShardSet(shard_paths)
+    shards = ShardSet(shard_paths, threads=threads)
     weights = read_weights(linear_csv)
     weights_sd = read_weights(linear_sd_csv) if linear_sd_csv is not None else None
     extra = (("linear_sd",) if weights_sd is not None else ()) + (

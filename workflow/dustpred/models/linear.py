@@ -213,7 +213,7 @@ def fit_linear(
     ``out_csv``) and bin by bin (scale-dependent, written to ``scale_dependent_csv`` if
     given).
     """
-    shards = ShardSet(shard_paths)
+    shards = ShardSet(shard_paths, threads=nthreads)
     log.info(
         "linear: %d training cutouts of %d channels, ridge %g",
         shards.n,

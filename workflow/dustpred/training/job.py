@@ -221,7 +221,7 @@ def run_training(
     info, device = init_distributed(settings.device, settings.cuda_graphs)
     threads = max(1, spec.threads // info.world) if device.type == "cpu" else spec.threads
     torch.set_num_threads(max(1, threads))
-    shards = ShardSet(spec.train_shards)
+    shards = ShardSet(spec.train_shards, threads=threads)
     train_idx, val_idx = _validation_split(shards, settings, spec.seed)
     if info.is_main:
         _log_start(spec, settings, shards, len(train_idx), len(val_idx), device, info)
