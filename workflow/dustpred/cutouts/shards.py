@@ -19,10 +19,9 @@ With config ``cutouts.store: indices`` a shard holds the pixels instead of the i
 the RING pixel of the preprocessed stack under each image pixel; ``target_pixels`` (N, H, W)
 int32 for shuffled pairing, the pixels the target and oracle come from; ``mask`` and the
 vectors as above. Attributes ``store = 'indices'``, ``stack_path`` and ``oracle_path`` (''
-without an oracle) name the stack and oracle ``.npy`` files, and :class:`ShardSet` gathers
-``inputs``, ``target`` and ``oracle`` from them on reading, equal element for element to the
-image shards of the same cutouts (tests/test_shards.py). 64 x 64 cutouts then take 20 KB
-each instead of ~530 KB (64 float16 channels).
+without an oracle) name the stack and oracle ``.npy`` files, from which :class:`ShardSet`
+gathers ``inputs``, ``target`` and ``oracle`` on reading (:mod:`dustpred.sky.gather`), equal
+element for element to the image shards of the same cutouts (tests/test_shards.py).
 
 Masked pixels are 0 in ``inputs``, ``target`` and ``oracle``. Attributes: ``units`` (JSON
 object: inputs, target, oracle), ``velocities_kms``, ``nside``, ``reso_arcmin``, ``npix``,
@@ -58,13 +57,11 @@ import numpy as np
 from dustpred.atomic import atomic_path
 from dustpred.errors import InputError
 from dustpred.inputs.download import sha256_of
+from dustpred.sky.gather import GATHERED, PIXEL_FIELDS, check_range, gather, open_stack
 
 FORMAT_VERSION = 1
 STORES = ("images", "indices")
 IMAGE_FIELDS = ("inputs", "target", "mask", "oracle")
-# What an indices shard stores instead of the gathered images (``mask`` stays stored).
-PIXEL_FIELDS = ("pixels", "target_pixels")
-GATHERED = ("inputs", "target", "oracle")
 VECTOR_FIELDS = ("lon", "lat", "psi", "masked_fraction", "slot")
 REQUIRED = ("inputs", "target", "mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -191,14 +188,9 @@ def _stored(values: np.ndarray, dtype: type, path: str) -> np.ndarray:
     """``values`` (float32) in the storage dtype; refuses values float16 cannot hold."""
     if dtype == np.float32:
         return values
-    limit = float(np.finfo(np.float16).max)
     # min/max are fast SIMD reductions, and NaN propagates through them.
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if not (-limit <= lo and hi <= limit):
-        raise InputError(
-            f"{path}: values in [{lo:g}, {hi:g}] do not fit float16 (|x| <= {limit:g}, finite); "
-            "expected config 'cutouts.dtype: float32' for data of this range"
-        )
+    check_range(lo, hi, dtype, path)
     return values.astype(dtype)
 
 
@@ -272,100 +264,6 @@ def _describe(path: str) -> dict[str, Any]:
     if not np.isfinite(meta["reso_arcmin"]):
         raise InputError(f"{path}: no attribute 'reso_arcmin'; expected the pixel size")
     return meta
-
-
-def _open_stack(path: str, attrs: dict[str, Any], channels: int) -> tuple[np.ndarray, Any]:
-    """The stack and oracle (or None) an indices shard gathers from, memory-mapped."""
-    arrays = []
-    for key, columns in (("stack_path", channels + 1), ("oracle_path", None)):
-        source = attrs.get(key) or ""
-        if key == "oracle_path" and not source:
-            arrays.append(None)
-            continue
-        try:
-            array = np.load(source, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise InputError(
-                f"{path}: cannot read its {key} {source!r} ({exc}); an indices shard "
-                "(cutouts.store: indices) gathers its images from the preprocessed stack it "
-                "was cut from: expected that file, unchanged"
-            ) from exc
-        shape = (12 * int(attrs["nside"]) ** 2, *(() if columns is None else (columns,)))
-        if array.shape != shape or array.dtype != np.float32:
-            raise InputError(
-                f"{path}: its {key} {source} holds {array.dtype} {array.shape}; expected "
-                f"float32 {shape} (Nside {attrs['nside']}, {channels} HI channels + dust)"
-            )
-        arrays.append(array)
-    return arrays[0], arrays[1]
-
-
-def _gather(
-    stored: dict[str, np.ndarray],
-    names: Sequence[str],
-    sources: tuple[np.ndarray, Any],
-    *,
-    dtype: type,
-    path: str,
-    threads: int = 1,
-) -> dict[str, np.ndarray]:
-    """The fields ``names`` of the cutouts whose stored fields (``pixels``, ``mask``,
-    optionally ``target_pixels``, vectors) are ``stored``, as the images store holds them:
-    the same gather of stack rows, masked pixels 0, inputs in the storage ``dtype``;
-    ``threads`` share the cutouts (each value is copied, so the result does not depend on
-    them)."""
-    stack, oracle = sources
-    m, h, w = stored["pixels"].shape
-    p, c = h * w, stack.shape[1] - 1
-    pix = stored["pixels"].reshape(m, p)
-    zero = stored["mask"].reshape(m, p) != 0
-    moved = stored["target_pixels"].reshape(m, p) if "target_pixels" in stored else None
-    out = {k: v for k, v in stored.items() if k in names}
-    # The inputs are cast to the storage dtype as they are gathered, on the threads: the
-    # float16 cast costs more than the gather. The range _stored checks, per block.
-    inputs = np.empty((m, c, p), dtype) if "inputs" in names else None
-    target = np.empty((m, p), np.float32)
-    ranges: list[tuple[float, float]] = []
-
-    def work(block: range) -> None:
-        rows = np.empty((p, c + 1), dtype=stack.dtype)
-        lo, hi = np.inf, -np.inf
-        for k in block:
-            # Whole rows, as the cutout stage gathers them (dustpred.cutouts.projection).
-            if inputs is not None or moved is None:
-                np.take(stack, pix[k], axis=0, out=rows, mode="clip")
-                rows[zero[k]] = 0
-                if inputs is not None:
-                    values = rows[:, :c]
-                    lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
-                    with np.errstate(over="ignore"):  # refused below, naming the shard
-                        inputs[k] = values.T
-                target[k] = rows[:, c]
-            if moved is not None:  # shuffled pairing: the dust from elsewhere
-                np.take(stack, moved[k], axis=0, out=rows, mode="clip")
-                rows[zero[k]] = 0
-                target[k] = rows[:, c]
-        ranges.append((lo, hi))
-
-    if inputs is not None or "target" in names:
-        n_blocks = max(1, min(int(threads), m))
-        blocks = [range(i * m // n_blocks, (i + 1) * m // n_blocks) for i in range(n_blocks)]
-        if n_blocks == 1:
-            work(blocks[0])
-        else:  # numpy's take and copies release the GIL
-            with ThreadPoolExecutor(max_workers=n_blocks) as pool:
-                list(pool.map(work, blocks))
-    if inputs is not None:
-        if m:
-            _stored(np.array([min(r[0] for r in ranges), max(r[1] for r in ranges)]), dtype, path)
-        out["inputs"] = inputs.reshape(m, c, h, w)
-    if "target" in names:
-        out["target"] = target.reshape(m, h, w)
-    if "oracle" in names:
-        values = np.take(oracle, pix if moved is None else moved, mode="clip")
-        values[zero] = 0
-        out["oracle"] = values.astype(np.float32).reshape(m, h, w)
-    return out
 
 
 def _check_same(path: str, meta: dict[str, Any], first: dict[str, Any], first_path: str) -> None:
@@ -468,9 +366,9 @@ class ShardSet:
         if self.store != "indices" or not set(names) & set(GATHERED):
             return stored
         if self._sources is None:
-            self._sources = _open_stack(path, self.attrs, self.channels)
+            self._sources = open_stack(path, self.attrs, self.channels)
         dtype = DTYPES[self.attrs.get("dtype", "float32")]
-        return _gather(stored, names, self._sources, dtype=dtype, path=path, threads=self.threads)
+        return gather(stored, names, self._sources, dtype=dtype, path=path, threads=self.threads)
 
     def iter_chunks(self, names: Sequence[str], chunk: int) -> Iterator[tuple[int, dict]]:
         """Yield ``(start, {name: array})`` over all cutouts in order, ``chunk`` at a time."""

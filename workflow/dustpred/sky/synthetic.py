@@ -255,12 +255,17 @@ def gaussian_field(
         ``(12 nside**2,)`` float64 RING map.
     """
     lmax = len(cl) - 1
-    ell, m = hp.Alm.getlm(lmax)
+    return harmonic.synthesis(gaussian_alm(cl, rng), nside, lmax, nthreads=nthreads)
+
+
+def gaussian_alm(cl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The a_lm of :func:`gaussian_field` (healpy's order, lmax = len(cl) - 1), complex128."""
+    ell, m = hp.Alm.getlm(len(cl) - 1)
     draws = rng.standard_normal((2, ell.size))
     amp = np.sqrt(cl[ell])
     # Complex a_lm with m > 0 carry half the variance in each part; m = 0 is real.
     alm = np.where(m == 0, draws[0] * amp, (draws[0] + 1j * draws[1]) * amp / np.sqrt(2.0))
-    return harmonic.synthesis(alm.astype(np.complex128), nside, lmax, nthreads=nthreads)
+    return alm.astype(np.complex128)
 
 
 def lognormal(mean: float, s: float, g: np.ndarray) -> np.ndarray:
