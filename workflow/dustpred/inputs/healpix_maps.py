@@ -324,7 +324,7 @@ def write_healpix_maps(
     )
 
 
-def _unit_of(table: BinTable, column: str, unit_if_missing: str | None, key: str) -> str:
+def column_unit(table: BinTable, column: str, unit_if_missing: str | None, key: str) -> str:
     """``TUNITn`` of ``column``, else ``unit_if_missing``; InputError naming config ``key``."""
     found = table.header.get(f"TUNIT{table.column_index(column) + 1}")
     if found is not None and str(found).strip():
@@ -363,7 +363,7 @@ def read_dust_map(
         What the header says of the map (:func:`dust_header_facts`): unit, reference frequency.
     """
     table = open_bintable(path)
-    found = _unit_of(table, column, unit_if_missing, "data.dust_unit_if_missing")
+    found = column_unit(table, column, unit_if_missing, "data.dust_unit_if_missing")
     key = found.strip().lower().replace(" ", "")
     if key not in DUST_UNIT_FAMILIES:
         raise InputError(
@@ -425,7 +425,7 @@ def read_column_density_map(
             "cube?); expected one N_HI value per pixel for data.hi_kind: column_density "
             "(set data.hi_kind: cube for a cube)"
         )
-    found = _unit_of(table, name, unit_if_missing, "data.hi_unit_if_missing")
+    found = column_unit(table, name, unit_if_missing, "data.hi_unit_if_missing")
     key = found.strip().lower().replace(" ", "")
     if key not in NHI_UNITS:
         raise InputError(

@@ -130,32 +130,38 @@ def _geometry(nside: int) -> dict[str, np.ndarray]:
     return ducc0.healpix.Healpix_Base(int(nside), "RING").sht_info()
 
 
-def synthesis(alm: np.ndarray, nside: int, lmax: int, *, nthreads: int = 1) -> np.ndarray:
+def synthesis(
+    alm: np.ndarray, nside: int, lmax: int, *, spin: int = 0, nthreads: int = 1
+) -> np.ndarray:
     """``healpy.alm2map`` with ducc0: a_lm (healpy's order, mmax = lmax) to a RING map.
 
     Parameters
     ----------
     alm
-        ``(Alm.getsize(lmax),)`` complex128 coefficients.
+        ``(Alm.getsize(lmax),)`` complex128 coefficients; with ``spin=2`` the ``(2, nalm)``
+        E and B coefficients.
     nside
         Nside of the map.
     lmax
         Band limit of ``alm``.
+    spin
+        0 for a scalar map, 2 for Stokes Q, U (COSMO, healpy's convention).
     nthreads
         Threads of the transform.
 
     Returns
     -------
     numpy.ndarray
-        ``(12 nside**2,)`` float64 RING map.
+        ``(12 nside**2,)`` float64 RING map; ``(2, 12 nside**2)`` Q, U with ``spin=2``.
     """
-    alm = np.ascontiguousarray(alm, dtype=np.complex128).reshape(1, -1)
+    alm = np.ascontiguousarray(alm, dtype=np.complex128).reshape(1 if spin == 0 else 2, -1)
     geom = _geometry(nside)
-    return sht.synthesis(alm=alm, lmax=int(lmax), spin=0, nthreads=int(nthreads), **geom)[0]
+    out = sht.synthesis(alm=alm, lmax=int(lmax), spin=int(spin), nthreads=int(nthreads), **geom)
+    return out[0] if spin == 0 else out
 
 
 def analysis(
-    healpix_map: np.ndarray, lmax: int, *, iters: int = 3, nthreads: int = 1
+    healpix_map: np.ndarray, lmax: int, *, iters: int = 3, spin: int = 0, nthreads: int = 1
 ) -> np.ndarray:
     """``healpy.map2alm(map, lmax, iter=iters)`` with ducc0 (same Jacobi iterations).
 
@@ -169,34 +175,40 @@ def analysis(
     Parameters
     ----------
     healpix_map
-        ``(12 nside**2,)`` RING map.
+        ``(12 nside**2,)`` RING map; with ``spin=2`` the ``(2, 12 nside**2)`` Q and U.
     lmax
         Band limit of the result (mmax = lmax).
     iters
         Jacobi iterations.
+    spin
+        0, or 2 for Q, U (the E and B a_lm of ``healpy.map2alm(..., pol=True)``).
     nthreads
         Threads of each transform.
 
     Returns
     -------
     numpy.ndarray
-        ``(Alm.getsize(lmax),)`` complex128 a_lm in healpy's order.
+        ``(Alm.getsize(lmax),)`` complex128 a_lm in healpy's order; ``(2, nalm)`` E, B with
+        ``spin=2``.
     """
-    values = np.ascontiguousarray(healpix_map, dtype=np.float64)
-    nside = hp.npix2nside(values.size)
+    values = np.ascontiguousarray(healpix_map, dtype=np.float64).reshape(1 if spin == 0 else 2, -1)
+    nside = hp.npix2nside(values.shape[1])
     geom = _geometry(nside)
-    weight = 4.0 * np.pi / values.size
+    weight = 4.0 * np.pi / values.shape[1]
 
     def quadrature(m: np.ndarray) -> np.ndarray:
         alm = sht.adjoint_synthesis(
-            map=m.reshape(1, -1), lmax=int(lmax), spin=0, nthreads=int(nthreads), **geom
-        )[0]
+            map=m, lmax=int(lmax), spin=int(spin), nthreads=int(nthreads), **geom
+        )
         return alm * weight
+
+    def model(a: np.ndarray) -> np.ndarray:
+        return synthesis(a, nside, lmax, spin=spin, nthreads=nthreads).reshape(values.shape)
 
     alm = quadrature(values)
     for _ in range(int(iters)):
-        alm += quadrature(values - synthesis(alm, nside, lmax, nthreads=nthreads))
-    return alm
+        alm += quadrature(values - model(alm))
+    return alm[0] if spin == 0 else alm
 
 
 def lowpass_to_nside(
@@ -207,6 +219,7 @@ def lowpass_to_nside(
     *,
     iters: int = 3,
     lmax: int | None = None,
+    spin: int = 0,
     nthreads: int = 1,
 ) -> np.ndarray:
     """Filter a RING map with the Butterworth low-pass and resample it to ``nside_out``.
@@ -217,7 +230,8 @@ def lowpass_to_nside(
     Parameters
     ----------
     healpix_map
-        ``(12 n_in**2,)`` RING-ordered map (any float type).
+        ``(12 n_in**2,)`` RING-ordered map (any float type); with ``spin=2`` the
+        ``(2, 12 n_in**2)`` Stokes Q and U, filtered as E and B (the same B(ell) on both).
     nside_out
         Working Nside of the result.
     ell_cutoff
@@ -230,21 +244,24 @@ def lowpass_to_nside(
         near ``lmax`` and slower).
     lmax
         Override of :func:`filter_lmax`.
+    spin
+        0, or 2 for Q, U.
     nthreads
         Threads of each transform.
 
     Returns
     -------
     numpy.ndarray
-        ``(12 nside_out**2,)`` float64 RING map.
+        ``(12 nside_out**2,)`` float64 RING map; ``(2, 12 nside_out**2)`` with ``spin=2``.
     """
-    nside_in = hp.npix2nside(len(healpix_map))
+    nside_in = hp.npix2nside(np.shape(healpix_map)[-1])
     if lmax is None:
         lmax = filter_lmax(nside_in, nside_out, ell_cutoff, order)
-    alm = analysis(healpix_map, lmax, iters=iters, nthreads=nthreads)
+    alm = analysis(healpix_map, lmax, iters=iters, spin=spin, nthreads=nthreads)
     if ell_cutoff is not None:
-        alm = hp.almxfl(alm, butterworth(np.arange(lmax + 1), ell_cutoff, order))
-    return synthesis(alm, nside_out, lmax, nthreads=nthreads)
+        response = butterworth(np.arange(lmax + 1), ell_cutoff, order)
+        alm = np.array([hp.almxfl(a, response) for a in np.reshape(alm, (-1, alm.shape[-1]))])
+    return synthesis(alm, nside_out, lmax, spin=spin, nthreads=nthreads)
 
 
 def lowpass_to_nside_healpy(
