@@ -31,6 +31,7 @@ def write_fake_shards(
     npix: int = 16,
     seed: int = 0,
     oracle: bool = True,
+    nside: int | None = None,
 ) -> list[str]:
     """Write shards shard-0.h5, shard-1.h5, ... to ``directory``; return their paths.
 
@@ -55,6 +56,8 @@ def write_fake_shards(
         truth *= 1 - mask
         path = directory / f"shard-{i}.h5"
         attrs = {"velocities_kms": velocities, "reso_arcmin": SIDE_DEG * 60.0 / npix, "npix": npix}
+        if nside is not None:  # the Nside of a sky the cutouts are said to come from
+            attrs["nside"] = nside
         values = {
             "inputs": inputs.astype(np.float32),
             "target": target.astype(np.float32),

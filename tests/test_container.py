@@ -60,7 +60,7 @@ def test_the_gpu_environment_differs_from_the_cpu_one_only_in_its_pytorch_build(
 
 
 def test_the_gpu_rules_use_the_gpu_environment_and_the_others_do_not():
-    gpu_rules = {"train_unet", "predict", "template"}
+    gpu_rules = {"train_unet", "predict", "template", "train_unet_qu", "predict_qu"}
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"\n(?=\S)", path.read_text()):
             rule = re.match(r"rule (\w+):", block)

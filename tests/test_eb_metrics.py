@@ -59,11 +59,17 @@ def test_without_detrending_the_lowest_band_leaks_more_than_the_bound(pure_e_cut
     assert r50_band > 0.35
 
 
+def scores(q, u, predictions, mask):
+    target = eb.eb_maps(q, u, mask)
+    maps = {name: eb.eb_maps(pq, pu, mask) for name, (pq, pu) in predictions.items()}
+    return eb.r_eb_models(target, maps, mask)
+
+
 def test_a_perfect_prediction_has_r_one_in_both_modes_below_ell_200(pure_e_cutouts):
     """Up to the amplitude floor of dustpred.metrics (1e-6 of the largest mode), which the
     beam-suppressed modes above ell ~ 300 approach."""
     q, u = pure_e_cutouts
-    centres, out = eb.r_eb_models(q, u, {"same": (3.0 * q, 3.0 * u)}, hole_mask())
+    centres, out = scores(q, u, {"same": (3.0 * q, 3.0 * u)}, hole_mask())
     for mode in eb.MODES:
         r, r50, r150 = out["same"][mode]
         np.testing.assert_allclose(r[:, centres < 200], 1.0, atol=1e-6)
@@ -72,16 +78,35 @@ def test_a_perfect_prediction_has_r_one_in_both_modes_below_ell_200(pure_e_cutou
 
 def test_a_sign_flipped_prediction_has_r_minus_one(pure_e_cutouts):
     q, u = pure_e_cutouts
-    _, out = eb.r_eb_models(q, u, {"flipped": (-q, -u)}, np.zeros((N, 64, 64), bool))
+    _, out = scores(q, u, {"flipped": (-q, -u)}, np.zeros((N, 64, 64), bool))
     np.testing.assert_allclose(out["flipped"]["EE"][1], -1.0, atol=1e-9)
 
 
 def test_an_unrelated_prediction_has_r_near_zero(pure_e_cutouts):
     q, u = pure_e_cutouts
-    other_q, other_u = q[::-1], u[::-1]  # the cutouts in reverse: other skies
-    _, out = eb.r_eb_models(q, u, {"other": (other_q, other_u)}, np.zeros((N, 64, 64), bool))
+    other = (q[::-1], u[::-1])  # the cutouts in reverse: other skies
+    _, out = scores(q, u, {"other": other}, np.zeros((N, 64, 64), bool))
     # r150 averages ~180 independent modes per cutout: sd ~ 0.07 per cutout, 0.017 over 20
     assert abs(out["other"]["EE"][2].mean()) < 0.07
+
+
+def test_eb_maps_of_a_mirrored_cutout_are_the_mirrored_e_and_minus_b(pure_e_cutouts):
+    q, u = pure_e_cutouts
+    mask = hole_mask()
+    e, b = eb.eb_maps(q, u, mask)
+    e_m, b_m = eb.eb_maps(*spin2.mirror_qu(q, u), mask[..., ::-1])
+    np.testing.assert_allclose(e_m, e[..., ::-1], atol=1e-9 * np.abs(e).max())
+    np.testing.assert_allclose(b_m, -b[..., ::-1], atol=1e-9 * np.abs(b).max())
+
+
+def test_eb_maps_of_a_quarter_turned_cutout_are_the_turned_maps(pure_e_cutouts):
+    q, u = pure_e_cutouts
+    mask = hole_mask()
+    e, b = eb.eb_maps(q, u, mask)
+    e_r, b_r = eb.eb_maps(*spin2.rot90_qu(q, u), np.rot90(mask, 1, axes=(-1, -2)))
+    turned = (np.rot90(x, 1, axes=(-1, -2)) for x in (e, b))
+    for found, expected in zip((e_r, b_r), turned, strict=True):
+        np.testing.assert_allclose(found, expected, atol=1e-9 * np.abs(expected).max())
 
 
 def test_detrending_removes_a_quadratic_surface_exactly():

@@ -17,6 +17,7 @@ LAYERS = [
     "models",
     "training",
     "evaluation",
+    "qu_evaluation",
     "template",
     "figures",
     "realisations",

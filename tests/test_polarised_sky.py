@@ -101,3 +101,20 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_another_sky(dust):
 def test_settings_out_of_range_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"synthetic.polarisation.{key}"):
         pol_sky.PolarisationSettings(**{key: value})
+
+
+def test_the_written_tables_read_back_as_cosmo_qu_in_uk_rj(dust, tmp_path):
+    from dustpred.inputs.stokes_maps import read_qu_maps
+
+    paths = tmp_path / "qu.fits", tmp_path / "oracle.fits"
+    pol_sky.write_polarised_dust(SKY, POL, *map(str, paths))
+    for path, suffix in zip(paths, ("", "_oracle"), strict=True):
+        qu, unit, convention, _ = read_qu_maps(path)
+        assert unit == "uK_RJ" and convention == "COSMO"
+        np.testing.assert_allclose(qu[0], dust[f"Q{suffix}"], rtol=1e-6)
+        np.testing.assert_allclose(qu[1], dust[f"U{suffix}"], rtol=1e-6)
+
+
+def test_settings_from_config_take_the_given_keys():
+    settings = pol_sky.PolarisationSettings.from_config({"turbulence_deg": 5})
+    assert settings == pol_sky.PolarisationSettings(turbulence_deg=5.0)

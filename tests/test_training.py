@@ -10,6 +10,7 @@ import pytest
 import torch
 from fake_training_shards import write_fake_shards
 
+from dustpred.errors import InputError
 from dustpred.models.checkpoint import load_model
 from dustpred.training.distributed import DistInfo
 from dustpred.training.job import TrainSpec, launch_distributed, run_training, train_unet
@@ -286,3 +287,34 @@ def test_validation_on_held_out_regions_trains_and_says_what_it_held_out(shards,
     assert re.search(
         r"validation on \d+ held-out Nside-2 regions: \d+ cutouts validate", caplog.text
     )
+
+
+def test_replacement_targets_are_read_in_place_of_the_shards_dust(tmp_path):
+    from dustpred.cutouts.shards import ShardSet
+
+    paths = write_fake_shards(tmp_path / "shards", npix=16)
+    n = ShardSet(paths).n
+    maps = np.arange(n * 16 * 16, dtype=np.float32).reshape(n, 16, 16)
+    replaced = ShardSet(paths, target=maps)
+    np.testing.assert_array_equal(replaced.load(["target"])["target"], maps)
+    np.testing.assert_array_equal(
+        replaced.read(["target"], np.array([30, 2]))["target"], maps[[30, 2]]
+    )
+    with pytest.raises(InputError, match=r"replacement targets of shape \(3, 16, 16\)"):
+        ShardSet(paths, target=maps[:3])
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_a_pseudo_scalar_target_changes_sign_in_mirrored_augmentations(nhwc):
+    """Both paths of ResidentData.batch: per sample (CPU) and the gather (CUDA, nhwc)."""
+    from dustpred.training.resident import ResidentData, dihedral_transform
+
+    rng = np.random.default_rng(0)
+    t = torch.from_numpy(rng.normal(size=(8, 4, 4)).astype(np.float32))
+    features = torch.zeros((8, 4, 4, 1) if nhwc else (8, 1, 4, 4))
+    mask = torch.zeros(8, 4, 4, dtype=torch.bool)
+    data = ResidentData(features, None, t, mask, nhwc=nhwc, parity=-1)
+    _, got, _ = data.batch(torch.arange(8), torch.arange(8))
+    for g in range(8):
+        expected = dihedral_transform(t[g], g) * (-1 if g >= 4 else 1)
+        torch.testing.assert_close(got[g], expected)

@@ -106,6 +106,8 @@ def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
     run = ("baseline", "1")
     expected = {("train_unet", *run), ("predict", *run), ("evaluate", *run)}
     expected |= {("train_unet_crossfit", *run)}  # the template's second model
+    # The polarisation stages' U-Nets (E and B maps), predictions and tables (tiny.yaml).
+    expected |= {("train_unet_qu", *run), ("predict_qu", *run), ("evaluate_qu", *run)}
     expected |= {(rule, *run) for rule in PER_RUN_PLOTS}
     assert per_seed == expected
     # Across-seed and across-experiment outputs gain a row or a curve (the template a seed),

@@ -14,10 +14,12 @@ subpackage, from the core and from the stages before it (``tests/test_layers.py`
 - ``inputs``      ``download.smk``: downloads and the readers of the input maps and HI cube
 - ``sky``         ``sky.smk``, ``preprocess.smk``: synthetic sky, harmonic filtering, the stack
 - ``cutouts``     ``cutouts.smk``: sampling, projection, HDF5 shards
-- ``polarisation`` Q/U on cutouts (issue 28; no rule uses it yet)
+- ``polarisation`` the polarisation stages up to the models: Q/U maps and sky, spin-2
+  cutouts, E/B maps and r^EE/r^BB, the HI-orientation baselines (issue 28)
 - ``models``      integrated, linear and U-Net predictors, the model file
 - ``training``    ``models.smk`` (``train_unet``): losses, resident data, loop, job
 - ``evaluation``  ``predict.smk``, ``evaluate.smk``: predictions, tables, errors, summaries
+- ``qu_evaluation`` ``predict_qu``, ``evaluate_qu``: the polarisation models' E/B maps, tables
 - ``template``    ``template.smk``: tiles, reassembly, amplitude, FITS file, sphere r_ell
 - ``figures``     every figure rule: one style, the paper's and the comparison figures
 - ``realisations`` ``make realisations``: the whole DAG on several skies, spread across them

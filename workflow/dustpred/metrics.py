@@ -260,15 +260,6 @@ def mode_correlation(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     return (t * p.conj()).real / (amp_t * amp_p)
 
 
-def fourier_correlation(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """Per-mode correlation r_k of two sets of Fourier modes (..., H, W) (complex, FFT order,
-    e.g. the E or B modes of :func:`dustpred.polarisation.spin2.flat_eb`), with the same
-    amplitude floor as :func:`mode_correlation`."""
-    amp_t = _floored_amplitude(np.abs(target) ** 2)
-    amp_p = _floored_amplitude(np.abs(prediction) ** 2)
-    return (target * prediction.conj()).real / (amp_t * amp_p)
-
-
 def band_weights(
     shape: tuple[int, int], side_deg: float = DEFAULT_SIDE_DEG
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

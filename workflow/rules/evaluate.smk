@@ -292,3 +292,38 @@ rule summary:
         errors=error_settings(),
     script:
         "../scripts/summary.py"
+
+
+# Polarisation: r^EE / r^BB per test cutout, their means, gains and wins over the best
+# HI-orientation baseline, per seed of the U-Net (dustpred.qu_evaluation.tables).
+rule evaluate_qu:
+    input:
+        "results/predictions_qu/{experiment}/seed{seed}/test.h5",
+    output:
+        per_cutout="results/tables/{experiment}/seed{seed}/qu_per_cutout.csv",
+        per_cutout_parquet="results/tables/{experiment}/seed{seed}/qu_per_cutout.parquet",
+        r_ell="results/tables/{experiment}/seed{seed}/qu_r_ell.csv",
+        r_ell_parquet="results/tables/{experiment}/seed{seed}/qu_r_ell.parquet",
+        summary=report(
+            "results/tables/{experiment}/seed{seed}/qu_summary.csv",
+            caption="../report/qu_summary.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: polarisation",
+            labels={"table": "r^EE, r^BB: means, gains, wins"},
+        ),
+        summary_parquet="results/tables/{experiment}/seed{seed}/qu_summary.parquet",
+        text="results/tables/{experiment}/seed{seed}/qu_summary.txt",
+    log:
+        "logs/evaluate_qu/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate_qu/{experiment}/seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime(60),
+    params:
+        settings=qu_evaluation_settings,
+    script:
+        "../scripts/evaluate_qu.py"

@@ -89,3 +89,58 @@ use rule train_unet as train_unet_crossfit with:
     params:
         unet=of_experiment("unet"),
         resume=resume_state(1),
+
+
+# Polarisation: the HI-orientation baselines' fractions on the training cutouts
+# (dustpred.polarisation.baselines).
+rule fit_qu_baselines:
+    input:
+        unpack(qu_model_inputs("train")),
+    output:
+        "results/models/{experiment}/qu_baselines.json",
+    log:
+        "logs/fit_qu_baselines/{experiment}.log",
+    benchmark:
+        "benchmarks/fit_qu_baselines/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 4
+    resources:
+        mem_mb=mem_mb(4000, with_input=True),
+        runtime=runtime(60),
+    params:
+        fwhm_pix=config["polarisation"]["orientation_fwhm_pix"],
+    script:
+        "../scripts/fit_qu_baselines.py"
+
+
+# Polarisation: the U-Net of Q/U is two networks of the experiment's recipe (variant
+# polarisation.unet), trained with the paper's loss on the E ({mode} e) or B ({mode} b)
+# maps of the training cutouts' Q/U; the B map changes sign in a mirrored augmentation.
+rule train_unet_qu:
+    input:
+        unpack(qu_model_inputs("train")),
+    output:
+        model="results/models/{experiment}/seed{seed}/unet_qu_{mode}.pt",
+        table="results/models/{experiment}/seed{seed}/training_qu_{mode}.csv",
+    log:
+        "logs/train_unet_qu/{experiment}/seed{seed}/{mode}.log",
+    benchmark:
+        "benchmarks/train_unet_qu/{experiment}/seed{seed}/{mode}.tsv"
+    wildcard_constraints:
+        mode="e|b",
+    conda:
+        GPU_ENV
+    threads: 8
+    resources:
+        gpu=unet_gpu("gpu"),
+        gres=unet_gpu("gres"),
+        gpu_model=unet_gpu("gpu_model"),
+        cpus_per_gpu=8,
+        mem_mb=mem_mb(3072, with_input=True),
+        runtime=runtime(120, doubling=True),
+    params:
+        unet=qu_unet_settings,
+        resume=qu_resume_state,
+    script:
+        "../scripts/train_unet_qu.py"

@@ -34,3 +34,32 @@ rule predict:
         unet=of_experiment("unet"),
     script:
         "../scripts/predict.py"
+
+
+# Polarisation: E/B maps of the test cutouts from the baselines, the oracle (synthetic sky)
+# and the E- and B-map U-Nets of seed {seed} (dustpred.qu_evaluation.predict).
+rule predict_qu:
+    input:
+        unpack(qu_model_inputs("test")),
+        baselines="results/models/{experiment}/qu_baselines.json",
+        unet_e="results/models/{experiment}/seed{seed}/unet_qu_e.pt",
+        unet_b="results/models/{experiment}/seed{seed}/unet_qu_b.pt",
+    output:
+        "results/predictions_qu/{experiment}/seed{seed}/test.h5",
+    log:
+        "logs/predict_qu/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/predict_qu/{experiment}/seed{seed}.tsv"
+    conda:
+        GPU_ENV
+    threads: 4
+    resources:
+        gpu=unet_gpu("gpu"),
+        gres=unet_gpu("gres"),
+        gpu_model=unet_gpu("gpu_model"),
+        mem_mb=mem_mb(4000, with_input=True),
+        runtime=runtime(60),
+    params:
+        unet=qu_unet_settings,
+    script:
+        "../scripts/predict_qu.py"

@@ -51,3 +51,43 @@ rule preprocess_oracle:
         settings=filter_settings(),
     script:
         "../scripts/preprocess_oracle.py"
+
+
+# Polarisation (config polarisation.enabled): Q/U in COSMO (dustpred.inputs.stokes_maps),
+# low-pass filtered and resampled like the dust, as E and B.
+rule preprocess_qu:
+    input:
+        qu=qu_raw,
+    output:
+        qu="results/preprocess_qu/qu.npy",
+        meta="results/preprocess_qu/qu_meta.json",
+    log:
+        "logs/preprocess_qu/qu.log",
+    benchmark:
+        "benchmarks/preprocess_qu/qu.tsv"
+    conda:
+        CONDA_ENV
+    threads: 4
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=runtime(30),
+    params:
+        settings=filter_settings(),
+        read=qu_read_settings(),
+    script:
+        "../scripts/preprocess_qu.py"
+
+
+use rule preprocess_qu as preprocess_qu_oracle with:
+    input:
+        qu=qu_oracle_raw,
+    output:
+        qu="results/preprocess_qu/qu_oracle.npy",
+        meta="results/preprocess_qu/qu_oracle_meta.json",
+    log:
+        "logs/preprocess_qu/qu_oracle.log",
+    benchmark:
+        "benchmarks/preprocess_qu/qu_oracle.tsv"
+    params:
+        settings=filter_settings(),
+        read=SYNTHETIC_QU_READ,

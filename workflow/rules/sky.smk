@@ -24,3 +24,28 @@ rule simulate_sky:
         seed=sky_seed(config["seed"], config["synthetic"]["realisation"]),
     script:
         "../scripts/simulate_sky.py"
+
+
+# Polarised dust (config polarisation.enabled): Q/U of the same sky and their HI-traced part,
+# in the layout of Planck's polarised products (Q_STOKES, U_STOKES, POLCCONV = 'COSMO').
+rule simulate_polarisation:
+    output:
+        qu="resources/synthetic/dust_qu.fits",
+        oracle="resources/synthetic/dust_qu_hi_traced.fits",
+    log:
+        "logs/simulate_polarisation.log",
+    benchmark:
+        "benchmarks/simulate_polarisation.tsv"
+    conda:
+        CONDA_ENV
+    threads: 16
+    resources:
+        # The intensity sky's components plus four spin-1 syntheses.
+        mem_mb=mem_mb(8000),
+        runtime=runtime(30),
+    params:
+        synthetic=sky_settings(),
+        polarisation=config["synthetic"]["polarisation"],
+        seed=sky_seed(config["seed"], config["synthetic"]["realisation"]),
+    script:
+        "../scripts/simulate_polarisation.py"

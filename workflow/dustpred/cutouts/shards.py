@@ -295,6 +295,9 @@ class ShardSet:
         as a value).
     threads : int
         Threads that gather the images of an indices set (``cutouts.store: indices``).
+    target : numpy.ndarray, optional
+        ``(n, H, W)`` maps read as the ``target`` field in place of the shards' own (e.g. the
+        E or B maps of the polarisation stage, :mod:`dustpred.polarisation.qu_cutouts`).
 
     Attributes
     ----------
@@ -313,7 +316,13 @@ class ShardSet:
         ``n_shards`` describe that shard only.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        threads: int = 1,
+        target: np.ndarray | None = None,
+    ) -> None:
         self.paths = [os.fspath(p) for p in paths]
         self.threads = max(1, int(threads))
         if not self.paths:
@@ -341,6 +350,12 @@ class ShardSet:
         self._sources: tuple[np.ndarray, Any] | None = None
         if self.n == 0:
             raise InputError(f"cutout shards {self.paths}: 0 cutouts in all; expected >= 1")
+        self.target = target
+        if target is not None and np.shape(target) != (self.n, *self.shape):
+            raise InputError(
+                f"cutout shards {self.paths}: replacement targets of shape {np.shape(target)}; "
+                f"expected {(self.n, *self.shape)}, one map per cutout"
+            )
 
     @property
     def npix(self) -> int:
@@ -353,6 +368,8 @@ class ShardSet:
 
     def _stored_names(self, names: Sequence[str], f: h5py.File) -> list[str]:
         """The datasets to read from ``f`` for the fields ``names``."""
+        if self.target is not None:
+            names = [k for k in names if k != "target"]
         if self.store != "indices" or not set(names) & set(GATHERED):
             return list(names)
         pixels = [k for k in PIXEL_FIELDS if k in f]
@@ -361,8 +378,14 @@ class ShardSet:
             "mask",
         ]
 
-    def _complete(self, stored: dict[str, np.ndarray], names: Sequence[str], path: str) -> dict:
-        """``{name: array}`` for ``names`` from the arrays read for them (:meth:`_stored_names`)."""
+    def _complete(
+        self, stored: dict[str, np.ndarray], names: Sequence[str], path: str, rows: np.ndarray
+    ) -> dict:
+        """``{name: array}`` for ``names`` from the arrays read for them (:meth:`_stored_names`);
+        ``rows``: the set's cutout numbers read (for the replacement targets)."""
+        if self.target is not None and "target" in names:
+            stored = {**stored, "target": np.asarray(self.target[rows], np.float32)}
+            names = [k for k in names if k != "target"]
         if self.store != "indices" or not set(names) & set(GATHERED):
             return stored
         if self._sources is None:
@@ -380,7 +403,8 @@ class ShardSet:
                 for lo in range(0, n, chunk):
                     hi = min(lo + chunk, n)
                     values = {k: f[k][lo:hi] for k in stored}
-                    yield int(offset + lo), self._complete(values, names, path)
+                    rows = np.arange(offset + lo, offset + hi)
+                    yield int(offset + lo), self._complete(values, names, path, rows)
 
     def load(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every cutout of datasets ``names`` (default :attr:`fields`) in memory, in order.
@@ -408,7 +432,7 @@ class ShardSet:
                 _require(f, self.paths[s], stored)
                 # One read per cutout: h5py's fancy indexing is ~100x slower here.
                 values = {k: np.stack([f[k][int(i)] for i in local]) for k in stored}
-                values = self._complete(values, names, self.paths[s])
+                values = self._complete(values, names, self.paths[s], local + self.offsets[s])
                 for k in names:
                     parts[k].append(values[k])
         out = {}

@@ -2,9 +2,12 @@
 
 The intensity metric (:mod:`dustpred.metrics`, the paper's eq. 2.1) carried to spin 2: both
 cutouts' Q, U (cutout frame) are multiplied by one window, decomposed into flat-sky E and B
-(:func:`dustpred.polarisation.spin2.flat_eb`), and per Fourier mode
-``r_k = Re(T_k conj(P_k)) / (|T_k| |P_k|)`` is averaged in the same ell bins and bands
-(r50: ell_F <= ell < 100, r150: 100 <= ell < 200) as the intensity r.
+(:func:`dustpred.polarisation.spin2.flat_eb`); the inverse FFTs of E and B, zeroed at masked
+pixels, are the cutout's **E and B maps** (:func:`eb_maps`), and r^EE, r^BB are the paper's
+r (:mod:`dustpred.metrics`: per Fourier mode ``r_k = Re(T_k conj(P_k)) / (|T_k| |P_k|)``,
+averaged in the same ell bins and bands, r50: ell_F <= ell < 100, r150: 100 <= ell < 200) of
+the E maps and of the B maps. Without a mask this is the correlation of the E and B modes
+themselves; with one, the masked pixels are zeroed in both maps, as for intensity.
 
 **The window** is the product of the mask's apodisation
 (:func:`dustpred.metrics.apodisation_window`: 0 on masked pixels, a cosine taper over
@@ -33,8 +36,7 @@ from dustpred.metrics import (
     DEFAULT_SIDE_DEG,
     TAPER_PIX,
     apodisation_window,
-    band_weights,
-    fourier_correlation,
+    r_ell_r50_r150_models,
 )
 from dustpred.polarisation.spin2 import flat_eb
 
@@ -86,47 +88,68 @@ def eb_window(
 
 def eb_modes(q: np.ndarray, u: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """E and B Fourier modes ``(..., H, W)`` of the detrended, windowed cutout-frame ``q``,
-    ``u`` (:func:`detrend`)."""
-    return flat_eb(detrend(q, window), detrend(u, window))
+    ``u`` (:func:`detrend`). The Nyquist row and column (even sizes) are set to 0: their
+    wavevector is its own mirror image, so their E/B split has no sign to follow under a
+    flip or a quarter turn (and they lie at ell = 0.5 npix ell_F, far above r150)."""
+    e, b = flat_eb(detrend(q, window), detrend(u, window))
+    for modes in (e, b):
+        for axis, n in ((-2, modes.shape[-2]), (-1, modes.shape[-1])):
+            if n % 2 == 0:
+                np.moveaxis(modes, axis, -1)[..., n // 2] = 0.0
+    return e, b
+
+
+def eb_maps(
+    q: np.ndarray,
+    u: np.ndarray,
+    mask: np.ndarray,
+    *,
+    taper_pix: float = TAPER_PIX,
+    border_pix: float = BORDER_PIX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The E and B maps ``(..., H, W)`` float64 of cutout-frame ``q``, ``u``: the inverse
+    FFTs of :func:`eb_modes` with the :func:`eb_window` of ``mask``, zero at masked pixels.
+
+    Scalar maps (E) and pseudo-scalar maps (B: a mirror image changes its sign) that the
+    intensity machinery (the paper's r, its loss, the U-Net) takes as they are.
+    """
+    window = eb_window(mask, taper_pix=taper_pix, border_pix=border_pix)
+    keep = ~np.asarray(mask, bool)
+    return tuple(np.fft.ifft2(m).real * keep for m in eb_modes(q, u, window))
 
 
 def r_eb_models(
-    target_q: np.ndarray,
-    target_u: np.ndarray,
+    target: tuple[np.ndarray, np.ndarray],
     predictions: Mapping[str, tuple[np.ndarray, np.ndarray]],
     mask: np.ndarray,
     *,
     side_deg: float = DEFAULT_SIDE_DEG,
-    taper_pix: float = TAPER_PIX,
-    border_pix: float = BORDER_PIX,
 ) -> tuple[np.ndarray, dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
-    """r_ell^EE and r_ell^BB of several Q/U predictions against one target.
+    """r_ell^EE and r_ell^BB of several predictions against one target, from E/B maps.
 
     Parameters
     ----------
-    target_q, target_u
-        ``(N, H, W)`` target Q, U in the cutout frame.
+    target
+        ``(E, B)`` maps of the target (:func:`eb_maps`), each ``(N, H, W)``.
     predictions
-        Name -> ``(q, u)``, each ``(N, H, W)``.
+        Name -> ``(E, B)`` maps, each ``(N, H, W)`` (a U-Net predicts them directly; the
+        baselines' come from their Q/U through :func:`eb_maps`).
     mask
-        ``(N, H, W)``, True = masked.
+        ``(N, H, W)``, True = masked (zeroed in every map, as the paper's r does).
 
     Returns
     -------
     ell_centres : numpy.ndarray
         ``(nbins,)``.
     by_name : dict
-        Name -> ``{"EE": (r (N, nbins), r50 (N,), r150 (N,)), "BB": (...)}``.
+        Name -> ``{"EE": (r (N, nbins), r50 (N,), r150 (N,)), "BB": (...)}``: the paper's r
+        (:func:`dustpred.metrics.r_ell_r50_r150_models`) of the E maps and of the B maps.
     """
-    window = eb_window(mask, taper_pix=taper_pix, border_pix=border_pix)
-    bins, bands, centres = band_weights(np.shape(target_q)[-2:], side_deg)
-    target = eb_modes(target_q, target_u, window)
-    out = {}
-    for name, (q, u) in predictions.items():
-        modes = eb_modes(q, u, window)
-        out[name] = {}
-        for mode, t, p in zip(MODES, target, modes, strict=True):
-            rk = fourier_correlation(t, p).reshape(*t.shape[:-2], -1)
-            r = rk @ bands
-            out[name][mode] = (rk @ bins, r[..., 0], r[..., 1])
-    return centres.copy(), out
+    out: dict[str, dict] = {name: {} for name in predictions}
+    centres = np.zeros(0)
+    for k, mode in enumerate(MODES):
+        maps = {name: p[k] for name, p in predictions.items()}
+        centres, by_name = r_ell_r50_r150_models(target[k], maps, side_deg=side_deg, mask=mask)
+        for name, values in by_name.items():
+            out[name][mode] = values
+    return centres, out

@@ -52,6 +52,7 @@ import numpy as np
 from ducc0.sht import experimental as sht
 
 from dustpred.errors import ConfigError
+from dustpred.inputs.healpix_maps import write_healpix_maps
 from dustpred.sky import synthetic
 from dustpred.sky.synthetic import SkySettings
 
@@ -67,6 +68,12 @@ class PolarisationSettings:
     p_max: float = 0.2
     turbulence_deg: float = 20.0
     fibre_fwhm_deg: float = 1.0
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> PolarisationSettings:
+        """From config ``synthetic.polarisation`` (absent keys take the defaults)."""
+        keys = ("p_max", "turbulence_deg", "fibre_fwhm_deg")
+        return cls(**{k: float(v) for k, v in (section or {}).items() if k in keys})
 
     def __post_init__(self) -> None:
         checks = [
@@ -176,4 +183,32 @@ def polarised_dust(
         "U_oracle": u_oracle,
         "I": intensity,
         "hi_angles": hi,
+    }
+
+
+def write_polarised_dust(
+    sky: SkySettings,
+    pol: PolarisationSettings,
+    qu_path: str,
+    oracle_path: str,
+    *,
+    nthreads: int = 1,
+) -> dict[str, float]:
+    """Write :func:`polarised_dust`'s Q/U and its oracle as Planck-style tables (columns
+    ``Q_STOKES``, ``U_STOKES`` in µK_RJ, RING, ``POLCCONV = 'COSMO'``); returns a summary
+    (rms of Q and U, mean polarisation fraction of the HI-traced intensity)."""
+    maps = polarised_dust(sky, pol, nthreads=nthreads)
+    extra = {
+        "POLAR": (True, "Polarisation included"),
+        "POLCCONV": ("COSMO", "Coord. convention for polarisation (COSMO/IAU)"),
+    }
+    units = {"Q_STOKES": "uK_RJ", "U_STOKES": "uK_RJ"}
+    for path, suffix in ((qu_path, ""), (oracle_path, "_oracle")):
+        columns = {"Q_STOKES": maps[f"Q{suffix}"], "U_STOKES": maps[f"U{suffix}"]}
+        write_healpix_maps(path, columns, nested=False, units=units, extra=extra)
+    p = np.hypot(maps["Q"], maps["U"]) / np.maximum(maps["I"], 1e-30)
+    return {
+        "q_rms": float(maps["Q"].std()),
+        "u_rms": float(maps["U"].std()),
+        "mean_fraction": float(p.mean()),
     }

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -77,6 +78,11 @@ class TrainSpec:
     seed: int
     threads: int = 1
     log_path: str | None = None
+    # Replacement targets (e.g. E or B maps): an HDF5 file, its (N, H, W) dataset, and the
+    # target's parity under a mirror image (-1 for B; see resident.ResidentData).
+    target_path: str | None = None
+    target_field: str | None = None
+    target_parity: int = 1
 
 
 def fingerprint(spec: TrainSpec, settings: UNetSettings) -> str:
@@ -87,9 +93,11 @@ def fingerprint(spec: TrainSpec, settings: UNetSettings) -> str:
     for path in spec.train_shards:
         st = os.stat(path)
         files.append([os.fspath(path), st.st_size, st.st_mtime_ns])
-    blob = json.dumps(
-        {"params": settings.config, "seed": spec.seed, "shards": files}, sort_keys=True
-    )
+    identity = {"params": settings.config, "seed": spec.seed, "shards": files}
+    if spec.target_path:
+        st = os.stat(spec.target_path)
+        identity["target"] = [spec.target_path, st.st_size, st.st_mtime_ns, spec.target_field]
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -114,6 +122,7 @@ def train_unet(
     threads: int = 1,
     gpus: int = 0,
     log_path: str | os.PathLike | None = None,
+    target: tuple[str, str, int] | None = None,
     _on_epoch_end: Callable[[int, TrainResult], None] | None = None,
 ) -> TrainResult | None:
     """Train the U-Net on training shards; write the model file and the per-epoch table.
@@ -140,7 +149,12 @@ def train_unet(
         GPUs given to the job: with N > 1 visible, N processes are launched via torchrun.
     log_path : path, optional
         The job's log file (ranks > 0 of a distributed run only log to stderr).
+    target : (path, dataset, parity), optional
+        Train on other targets than the shards' dust: the ``(N, H, W)`` dataset of an HDF5
+        file, one map per training cutout (the polarisation stage's E or B maps), with its
+        parity under a mirror image (1, or -1 for a B map).
     """
+    target_path, target_field, target_parity = target or (None, None, 1)
     spec = TrainSpec(
         [os.fspath(p) for p in train_shards],
         os.fspath(model_path),
@@ -150,6 +164,9 @@ def train_unet(
         int(seed),
         int(threads),
         os.fspath(log_path) if log_path else None,
+        os.fspath(target_path) if target_path else None,
+        target_field,
+        int(target_parity),
     )
     nproc = _n_processes(int(gpus or 0))
     if nproc > 1:
@@ -221,11 +238,11 @@ def run_training(
     info, device = init_distributed(settings.device, settings.cuda_graphs)
     threads = max(1, spec.threads // info.world) if device.type == "cpu" else spec.threads
     torch.set_num_threads(max(1, threads))
-    shards = ShardSet(spec.train_shards, threads=threads)
+    shards = ShardSet(spec.train_shards, threads=threads, target=_replacement_targets(spec))
     train_idx, val_idx = _validation_split(shards, settings, spec.seed)
     if info.is_main:
         _log_start(spec, settings, shards, len(train_idx), len(val_idx), device, info)
-    stats, data = _prepare(shards, train_idx, settings, spec.seed, device, info)
+    stats, data = _prepare(shards, train_idx, settings, spec.seed, device, info, spec.target_parity)
     torch.manual_seed(derived_seed(spec.seed, 0, 3))
     model = build_unet(stats.in_channels, settings)
     trainer = Trainer(
@@ -262,6 +279,19 @@ def run_training(
     return result
 
 
+def _replacement_targets(spec: TrainSpec) -> np.ndarray | None:
+    """The ``(N, H, W)`` replacement targets of ``spec``, or None (the shards' own)."""
+    if not spec.target_path:
+        return None
+    with h5py.File(spec.target_path, "r") as f:
+        if spec.target_field not in f:
+            raise InputError(
+                f"{spec.target_path}: no dataset {spec.target_field!r}; expected the training "
+                f"targets there (found {sorted(f)})"
+            )
+        return f[spec.target_field][()]
+
+
 def _log_start(
     spec: TrainSpec,
     settings: UNetSettings,
@@ -296,6 +326,7 @@ def _prepare(
     seed: int,
     device: torch.device,
     info: DistInfo,
+    parity: int = 1,
 ) -> tuple[InputStats, ResidentData]:
     """The input normalisation fitted on (part of) the training cutouts, and every cutout
     prepared with it and held in memory."""
@@ -309,7 +340,7 @@ def _prepare(
         target_scale=settings.target_scale,
     )
     t0 = time.perf_counter()
-    data = load_resident(shards, stats, device)
+    data = load_resident(shards, stats, device, parity=parity)
     if info.is_main:
         log.info(
             "prepared %d cutouts (%s, %s) in %.1f s",

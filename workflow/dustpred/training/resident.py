@@ -47,6 +47,8 @@ class ResidentData:
     features : (N, F, H, W), or (N, H, W, F) if ``nhwc`` (channels-last storage)
     base : (N, H, W) float32 scaled integrated map of the residual variant, or None
     target : (N, H, W) float32 normalised target; mask : (N, H, W) bool (True = masked)
+    parity : 1, or -1 for a pseudo-scalar target (a B-mode map), whose sign a mirror image
+    (augmentation codes 4-7) changes
     """
 
     features: torch.Tensor
@@ -54,6 +56,7 @@ class ResidentData:
     target: torch.Tensor
     mask: torch.Tensor
     nhwc: bool = False
+    parity: int = 1
 
     @property
     def n(self) -> int:
@@ -88,6 +91,8 @@ class ResidentData:
                 f = f.reshape(b, c, hw).gather(2, perm[:, None, :].expand(b, c, hw))
                 f = f.view(b, c, h, w)
             t = t.reshape(b, hw).gather(1, perm).view(b, h, w)
+            if self.parity != 1:
+                t = t * torch.where(aug >= 4, float(self.parity), 1.0).to(t.dtype)[:, None, None]
             m = m.reshape(b, hw).gather(1, perm).view(b, h, w)
             if base is not None:
                 base = base.reshape(b, hw).gather(1, perm).view(b, h, w)
@@ -111,7 +116,7 @@ class ResidentData:
             x[j, :nf] = dihedral_transform(f.float() if f.dtype == torch.float16 else f, g)
             if self.base is not None:
                 x[j, nf] = dihedral_transform(self.base[i], g)
-            t[j] = dihedral_transform(self.target[i], g)
+            t[j] = dihedral_transform(self.target[i], g) * (self.parity if g >= 4 else 1)
             m[j] = dihedral_transform(self.mask[i], g)
         return x, t, m
 
@@ -160,12 +165,14 @@ def load_resident(
     device: torch.device,
     *,
     chunk: int = 256,
+    parity: int = 1,
 ) -> ResidentData:
     """Read every cutout of ``shards``, prepare it with ``stats`` and keep it in memory.
 
     On CUDA the features are stored in bf16, channels-last, in GPU memory if they take less
     than 60 % of the free memory (host memory otherwise). On CPU they are stored in float32,
     or float16 above 4 GiB (standardised values, so float16's 3 digits are ample).
+    ``parity``: -1 for a pseudo-scalar target (:class:`ResidentData`).
     """
     n, (h, w) = shards.n, shards.shape
     nf = stats.n_features
@@ -195,7 +202,7 @@ def load_resident(
         mask[start:stop] = (~good).to(store)
     if store.type == "cpu" and cuda:
         features = features.pin_memory()
-    return ResidentData(features, base, target, mask, nhwc)
+    return ResidentData(features, base, target, mask, nhwc, int(parity))
 
 
 def epoch_batches(
