@@ -96,7 +96,8 @@ def test_cutout_count_reruns_cutouts_onward_not_preprocessing(finished):
 def test_plot_setting_reruns_plots_only(finished):
     jobs = planned_jobs(finished, {"plots": {"dpi": 61}})
     # velocity_spectrum is the paper's Fig. 1 (it plots too).
-    plots = PER_RUN_PLOTS | {"velocity_spectrum"} | {j for j in TEMPLATE_JOBS if "plot" in j}
+    plots = PER_RUN_PLOTS | {"velocity_spectrum", "plot_qu"}
+    plots |= {j for j in TEMPLATE_JOBS if "plot" in j}
     assert rules(jobs) - {"all"} == plots
 
 
@@ -107,7 +108,7 @@ def test_added_seed_runs_only_that_seeds_jobs_and_the_summaries(finished):
     expected = {("train_unet", *run), ("predict", *run), ("evaluate", *run)}
     expected |= {("train_unet_crossfit", *run)}  # the template's second model
     # The polarisation stages' U-Nets (E and B maps), predictions and tables (tiny.yaml).
-    expected |= {("train_unet_qu", *run), ("predict_qu", *run), ("evaluate_qu", *run)}
+    expected |= {(rule, *run) for rule in ("train_unet_qu", "predict_qu", "evaluate_qu", "plot_qu")}
     expected |= {(rule, *run) for rule in PER_RUN_PLOTS}
     assert per_seed == expected
     # Across-seed and across-experiment outputs gain a row or a curve (the template a seed),

@@ -678,12 +678,21 @@ def polarisation_targets():
         return []
     name = polarisation_experiment()
     runs = [f"{name}/seed{seed}" for seed in seeds_of(name)]
-    return expand(
-        "results/tables/{run}/{table}.{ext}",
-        run=runs,
-        table=QU_TABLES,
-        ext=["csv", "parquet"],
-    ) + expand("results/tables/{run}/qu_summary.txt", run=runs)
+    return (
+        expand(
+            "results/tables/{run}/{table}.{ext}",
+            run=runs,
+            table=QU_TABLES,
+            ext=["csv", "parquet"],
+        )
+        + expand("results/tables/{run}/qu_summary.txt", run=runs)
+        + expand(
+            "results/figures/{run}/{figure}.{ext}",
+            run=runs,
+            figure=["qu_r_ell", "qu_eb_maps"],
+            ext=["png", "pdf"],
+        )
+    )
 
 
 def qu_raw(wildcards):

@@ -327,3 +327,41 @@ rule evaluate_qu:
         settings=qu_evaluation_settings,
     script:
         "../scripts/evaluate_qu.py"
+
+
+rule plot_qu:
+    input:
+        r_ell="results/tables/{experiment}/seed{seed}/qu_r_ell.csv",
+        predictions="results/predictions_qu/{experiment}/seed{seed}/test.h5",
+    output:
+        r_ell_png=report(
+            "results/figures/{experiment}/seed{seed}/qu_r_ell.png",
+            caption="../report/qu_r_ell.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: polarisation",
+            labels={"figure": "r_ell^EE, r_ell^BB"},
+        ),
+        r_ell_pdf="results/figures/{experiment}/seed{seed}/qu_r_ell.pdf",
+        maps_png=report(
+            "results/figures/{experiment}/seed{seed}/qu_eb_maps.png",
+            caption="../report/qu_eb_maps.rst",
+            category="{experiment}",
+            subcategory="seed {seed}: polarisation",
+            labels={"figure": "E and B maps of a test cutout"},
+        ),
+        maps_pdf="results/figures/{experiment}/seed{seed}/qu_eb_maps.pdf",
+    log:
+        "logs/plot_qu/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/plot_qu/{experiment}/seed{seed}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=runtime(20),
+    params:
+        dpi=config["plots"]["dpi"],
+        example_cutout=config["plots"]["example_cutout"],
+    script:
+        "../scripts/plot_qu.py"

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from dustpred.evaluation.resampling import ErrorSettings, win_fraction
+from dustpred.evaluation.tables import read_table
 from dustpred.polarisation.eb import MODES, r_eb_models
 
 STATS = ("r50_EE", "r150_EE", "r50_BB", "r150_BB")
+R_ELL_COLUMNS = ("model", "mode", "ell", "r")
 CHUNK = 256
 
 
@@ -131,3 +133,8 @@ def summary_lines(summary: pd.DataFrame, sky: str) -> list[str]:
             )
         lines.append(text)
     return lines
+
+
+def read_qu_r_ell(path: str) -> pd.DataFrame:
+    """A ``qu_r_ell.csv`` table (:func:`per_cutout_qu`), its columns checked."""
+    return read_table(path, R_ELL_COLUMNS)
