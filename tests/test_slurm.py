@@ -78,6 +78,7 @@ NOT_BYTE_EQUAL = [
     "*.pdf",
     "results/models/*/seed*/training.csv",
     "results/models/*/seed*/crossfit/training.csv",
+    "results/models/*/seed*/training_qu_*.csv",
 ]
 # What lists every experiment run, and so differs between one and two experiments.
 EXPERIMENT_LISTS = ["results/summary.txt", "results/tables/summary*"]
@@ -477,6 +478,15 @@ def test_outputs_are_byte_identical_to_a_local_run(slurm_run, tiny_run):
 @pytest.mark.slurm
 def test_resumed_training_history_equals_the_uninterrupted_local_one(slurm_run, tiny_run):
     rel = f"results/models/{EXPERIMENT}/seed{SEED}/training.csv"
+    slurm = pd.read_csv(slurm_run.workdir / rel).drop(columns=TIMING_COLUMNS)
+    local = pd.read_csv(tiny_run.workdir / rel).drop(columns=TIMING_COLUMNS)
+    pd.testing.assert_frame_equal(slurm, local, check_exact=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("mode", ["e", "b"])
+def test_qu_training_histories_equal_the_local_ones_but_for_timings(slurm_run, tiny_run, mode):
+    rel = f"results/models/{EXPERIMENT}/seed{SEED}/training_qu_{mode}.csv"
     slurm = pd.read_csv(slurm_run.workdir / rel).drop(columns=TIMING_COLUMNS)
     local = pd.read_csv(tiny_run.workdir / rel).drop(columns=TIMING_COLUMNS)
     pd.testing.assert_frame_equal(slurm, local, check_exact=True)
