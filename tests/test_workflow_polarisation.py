@@ -3,7 +3,7 @@ output is there and well-formed, the Q/U cutouts are those of the shards, and th
 rank the oracle above the baselines, as the known truth requires.
 
 At Nside 32 with ell_cutoff 64 the r150 band lies above the maps' band limit, so only r50 is
-asserted on; the U-Nets train six epochs on 40 cutouts and are only checked to be there.
+asserted on; the U-Nets train two epochs on 40 cutouts and are only checked to be there.
 """
 
 import json
@@ -63,4 +63,4 @@ def test_both_qu_unets_ran_every_epoch(tiny_run):
     w = tiny_run.workdir / "results/models/baseline/seed0"
     for mode in ("e", "b"):
         table = pd.read_csv(w / f"training_qu_{mode}.csv")
-        assert len(table) == 6 and (w / f"unet_qu_{mode}.pt").stat().st_size > 0
+        assert len(table) == 2 and (w / f"unet_qu_{mode}.pt").stat().st_size > 0
