@@ -64,3 +64,38 @@ def test_both_qu_unets_ran_every_epoch(tiny_run):
     for mode in ("e", "b"):
         table = pd.read_csv(w / f"training_qu_{mode}.csv")
         assert len(table) == 2 and (w / f"unet_qu_{mode}.pt").stat().st_size > 0
+
+
+def test_a_local_iau_qu_file_enters_the_dag_in_cosmo(tmp_path):
+    """data.dust_qu: a Planck-layout file in the IAU convention (healpy writes it, NESTED,
+    K_CMB) is read by preprocess_qu with U negated and filtered like the synthetic one."""
+    import healpy as hp
+    from conftest import snakemake_cli
+
+    from dustpred.sky import harmonic
+
+    rng = np.random.default_rng(1)
+    iqu = rng.normal(size=(3, 12 * 64**2))
+    path = tmp_path / "qu_iau.fits"
+    hp.write_map(
+        str(path),
+        hp.reorder(iqu, r2n=True),
+        nest=True,
+        coord="G",
+        column_names=["I_STOKES", "Q_STOKES", "U_STOKES"],
+        column_units="K_CMB",
+        extra_header=[("POLCCONV", "IAU")],
+        dtype=np.float64,
+    )
+    work = tmp_path / "run"
+    work.mkdir()
+    done = snakemake_cli(
+        work, "results/preprocess_qu/qu.npy", extra_config={"data": {"dust_qu": str(path)}}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = np.load(work / "results/preprocess_qu/qu.npy")
+    cosmo = np.stack([iqu[1], -iqu[2]]) * 1e6  # K_CMB -> uK_CMB, IAU -> COSMO
+    expected = harmonic.lowpass_to_nside(cosmo, 32, 64, 4, iters=1, spin=2)
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    meta = json.loads((work / "results/preprocess_qu/qu_meta.json").read_text())
+    assert meta["unit"] == "uK_CMB"
