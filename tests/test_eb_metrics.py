@@ -12,7 +12,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from dustpred.metrics import band_weights
+from dustpred.metrics import DEFAULT_SIDE_DEG
+from dustpred.metrics import _weights as band_weights  # the r(ell) bands' weights
 from dustpred.polarisation import eb, spin2
 
 NSIDE, N = 256, 20
@@ -38,7 +39,7 @@ def hole_mask():
 
 def leakage(q, u, mask, modes=eb.eb_modes):
     e, b = modes(q, u, eb.eb_window(mask))
-    _, bands, _ = band_weights((64, 64))
+    _, bands, _ = band_weights((64, 64), DEFAULT_SIDE_DEG)
     pe = (np.abs(e) ** 2).reshape(N, -1) @ bands
     pb = (np.abs(b) ** 2).reshape(N, -1) @ bands
     return (pb / pe).max(axis=0)  # r50 band, r150 band

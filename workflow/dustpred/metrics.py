@@ -260,14 +260,6 @@ def mode_correlation(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     return (t * p.conj()).real / (amp_t * amp_p)
 
 
-def band_weights(
-    shape: tuple[int, int], side_deg: float = DEFAULT_SIDE_DEG
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read-only averaging weights of the r(ell) bins ``(H*W, nbins)``, of r50/r150
-    ``(H*W, 2)``, and the bin centres ``(nbins,)``: ``r_k.reshape(..., -1) @ weights``."""
-    return _weights(tuple(shape), float(side_deg))
-
-
 def r_ell(
     target: np.ndarray,
     prediction: np.ndarray,

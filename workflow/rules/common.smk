@@ -695,6 +695,11 @@ def polarisation_targets():
     )
 
 
+def synthetic_qu():
+    """Whether the Q/U come from the synthetic sky (which alone has an HI-traced oracle)."""
+    return config["data"]["source"] == "synthetic" and not config["data"]["dust_qu"]
+
+
 def qu_raw(wildcards):
     """The polarised dust table (asked for only when a polarisation job runs)."""
     return raw_input("dust_qu")
@@ -702,7 +707,7 @@ def qu_raw(wildcards):
 
 def qu_oracle_raw(wildcards):
     """The HI-traced Q/U of the synthetic sky (no oracle on real data: an error)."""
-    if config["data"]["source"] != "synthetic" or config["data"]["dust_qu"]:
+    if not synthetic_qu():
         raise ConfigError(
             f"{QU_DIR}/qu_oracle.npy exists only for the synthetic sky (config "
             "data.source: synthetic and no data.dust_qu)"
@@ -721,13 +726,10 @@ def qu_read_settings():
 
 def qu_maps():
     """The filtered Q/U, their meta and (synthetic sky) their HI-traced part; for unpack."""
-    synthetic = (
-        config["data"]["source"] == "synthetic" and not config["data"]["dust_qu"]
-    )
     return {
         "qu": f"{QU_DIR}/qu.npy",
         "meta": f"{QU_DIR}/qu_meta.json",
-        "oracle": f"{QU_DIR}/qu_oracle.npy" if synthetic else [],
+        "oracle": f"{QU_DIR}/qu_oracle.npy" if synthetic_qu() else [],
     }
 
 
@@ -759,8 +761,8 @@ def qu_model_inputs(subset):
 def qu_evaluation_settings(wildcards):
     """The error settings, the cutout side (degrees) and the sky's description of the Q/U
     tables."""
-    cutouts, data = config["cutouts"], config["data"]
-    if data["source"] == "synthetic" and not data["dust_qu"]:
+    cutouts = config["cutouts"]
+    if synthetic_qu():
         pol = config["synthetic"]["polarisation"]
         sky = (
             f"synthetic sky (seed {config['seed']}, realisation "

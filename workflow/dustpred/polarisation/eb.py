@@ -20,7 +20,7 @@ E/B mixtures.
 
 **Leakage** (tests/test_eb_metrics.py, pure-E ``healpy.synfast`` skies with C_ell^EE ~
 ell^-2.5, 1 deg beam, 20 cutouts): the B power left in the r150 band is 3 % of the E power
-(at most 5 % per cutout), and in the r50 band about 20 % (at most 35 %): modes of one to six
+(at most 4.2 % per cutout), and in the r50 band 19 % (at most 30 %): modes of one to six
 cycles per 25 deg cutout cannot be split cleanly into E and B, so r50^EE and r50^BB compare
 E- and B-dominated mixtures, the same for target and prediction. r150 is the band to read as
 E and B.

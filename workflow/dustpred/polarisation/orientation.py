@@ -106,20 +106,20 @@ def orientation(
         or no structure within the smoothing scale).
     """
     sigma = float(fwhm_pix) / np.sqrt(8.0 * np.log(2.0))
-    keep = ~np.broadcast_to(np.asarray(mask, bool), np.shape(images))
-    weight = keep.astype(np.float64)
+    # The mask's own shape: what depends only on it is done once for all images it covers.
+    keep = ~np.asarray(mask, bool)
+    shape = np.broadcast_shapes(np.shape(images), keep.shape)
     x = np.where(keep, np.asarray(images, np.float64), 0.0)
-    norm = _smooth(weight, sigma)
-    smooth = np.divide(_smooth(x, sigma), norm, out=np.zeros_like(x), where=norm > 1e-3)
+    norm = np.broadcast_to(_smooth(keep.astype(np.float64), sigma), shape)
+    smooth = np.divide(_smooth(x, sigma), norm, out=np.zeros(shape), where=norm > 1e-3)
     gy, gx = _derivative(smooth, -2), _derivative(smooth, -1)
     # A difference that reaches a masked pixel or the border reads zeros: drop those pixels.
-    valid = _eroded(keep, 2)
-    w = valid.astype(np.float64)
+    w = _eroded(keep, 2).astype(np.float64)
     a = _smooth(w * (gx**2 - gy**2), sigma)
     b = _smooth(w * 2.0 * gx * gy, sigma)
     lam = np.hypot(a, b)
     floor = _FLOOR * lam.max(axis=(-2, -1), keepdims=True) + np.finfo(float).tiny
-    ok = keep & (lam > floor)
+    ok = np.broadcast_to(keep, shape) & (lam > floor)
     cos2 = np.divide(a, lam, out=np.zeros_like(a), where=ok)
     sin2 = np.divide(b, lam, out=np.zeros_like(b), where=ok)
     return cos2, sin2

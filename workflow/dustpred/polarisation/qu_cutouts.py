@@ -7,7 +7,7 @@ response on E and B), saved as ``(2, npix)`` float32 ``.npy`` (Q, U; RING).
 
 **The cutouts** (:func:`write_qu_cutouts`): for every cutout of an intensity shard set (its
 centres, rotations and masks), the nearest-pixel gnomonic Q/U rotated into the cutout frame
-(:func:`dustpred.polarisation.spin2.cutout_qu`), masked pixels 0. One HDF5 file per subset:
+(as :func:`dustpred.polarisation.spin2.cutout_qu`), masked pixels 0. One HDF5 file per subset:
 
 ==================================  ===============  =====================================
 dataset                             shape, dtype     meaning
@@ -34,11 +34,12 @@ import h5py
 import numpy as np
 
 from dustpred.atomic import atomic_path
+from dustpred.cutouts.projection import cutout_pixels
 from dustpred.cutouts.shards import ShardSet
 from dustpred.errors import InputError
 from dustpred.inputs.stokes_maps import read_qu_maps
 from dustpred.polarisation.eb import eb_maps
-from dustpred.polarisation.spin2 import cutout_qu
+from dustpred.polarisation.spin2 import frame_angles, to_cutout_frame
 from dustpred.sky import harmonic
 from dustpred.sky.stack import save_npy_atomic
 
@@ -123,20 +124,24 @@ def write_qu_cutouts(
             for name in QU_FIELDS:
                 f.create_dataset(name + suffix, shape, dtype="f4", chunks=(1, npix, npix))
         f.create_dataset("mask", shape, dtype="u1", chunks=(1, npix, npix))
+        for k in VECTORS:
+            f.create_dataset(k, (shards.n,), dtype="f8")
         for start, chunk in shards.iter_chunks(["mask", *VECTORS], CHUNK):
             stop = start + len(chunk["mask"])
             centres = [np.asarray(chunk[k], np.float64) for k in VECTORS]
             masked = chunk["mask"].astype(bool)
+            # One geometry for the target and the oracle.
+            pix = cutout_pixels(nside, *centres, npix=npix, reso_arcmin=reso)
+            alpha = frame_angles(*centres, npix=npix, reso_arcmin=reso)
             for suffix, qu in maps.items():
-                q, u = cutout_qu(qu[0], qu[1], *centres, npix=npix, reso_arcmin=reso)
+                q, u = to_cutout_frame(qu[0][pix], qu[1][pix], alpha)
                 q, u = np.where(masked, 0.0, q), np.where(masked, 0.0, u)
                 e, b = eb_maps(q, u, masked)
                 for name, values in zip(QU_FIELDS, (q, u, e, b), strict=True):
                     f[f"{name}{suffix}"][start:stop] = values
             f["mask"][start:stop] = chunk["mask"]
-        vectors = shards.load(list(VECTORS))
-        for k in VECTORS:
-            f.create_dataset(k, data=np.asarray(vectors[k], np.float64))
+            for k, values in zip(VECTORS, centres, strict=True):
+                f[k][start:stop] = values
         f.attrs.update(
             units=unit,
             convention="COSMO",

@@ -84,8 +84,9 @@ def per_cutout_qu(
 def summary_qu(
     per_cutout: pd.DataFrame, baselines: Sequence[str], errors: ErrorSettings
 ) -> pd.DataFrame:
-    """Per model and statistic: mean ± block error, and gain ± block error and wins over the
-    statistic's reference (the best of ``baselines``); one row per (model, stat)."""
+    """Per model and statistic: mean ± block error, and gain ± block error and wins (with the
+    win fraction's block error) over the statistic's reference (the best of ``baselines``);
+    one row per (model, stat)."""
     wide = {m: g.sort_values("cutout") for m, g in per_cutout.groupby("model", sort=False)}
     first = next(iter(wide.values()))
     labels = errors.labels(first["lon"].to_numpy(), first["lat"].to_numpy())
@@ -113,6 +114,7 @@ def summary_qu(
                     "gain_error": float(errors.block_error(gain, labels)),
                     "wins": wins.wins,
                     "n": wins.n,
+                    "win_fraction_error": wins.block_error,
                 }
             rows.append(row)
     return pd.DataFrame(rows)
